@@ -1,0 +1,163 @@
+"""Load and validate tariff and contract files into a ``TariffSet`` (SPEC §6).
+
+Every problem names file, version and field (``tariffs.errors``); a set with any problem is
+refused whole, so a half-valid tariff can never price a day.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tomllib
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from typing import TypeVar
+
+from pydantic import ValidationError
+
+from tariffs.errors import TariffError, TariffProblem
+from tariffs.model import ContractBook, Tariff, TariffVersion
+from tariffs.registry import Registry, load_registry
+from tariffs.validate import check_tariff
+
+DEFAULT_TARIFF_DIR = Path(__file__).resolve().parent / "data" / "tariffs"
+CONTRACTS_FILE = "contracts.toml"
+M = TypeVar("M", Tariff, ContractBook)
+
+
+@dataclass(frozen=True)
+class TariffSet:
+    """Every area's tariff and the fee contracts, checked against one registry."""
+
+    registry: Registry
+    tariffs: dict[int, Tariff]  # by area
+    contracts: ContractBook
+
+    def version_for(self, area: int, day: dt.date) -> TariffVersion:
+        """SPEC §6: the version in force prices the whole service day of its area."""
+        chosen = None
+        for version in self.tariffs[area].versions:
+            if version.valid_from <= day:
+                chosen = version
+        if chosen is None:
+            raise LookupError(f"no tariff version of area {area} is in force on {day}")
+        return chosen
+
+    def fee_bp(self, operator: int, issuer: int) -> int:
+        """SPEC §8: the operator's contract rate for that issuer; no contract means 0."""
+        for c in self.contracts.contracts:
+            if c.operator == operator and issuer in c.issuers:
+                return c.fee_bp
+        return 0
+
+
+def load_tariff_set(directory: Path | None = None, registry: Registry | None = None) -> TariffSet:
+    """Read every ``*.toml`` of a tariff directory; the default set is cached per process."""
+    if directory is None and registry is None:
+        return _default_set()
+    return _read_set(Path(directory or DEFAULT_TARIFF_DIR), registry or load_registry())
+
+
+@cache
+def _default_set() -> TariffSet:
+    return _read_set(DEFAULT_TARIFF_DIR, load_registry())
+
+
+def _read_set(directory: Path, registry: Registry) -> TariffSet:
+    problems: list[TariffProblem] = []
+    tariffs: dict[int, Tariff] = {}
+    contracts = ContractBook(contracts=[])
+    if not directory.is_dir():
+        raise TariffError([TariffProblem("TARIFF_NO_DIRECTORY", str(directory), "-", "-",
+                                         "is not a directory of tariff files")])
+    for path in sorted(directory.glob("*.toml")):
+        if path.name == CONTRACTS_FILE:
+            book = _parse(path, ContractBook, problems)
+            if book is not None:
+                contracts = book
+                problems.extend(_check_contracts(path.name, book, registry))
+            continue
+        tariff = _parse(path, Tariff, problems)
+        if tariff is None:
+            continue
+        if tariff.area in tariffs:
+            problems.append(TariffProblem("TARIFF_DUPLICATE_AREA", path.name, "-", "area",
+                                          f"area {tariff.area} already has a tariff file"))
+            continue
+        problems.extend(check_tariff(path.name, tariff, registry))
+        tariffs[tariff.area] = tariff
+    for city in registry.cities:
+        if city not in tariffs and not problems:
+            problems.append(TariffProblem("TARIFF_MISSING_AREA", str(directory), "-", "-",
+                                          f"no tariff file for city {city}"))
+    if problems:
+        raise TariffError(problems)
+    return TariffSet(registry, tariffs, contracts)
+
+
+def load_tariff_file(path: Path, registry: Registry | None = None) -> Tariff:
+    """Parse and check one tariff file; raises ``TariffError`` listing every problem."""
+    problems: list[TariffProblem] = []
+    tariff = _parse(path, Tariff, problems)
+    if tariff is not None:
+        problems.extend(check_tariff(path.name, tariff, registry or load_registry()))
+    if problems or tariff is None:
+        raise TariffError(problems)
+    return tariff
+
+
+def _parse(path: Path, model: type[M], problems: list[TariffProblem]) -> M | None:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(TariffProblem("TARIFF_UNREADABLE", path.name, "-", "-", str(exc)))
+        return None
+    except tomllib.TOMLDecodeError as exc:
+        problems.append(TariffProblem("TARIFF_SYNTAX", path.name, "-", "-",
+                                      f"is not valid TOML: {exc}"))
+        return None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = err["loc"]
+            version = "-"
+            if len(loc) >= 2 and loc[0] == "versions" and isinstance(loc[1], int):
+                raw = data.get("versions", [])
+                if loc[1] < len(raw) and isinstance(raw[loc[1]], dict):
+                    version = str(raw[loc[1]].get("valid_from", f"#{loc[1] + 1}"))
+            problems.append(TariffProblem("TARIFF_FIELD", path.name, version,
+                                          _path(loc), _plain(err)))
+        return None
+
+
+def _path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "-"
+
+
+def _plain(err: dict) -> str:
+    msg = str(err["msg"])
+    if err["type"] == "missing":
+        return "is required but missing"
+    if err["type"] == "extra_forbidden":
+        return "is not a known field (check its spelling)"
+    return msg.removeprefix("Value error, ")
+
+
+def _check_contracts(file: str, book: ContractBook, registry: Registry) -> list[TariffProblem]:
+    problems = []
+    for i, c in enumerate(book.contracts):
+        if c.operator not in registry.operators:
+            problems.append(TariffProblem("TARIFF_UNKNOWN_OPERATOR", file, "-",
+                                          f"contracts[{i}].operator",
+                                          f"operator {c.operator} is not in the registry"))
+        for j, issuer in enumerate(c.issuers):
+            if issuer not in registry.issuers:
+                problems.append(TariffProblem("TARIFF_UNKNOWN_ISSUER", file, "-",
+                                              f"contracts[{i}].issuers[{j}]",
+                                              f"issuer {issuer} is not in the registry"))
+    return problems
