@@ -1,0 +1,59 @@
+"""Shared fixtures: every storage test runs on SQLite and on PostgreSQL (ids ``sqlite``, ``postgresql``).
+
+PostgreSQL comes from ``TONGKA_TEST_DATABASE_URL``. Without it the ``postgresql`` cases skip
+with the reason; with ``CI=true`` an unset or unreachable database fails the run instead.
+Each PostgreSQL test gets a schema of its own, dropped afterwards, so tests never see each
+other's rows and may run in parallel.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+PG_ENV = "TONGKA_TEST_DATABASE_URL"
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def _pg_base_url() -> str | None:
+    url = os.environ.get(PG_ENV)
+    if not url:
+        if _in_ci():
+            pytest.fail(f"CI=true but {PG_ENV} is not set: the PostgreSQL tests must run in CI")
+        pytest.skip(f"PostgreSQL tests need {PG_ENV} (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)")
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A URL of an empty database of each kind."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'tongka.sqlite'}"
+        return
+    base = _pg_base_url()
+    assert base is not None
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(base)
+    try:
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except Exception as exc:  # unreachable server
+        admin.dispose()
+        if _in_ci():
+            pytest.fail(f"CI=true and PostgreSQL at {base} is unreachable: {exc}")
+        pytest.skip(f"PostgreSQL at {base} is unreachable: {exc}")
+    sep = "&" if "?" in base else "?"
+    try:
+        yield f"{base}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
