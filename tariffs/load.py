@@ -26,9 +26,13 @@ CONTRACTS_FILE = "contracts.toml"
 M = TypeVar("M", Tariff, ContractBook)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TariffSet:
-    """Every area's tariff and the fee contracts, checked against one registry."""
+    """Every area's tariff and the fee contracts, checked against one registry.
+
+    Compared and hashed by identity: a loaded set is one immutable value that pricing caches
+    key on.
+    """
 
     registry: Registry
     tariffs: dict[int, Tariff]  # by area
