@@ -1,0 +1,60 @@
+"""Clearing one service day: read its accepted taps, match and price them, store the legs.
+
+The fast path prices by default; the reference is for audits and tests (``--reference``).
+Legs are an immutable Parquet file per day, replaced whole when a day is cleared again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from clearing.errors import StateError
+from clearing.legs import LEG_SCHEMA
+from clearing.parquet_io import write_atomic
+from tariffs.load import TariffSet
+
+
+@dataclass(frozen=True, slots=True)
+class ClearResult:
+    day: dt.date
+    taps: int
+    legs: int
+    path: Path
+
+
+def legs_path(data_dir: Path, day: dt.date) -> Path:
+    return data_dir / "legs" / f"day={day.isoformat()}" / "legs.parquet"
+
+
+def price_taps(taps: pa.Table, tariffs: TariffSet, *, reference: bool = False) -> pa.Table:
+    """Match and price a table of accepted taps with the fast path or the reference."""
+    if reference:
+        from clearing.reference import match_and_price
+    else:
+        from clearing.fast import match_and_price_fast as match_and_price
+    return match_and_price(taps, tariffs)
+
+
+def clear_day(data_dir: Path, day: dt.date, tariffs: TariffSet, *, reference: bool = False,
+              engine=None) -> ClearResult:  # type: ignore[no-untyped-def]
+    """Price every accepted tap of ``day`` and store the day's legs."""
+    from clearing.tapstore import read_day_taps
+
+    taps = read_day_taps(data_dir, day, engine) if engine is not None else read_day_taps(data_dir, day)
+    legs = price_taps(taps, tariffs, reference=reference)
+    path = write_atomic(legs, legs_path(data_dir, day))
+    return ClearResult(day, taps.num_rows, legs.num_rows, path)
+
+
+def read_day_legs(data_dir: Path, day: dt.date) -> pa.Table:
+    """The stored legs of a cleared day; a day never cleared is a StateError naming the fix."""
+    path = legs_path(data_dir, day)
+    if not path.exists():
+        raise StateError(f"service day {day} has not been cleared: run `tongka clear --date {day}`",
+                         code="DAY_NOT_CLEARED")
+    return pq.read_table(path, schema=LEG_SCHEMA)
