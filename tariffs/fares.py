@@ -1,17 +1,127 @@
-"""Plain, model-based fare arithmetic (SPEC §1, §6 steps 1-3): the obvious twin of the compiled tables."""
+"""Fare arithmetic read straight off the tariff models (SPEC §1, §6): the slow, obvious twin.
+
+Each function is one pricing step as the SPEC words it, reading the pydantic models with no
+cache or index, so that the compiled tables (``tariffs.compile``) and the kernels built on
+them can be tested against something a person can check by eye.
+"""
 
 from __future__ import annotations
 
-from tariffs.model import NetworkFare, ProductPrice, TariffVersion
-from tariffs.registry import Registry
+from tariffs.model import MonthlyRebate, NetworkFare, ProductPrice, TariffVersion, TransferStep
+from tariffs.registry import FLAT, Registry
 from tariffs.vocab import Mode, Product
 
 
 def apply_rate(amount: int, bp: int) -> int:
-    """SPEC §1: ``floor((amount * (10000 - bp) + 5000) / 10000)``, the discounted amount rounded half up.
+    """SPEC §1: ``floor((amount * (10000 - bp) + 5000) / 10000)``, rounded half up to the fen.
 
-    Defined for ``amount >= 0`` and ``0 <= bp <= 10000``; Python ints never overflow, and the
-    tariff bounds (fares <= 10 000 000 fen) keep every product inside signed 64 bits, so the
-    numba kernels computing this in int64 agree.
+    Defined for ``amount >= 0`` and ``0 <= bp <= 10000``. The tariff bounds (amounts at most
+    10 000 000 fen) keep every intermediate inside signed 64 bits, so int64 kernels agree.
     """
     return (amount * (10_000 - bp) + 5_000) // 10_000
+
+
+def base_fare_flat(version: TariffVersion, registry: Registry, operator: int, line: int) -> int:
+    """SPEC §6.1, FLAT leg: the line's flat fare in this version."""
+    for lf in version.line_fares:
+        if lf.operator != operator:
+            continue
+        if lf.lines is None:
+            ln = registry.lines.get((operator, line))
+            if ln is not None and ln.network == FLAT:
+                return lf.fare_fen
+        elif line in lf.lines:
+            return lf.fare_fen
+    raise LookupError(f"line {line} of operator {operator} has no flat fare")
+
+
+def network_fare(version: TariffVersion, network: int) -> NetworkFare:
+    for nf in version.networks:
+        if nf.network == network:
+            return nf
+    raise LookupError(f"network {network} has no fares in version {version.valid_from}")
+
+
+def base_fare_network(fare: NetworkFare, registry: Registry, entry_stop: int,
+                      exit_stop: int) -> int:
+    """SPEC §6.1, COMPLETE leg: matrix or distance-band fare; same_station_fare for a → a."""
+    if entry_stop == exit_stop:
+        return fare.same_station_fare
+    if fare.matrix is not None:
+        for a, b, fen in fare.matrix:
+            if a == entry_stop and b == exit_stop:
+                return fen
+        raise LookupError(f"no matrix fare from {entry_stop} to {exit_stop}")
+    index = registry.stop_index(fare.network)
+    metres = int(registry.distances(fare.network)[index[entry_stop], index[exit_stop]])
+    assert fare.bands is not None
+    for band in fare.bands:  # the first band with d <= upper_m; the last one is unbounded
+        if band.upper_m is None or metres <= band.upper_m:
+            return band.fare_fen
+    raise AssertionError("the last distance band is unbounded")
+
+
+def honoured_product(version: TariffVersion, issuer: int, product: int) -> int:
+    """SPEC §6.2-3: the card's product if its issuer's concessions are honoured, else ORDINARY."""
+    if issuer in version.accepted_issuers and issuer in version.concession_issuers:
+        return product
+    return int(Product.ORDINARY)
+
+
+def price_for(version: TariffVersion, mode: int, product: int) -> ProductPrice:
+    """SPEC §6.3: the product price of (mode, product), else that of (mode, ORDINARY)."""
+    mode_name = Mode(mode).name.lower()
+    fallback = None
+    for p in version.prices:
+        if p.mode == mode_name and p.product == Product(product).name.lower():
+            return p
+        if p.mode == mode_name and p.product == "ordinary":
+            fallback = p
+    if fallback is None:
+        raise LookupError(f"no ordinary price for {mode_name} in version {version.valid_from}")
+    return fallback
+
+
+def product_fare(version: TariffVersion, issuer: int, product: int, mode: int,
+                 base: int) -> tuple[int, int]:
+    """SPEC §6 steps 2-3: (honoured product, step-3 fare) of a non-penalty leg."""
+    if issuer not in version.accepted_issuers:  # a visitor: the visitor rate, as ORDINARY
+        return int(Product.ORDINARY), apply_rate(base, version.visitor_rate_bp)
+    honoured = honoured_product(version, issuer, product)
+    price = price_for(version, mode, honoured)
+    if price.rate_bp is not None:
+        return honoured, apply_rate(base, price.rate_bp)
+    assert price.fixed_fen is not None
+    return honoured, min(base, price.fixed_fen)
+
+
+def transfer_fare(step: TransferStep, f: int, base: int, previous_f: int) -> int:
+    """SPEC §6.4: the fare of a transfer priced by ``step`` from its step-3 fare ``f``."""
+    if step.kind == "free":
+        return 0
+    if step.kind == "off_fen":
+        assert step.fen is not None
+        return max(0, f - step.fen)
+    if step.kind == "pay_rate":  # pays bp of its base fare, never more than f
+        assert step.bp is not None
+        return min(f, apply_rate(base, 10_000 - step.bp))
+    return max(0, f - previous_f)  # difference: 扣高免低, the pair pays the higher fare
+
+
+def cap_for(version: TariffVersion, product: int) -> int | None:
+    """SPEC §6.5: the daily cap of an honoured product; None when it is uncapped."""
+    for cap in version.caps:
+        if cap.product == Product(product).name.lower():
+            return cap.cap_fen
+    return None
+
+
+def capped_fare(fare: int, cap: int | None, spent: int) -> int:
+    """SPEC §6.5: ``min(fare, max(0, C - S))``; S is the area's earlier computed fares today."""
+    return fare if cap is None else min(fare, max(0, cap - spent))
+
+
+def rebate_for(rebate: MonthlyRebate, spend: int) -> int:
+    """SPEC §6, monthly rebate: the rebate of the highest tier the month's spend reached."""
+    reached = [tier for tier in rebate.tiers if spend >= tier.spend_fen]
+    return max(reached, key=lambda tier: tier.spend_fen).rebate_fen if reached else 0

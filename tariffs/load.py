@@ -11,7 +11,6 @@ import tomllib
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-
 from typing import TypeVar
 
 from pydantic import ValidationError
@@ -19,7 +18,7 @@ from pydantic import ValidationError
 from tariffs.errors import TariffError, TariffProblem
 from tariffs.model import ContractBook, Tariff, TariffVersion
 from tariffs.registry import Registry, load_registry
-from tariffs.validate import check_tariff
+from tariffs.validate import check_contracts, check_tariff, describe_field_error
 
 DEFAULT_TARIFF_DIR = Path(__file__).resolve().parent / "data" / "tariffs"
 CONTRACTS_FILE = "contracts.toml"
@@ -131,8 +130,8 @@ def _parse(path: Path, model: type[M], problems: list[TariffProblem]) -> M | Non
                 raw = data.get("versions", [])
                 if loc[1] < len(raw) and isinstance(raw[loc[1]], dict):
                     version = str(raw[loc[1]].get("valid_from", f"#{loc[1] + 1}"))
-            problems.append(TariffProblem("TARIFF_FIELD", path.name, version,
-                                          _path(loc), _plain(err)))
+            code, message = describe_field_error(dict(err))
+            problems.append(TariffProblem(code, path.name, version, _path(loc), message))
         return None
 
 
@@ -164,4 +163,5 @@ def _check_contracts(file: str, book: ContractBook, registry: Registry) -> list[
                 problems.append(TariffProblem("TARIFF_UNKNOWN_ISSUER", file, "-",
                                               f"contracts[{i}].issuers[{j}]",
                                               f"issuer {issuer} is not in the registry"))
+    problems.extend(check_contracts(file, book, registry))
     return problems
