@@ -1,0 +1,189 @@
+"""Obligations (SPEC §8): who owes whom for a day's priced legs, summed per ordered pair and kind.
+
+Revenue follows the money actually charged (allocated revenue, SPEC §7); fees are the
+operators' contract rates on each (issuer, operator) pair's day total; subsidies follow the
+computed discount components that a tariff says the government funds. ``fee_fen`` is the one
+rounding function for fees.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from clearing.service_day import day_from_number, day_number
+from settlement.parties import CENTRE, Party, government, issuer, operator
+from tariffs.load import TariffSet
+from tariffs.model import TariffVersion
+from tariffs.vocab import Product
+
+
+class ObligationKind(enum.IntEnum):
+    """Why money is owed (SPEC §6, §8); each kind has its own ledger accounts."""
+
+    REVENUE = 0  # issuer owes operator the allocated revenue of its cards' legs
+    FEE = 1  # operator owes the clearing centre its contract fee
+    SUBSIDY = 2  # government owes operator a discount component it funds
+    REBATE = 3  # operator owes issuer a monthly rebate for its cards (month close)
+
+
+class Component(enum.IntEnum):
+    """The three discount components of a leg (SPEC §6)."""
+
+    CARD = 0  # base - step-3 fare
+    TRANSFER = 1  # step-3 fare - step-4 fare
+    CAP = 2  # step-4 fare - computed fare
+
+
+COMPONENT_COLUMNS: dict[Component, str] = {
+    Component.CARD: "card_discount_fen",
+    Component.TRANSFER: "transfer_discount_fen",
+    Component.CAP: "cap_discount_fen",
+}
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Obligation:
+    """``debtor`` owes ``creditor`` ``amount_fen`` (> 0) of ``kind``."""
+
+    debtor: Party
+    creditor: Party
+    kind: ObligationKind
+    amount_fen: int
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class DiscountLine:
+    """One summed discount component of a day: who gave it, and who bears it (SPEC §8 funders)."""
+
+    area: int
+    operator: int
+    component: Component
+    honoured_product: int  # for the card component; ORDINARY for the others
+    funder: str  # "operator" | "government"
+    amount_fen: int
+
+
+def fee_fen(amount_fen: int, fee_bp: int) -> int:
+    """SPEC §8: ``floor((A * fee_bp + 5000) / 10000)``, the fee rounded half up to the fen."""
+    return (int(amount_fen) * int(fee_bp) + 5_000) // 10_000
+
+
+def day_obligations(
+    legs: pa.Table, allocated: np.ndarray, tariffs: TariffSet, day: dt.date
+) -> list[Obligation]:
+    """Every obligation of one service day's legs, summed per (debtor, creditor, kind), sorted.
+
+    ``allocated`` is ``settlement.apportion.allocate(legs)``. Legs of other days are a broken
+    contract (the caller passes one day), so they raise ValueError rather than being mixed in.
+    """
+    _check_day(legs, day)
+    if len(allocated) != legs.num_rows:
+        raise ValueError(f"allocated has {len(allocated)} values for {legs.num_rows} legs")
+    sums: dict[tuple[Party, Party, ObligationKind], int] = defaultdict(int)
+
+    # SPEC §8: the issuer owes the operator the allocated revenue, summed per pair.
+    pairs = _group_sum(
+        pa.table({
+            "issuer": legs.column("issuer"),
+            "operator": legs.column("operator"),
+            "allocated": pa.array(np.asarray(allocated, dtype=np.int64)),
+        }),
+        ["issuer", "operator"],
+        ["allocated"],
+    )
+    for iss, opr, amount in pairs:
+        sums[(issuer(iss), operator(opr), ObligationKind.REVENUE)] += amount
+        # SPEC §8: the fee is rounded once per (issuer, operator) pair on the day's total.
+        fee = fee_fen(amount, tariffs.fee_bp(opr, iss))
+        sums[(operator(opr), CENTRE, ObligationKind.FEE)] += fee
+
+    for line in discount_lines(legs, tariffs, day):
+        if line.funder == "government":
+            sums[(government(line.area), operator(line.operator), ObligationKind.SUBSIDY)] += (
+                line.amount_fen
+            )
+    return _obligations(sums)
+
+
+def discount_lines(legs: pa.Table, tariffs: TariffSet, day: dt.date) -> list[DiscountLine]:
+    """The day's discount components per (area, operator, component, product), with funders."""
+    grouped = _group_sum(
+        legs.select(["area", "version", "operator", "honoured_product", *COMPONENT_COLUMNS.values()]),
+        ["area", "version", "operator", "honoured_product"],
+        list(COMPONENT_COLUMNS.values()),
+    )
+    sums: dict[tuple[int, int, Component, int, str], int] = defaultdict(int)
+    for area, version_no, opr, product, *amounts in grouped:
+        version = _version(tariffs, area, version_no, day)
+        for component, amount in zip(Component, amounts, strict=True):
+            if amount == 0:
+                continue
+            prod = product if component == Component.CARD else int(Product.ORDINARY)
+            sums[(area, opr, component, prod, funder_of(version, component, product))] += amount
+    return [DiscountLine(*key, amount) for key, amount in sorted(sums.items()) if amount]
+
+
+def funder_of(version: TariffVersion, component: Component, honoured_product: int) -> str:
+    """SPEC §8: the tariff's funder of a component; a product the tariff does not name is the
+    operator's. A visitor-rate discount is priced as ORDINARY, so ORDINARY's funder bears it."""
+    funders = version.funders
+    if component == Component.TRANSFER:
+        return funders.transfer
+    if component == Component.CAP:
+        return funders.cap
+    return funders.card.get(Product(honoured_product).name.lower(), "operator")  # type: ignore[call-overload]
+
+
+def merge_obligations(parts: Iterable[Iterable[Obligation]]) -> list[Obligation]:
+    """Sum partial obligation lists (partitions of a day, or several days) per pair and kind."""
+    sums: dict[tuple[Party, Party, ObligationKind], int] = defaultdict(int)
+    for part in parts:
+        for ob in part:
+            sums[(ob.debtor, ob.creditor, ob.kind)] += ob.amount_fen
+    return _obligations(sums)
+
+
+def _obligations(sums: dict[tuple[Party, Party, ObligationKind], int]) -> list[Obligation]:
+    return sorted(Obligation(d, c, k, amount) for (d, c, k), amount in sums.items() if amount != 0)
+
+
+def _version(tariffs: TariffSet, area: int, version_no: int, day: dt.date) -> TariffVersion:
+    """The version that priced the legs (their ``version`` is its valid_from day number)."""
+    for version in tariffs.tariffs[area].versions:
+        if day_number(version.valid_from) == version_no:
+            return version
+    raise LookupError(
+        f"legs of area {area} were priced by a tariff version valid from "
+        f"{day_from_number(version_no)}, which the tariff set does not have; clear {day} again"
+    )
+
+
+def _check_day(legs: pa.Table, day: dt.date) -> None:
+    if legs.num_rows == 0:
+        return
+    days = pc.unique(legs.column("service_day")).to_pylist()
+    if days != [day_number(day)]:
+        shown = ", ".join(str(day_from_number(d)) for d in sorted(days))
+        raise ValueError(f"legs for settling {day} include other service days: {shown}")
+
+
+def _group_sum(table: pa.Table, keys: list[str], values: list[str]) -> list[tuple[int, ...]]:
+    """Rows (keys..., sums...) of a vectorised group-by; plain Python ints, sorted by key."""
+    if table.num_rows == 0:
+        return []
+    casted = table.select(keys + values).cast(
+        pa.schema([pa.field(k, pa.int64()) for k in keys + values])
+    )
+    out = casted.group_by(keys).aggregate([(v, "sum") for v in values])
+    cols = [out.column(k).to_pylist() for k in keys] + [
+        out.column(f"{v}_sum").to_pylist() for v in values
+    ]
+    return sorted(zip(*cols, strict=True))
