@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from clearing.errors import StateError
 from clearing.service_day import day_from_number, day_number
 from settlement.parties import CENTRE, Party, government, issuer, operator
 from tariffs.load import TariffSet
@@ -160,9 +161,10 @@ def _version(tariffs: TariffSet, area: int, version_no: int, day: dt.date) -> Ta
     for version in tariffs.tariffs[area].versions:
         if day_number(version.valid_from) == version_no:
             return version
-    raise LookupError(
+    raise StateError(
         f"legs of area {area} were priced by a tariff version valid from "
-        f"{day_from_number(version_no)}, which the tariff set does not have; clear {day} again"
+        f"{day_from_number(version_no)}, which the tariff set does not have; clear {day} again",
+        code="SETTLEMENT_STALE_LEGS",
     )
 
 

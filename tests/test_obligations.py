@@ -150,3 +150,11 @@ def test_partitions_by_card_merge_to_the_whole(legs: list[Leg]) -> None:
 
 def _version_no(area: int) -> int:
     return day_number(TARIFFS.version_for(area, DAY).valid_from)
+
+
+def test_legs_priced_by_a_version_the_tariffs_lack_stop_settlement() -> None:
+    from clearing.errors import StateError
+
+    with pytest.raises(StateError, match="clear 2024-05-14 again") as err:
+        _obligations([leg(version=day_number(DAY) - 3)])
+    assert err.value.code == "SETTLEMENT_STALE_LEGS"

@@ -1,0 +1,185 @@
+"""Settling a service day (SPEC §7-§8): legs to obligations, netting, payments and one ledger entry.
+
+The pure part (``compute_day``) turns a day's priced legs into its obligations, positions,
+payments and summaries; ``settle_day`` adds the imperative shell: one settlement of the day
+at a time, post only the difference from what the ledger already holds, mark the day settled.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from settlement.apportion import allocate
+from settlement.ledger import (
+    EntryKind,
+    Posted,
+    Reason,
+    Scope,
+    ledger_transaction,
+    parse_reason,
+    post_difference,
+    target_balances,
+)
+from settlement.netting import Payment, net_positions, payment_instructions
+from settlement.obligations import DiscountLine, Obligation, day_obligations, discount_lines
+from settlement.parties import Party
+from tariffs.load import TariffSet
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class CitySummary:
+    """One tariff area's totals of the day, straight from its legs (the demo's per-city table)."""
+
+    city: int  # the tariff area
+    legs: int
+    base_fen: int
+    computed_fen: int
+    charged_fen: int
+    allocated_fen: int
+    discount_fen: int  # card + transfer + cap discounts
+    mismatch_fen: int  # sum of charged - computed
+
+
+@dataclass(frozen=True)
+class SettlementResult:
+    """What settling a day computed and what it posted."""
+
+    day: dt.date
+    obligations: tuple[Obligation, ...]
+    positions: dict[Party, int]  # net positions; they sum to 0
+    payments: tuple[Payment, ...]
+    entry_id: int | None  # None when nothing was posted (unchanged day, or a dry run)
+    entry_kind: EntryKind | None
+    reason: Reason
+    posted: dict[str, int]  # account code -> amount this run posted (debit > 0)
+    city_summary: tuple[CitySummary, ...]
+    discounts: tuple[DiscountLine, ...] = field(default=())
+    dry_run: bool = False
+    settled: bool = False  # the day is recorded settled at the revision whose legs were settled
+
+    @property
+    def entry_balance(self) -> int:
+        """Sum of the postings this run made: 0 for every entry (SPEC §8)."""
+        return sum(self.posted.values())
+
+    @property
+    def posted_debit_fen(self) -> int:
+        return sum(v for v in self.posted.values() if v > 0)
+
+
+@dataclass(frozen=True, slots=True)
+class DayComputation:
+    """The pure part of settling a day."""
+
+    allocated: np.ndarray
+    obligations: tuple[Obligation, ...]
+    positions: dict[Party, int]
+    payments: tuple[Payment, ...]
+    city_summary: tuple[CitySummary, ...]
+    discounts: tuple[DiscountLine, ...]
+
+
+def compute_day(legs: pa.Table, tariffs: TariffSet, day: dt.date) -> DayComputation:
+    """Apportion, build and net a day's obligations: no I/O, the same answer every time."""
+    allocated = allocate(legs)
+    obligations = tuple(day_obligations(legs, allocated, tariffs, day))
+    positions = net_positions(obligations)
+    return DayComputation(
+        allocated=allocated,
+        obligations=obligations,
+        positions=positions,
+        payments=tuple(payment_instructions(positions, day)),
+        city_summary=tuple(city_summary(legs, allocated)),
+        discounts=tuple(discount_lines(legs, tariffs, day)),
+    )
+
+
+def settle_day(
+    engine: Engine,
+    day: dt.date,
+    legs: pa.Table,
+    tariffs: TariffSet,
+    *,
+    reason: str = "initial",
+    dry_run: bool = False,
+    revision: int | None = None,
+    on_locked: Callable[[Session], None] | None = None,
+) -> SettlementResult:
+    """Settle one service day from its complete priced legs (SPEC §8).
+
+    Posts the difference between the day's target balances and what is already posted for
+    it: the first time a ``settlement`` entry, later an ``adjustment`` naming ``reason``
+    (late_batch | tariff_correction | manual_correction); an unchanged day posts nothing.
+    Raises StateError (SETTLEMENT_RUNNING) when another settlement of the day holds the lock,
+    and (SETTLEMENT_REASON_REQUIRED) when a changed day is re-settled with reason "initial".
+    ``dry_run`` computes everything and touches no database. ``revision`` is the day revision
+    (``clearing.days.day_revision``) read before the legs were read: if a batch changed the day
+    since, the difference is still posted but the day stays NEEDS_SETTLEMENT (``settled`` is
+    False in the result) so the next settlement posts the rest. ``on_locked`` runs inside the
+    locked transaction before posting (tests use it to hold the lock).
+    """
+    why = parse_reason(reason or "initial")
+    comp = compute_day(legs, tariffs, day)
+    posted = Posted(None, None, why, {})
+    settled = False
+    if not dry_run:
+        target = target_balances(comp.obligations)
+        with ledger_transaction(engine, Scope.DAY, day) as session:
+            if on_locked is not None:
+                on_locked(session)
+            posted = post_difference(session, day, Scope.DAY, target, why)
+            settled = _mark_settled(session, day, revision)
+    return SettlementResult(
+        day=day,
+        obligations=comp.obligations,
+        positions=comp.positions,
+        payments=comp.payments,
+        entry_id=posted.entry_id,
+        entry_kind=posted.kind,
+        reason=why,
+        posted=posted.postings,
+        city_summary=comp.city_summary,
+        discounts=comp.discounts,
+        dry_run=dry_run,
+        settled=settled,
+    )
+
+
+def _mark_settled(session: Session, day: dt.date, revision: int | None) -> bool:
+    """Record the day settled in the same transaction as its entry (clearing.days), which is
+    what makes a later batch for the day a late batch (SPEC §4)."""
+    from clearing.days import mark_settled
+
+    return mark_settled(session, day, revision=revision)
+
+
+def city_summary(legs: pa.Table, allocated: np.ndarray) -> list[CitySummary]:
+    """Per tariff area: number of legs and their base, computed, charged, allocated, discount and
+    mismatch totals (vectorised; the inputs of the demo summary and the statements)."""
+    if legs.num_rows == 0:
+        return []
+    t = pa.table({
+        "area": legs.column("area").cast(pa.int64()),
+        "base": legs.column("base_fen"),
+        "computed": legs.column("computed_fen"),
+        "charged": legs.column("charged_fen"),
+        "allocated": pa.array(np.asarray(allocated, dtype=np.int64)),
+        "discount": pa.array(
+            legs.column("card_discount_fen").to_numpy()
+            + legs.column("transfer_discount_fen").to_numpy()
+            + legs.column("cap_discount_fen").to_numpy()
+        ),
+        "mismatch": legs.column("mismatch_fen"),
+    })
+    values = ["base", "computed", "charged", "allocated", "discount", "mismatch"]
+    out = t.group_by("area").aggregate([("area", "count"), *[(v, "sum") for v in values]])
+    rows = zip(out.column("area").to_pylist(), out.column("area_count").to_pylist(),
+               *[out.column(f"{v}_sum").to_pylist() for v in values], strict=True)
+    return sorted(CitySummary(*map(int, row)) for row in rows)  # type: ignore[arg-type]
