@@ -57,6 +57,7 @@ __all__ = [
     "days",
     "batches",
     "shuffled",
+    "recard",
     "tariff_sets",
     "tariffs_and_days",
     "own_issuer",
@@ -248,7 +249,9 @@ def _events(draw: st.DrawFn, tariffs: TariffSet, start: int, end: int, home: int
         board = clamp(draw(_time_after(cursor, anchors, _window_ms(version))))
         if kind == "flat":
             ln = draw(st.sampled_from(w.flat_lines[area]))
-            stop: int = draw(st.sampled_from(ln.stops)) if ln.stops and draw(st.integers(0, 5)) else 0
+            # Stop 0 (unknown) is allowed on flat lines only (SPEC §3).
+            known = bool(ln.stops) and draw(st.integers(0, 5)) > 0
+            stop: int = draw(st.sampled_from(ln.stops)) if known else 0
             out.append((_place(reg, ln, stop), int(TapType.FLAT), board))
             anchors.append(board)
             cursor = board
@@ -409,6 +412,22 @@ def taps(tariffs: TariffSet | None = None, day: dt.date | None = None) -> st.Sea
     return card_days(tariffs, day, max_events=1).map(lambda t: t.slice(0, 1).to_pylist()[0])
 
 
+def recard(table: pa.Table, *, issuer: int | None = None, product: int | None = None,
+           media: int | None = None, card_id: int | None = None) -> pa.Table:
+    """The same taps presented by another card: replace issuer, product, medium or card id.
+
+    For the SPEC §9 "same card, same discount" property: the journey stays, the card changes.
+    """
+    out = table
+    for name, value in (("issuer", issuer), ("product", product), ("media", media),
+                        ("card_id", card_id)):
+        if value is not None:
+            i = out.schema.get_field_index(name)
+            out = out.set_column(i, out.schema.field(i),
+                                 pa.array([value] * out.num_rows, type=out.schema.field(i).type))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Batches and shuffles
 
@@ -487,81 +506,108 @@ def _copy(value: Any) -> Any:
 _MODE_NAMES = tuple(m.name.lower() for m in Mode)
 _PRODUCT_NAMES = tuple(p.name.lower() for p in Product)
 
+# Strategies built once: hypothesis validates each new strategy object, and a tariff set has
+# hundreds of values to draw.
+_APPORTIONMENT = st.sampled_from(("later_leg", "pro_rata"))
+_RATE_BP = st.sampled_from((0, 0, 1000, 2000, 5000, 10000)) | st.integers(0, 10_000)
+_FLAT_FARE = st.sampled_from((100, 150, 200, 300)) | st.integers(0, 1000)
+_PRICE = st.one_of(
+    st.builds(lambda bp: {"rate_bp": bp, "fixed_fen": None}, _RATE_BP),
+    st.builds(lambda fen: {"rate_bp": None, "fixed_fen": fen},
+              st.sampled_from((50, 70, 100)) | st.integers(0, 400)),
+)
+_MAYBE_PRICE = st.one_of(st.none(), _PRICE)  # None: no price, the ORDINARY one applies
+_STEP = st.one_of(
+    st.just({"kind": "free", "fen": None, "bp": None}),
+    st.builds(lambda f: {"kind": "off_fen", "fen": f, "bp": None}, st.integers(0, 300)),
+    st.builds(lambda b: {"kind": "pay_rate", "fen": None, "bp": b}, _RATE_BP),
+    st.just({"kind": "difference", "fen": None, "bp": None}),
+)
+_STEPS = st.lists(_STEP, min_size=1, max_size=4)
+_WINDOW_MINUTES = st.sampled_from((30, 45, 60, 90)) | st.integers(1, 180)
+_WINDOW_FROM = st.sampled_from(("first_boarding", "previous_last_tap"))
+_CAPS = st.dictionaries(st.sampled_from(_PRODUCT_NAMES), st.integers(0, 1500), max_size=3)
+_JOURNEY_MINUTES = st.sampled_from((30, 60, 180, 240)) | st.integers(1, 300)
+_NET_FARE = st.integers(0, 1500)
+_SAME_STATION = st.integers(0, 600)
+_HEADROOM = st.sampled_from((0, 0, 100))
+_STRATEGY_CACHE: dict[tuple, st.SearchStrategy] = {}
+
+
+def _cached(key: tuple, make: Any) -> st.SearchStrategy:
+    strategy = _STRATEGY_CACHE.get(key)
+    if strategy is None:
+        strategy = _STRATEGY_CACHE[key] = make()
+    return strategy
+
 
 def _vary_version(draw: st.DrawFn, v: dict[str, Any], area: int, reg: Registry) -> None:
     """Vary one version dict in place, keeping it valid (see ``tariffs.validate``)."""
     w = world(reg)
     own = sorted(reg.own_issuers(area))
-    others = [i for i in w.issuers if i not in own]
-    v["apportionment"] = draw(st.sampled_from(("later_leg", "pro_rata")))
-    v["visitor_rate_bp"] = draw(st.sampled_from((0, 0, 2000, 10000)) | st.integers(0, 10_000))
+    others = tuple(i for i in w.issuers if i not in own)
+    v["apportionment"] = draw(_APPORTIONMENT)
+    v["visitor_rate_bp"] = draw(_RATE_BP)
     # Own issuers always honour concessions (SPEC §6.2: a city's own welfare); others may.
-    accepted = own + draw(st.lists(st.sampled_from(others), unique=True))
-    v["accepted_issuers"] = sorted(accepted)
-    extra = [i for i in accepted if i not in own]
-    v["concession_issuers"] = sorted(own + draw(st.lists(st.sampled_from(extra), unique=True,
-                                                         max_size=2))) if extra else own
+    accepted = sorted(own + draw(_cached(("subset", others), lambda: st.lists(
+        st.sampled_from(others), unique=True))))
+    v["accepted_issuers"] = accepted
+    extra = tuple(i for i in accepted if i not in own)
+    v["concession_issuers"] = sorted(own + draw(_cached(("subset2", extra), lambda: st.lists(
+        st.sampled_from(extra), unique=True, max_size=2)))) if extra else own
     for lf in v["line_fares"]:
-        lf["fare_fen"] = draw(st.sampled_from((100, 150, 200, 300)) | st.integers(0, 1000))
+        lf["fare_fen"] = draw(_FLAT_FARE)
     for nf in v["networks"]:
         _vary_network(draw, nf, reg)
-    area_modes = sorted({ln.mode.name.lower() for ln in reg.lines.values()
-                         if reg.line_area(ln.operator, ln.line) == area})
+    area_modes = _cached(("modes", id(reg), area), lambda: st.just(tuple(sorted(
+        {ln.mode.name.lower() for ln in reg.lines.values()
+         if reg.line_area(ln.operator, ln.line) == area}))))
+    modes: tuple[str, ...] = draw(area_modes)
     prices = []
-    for mode in area_modes:
+    for mode in modes:
         for product in _PRODUCT_NAMES:
-            if product != "ordinary" and draw(st.integers(0, 2)) == 0:
-                continue  # no price: the ORDINARY price applies (SPEC §6.3)
-            if draw(st.booleans()):
-                prices.append({"mode": mode, "product": product, "source": "",
-                               "rate_bp": draw(st.sampled_from((0, 1000, 2000, 5000, 10000))
-                                               | st.integers(0, 10_000)),
-                               "fixed_fen": None})
-            else:
-                prices.append({"mode": mode, "product": product, "source": "", "rate_bp": None,
-                               "fixed_fen": draw(st.integers(0, 400))})
+            price = draw(_PRICE if product == "ordinary" else _MAYBE_PRICE)
+            if price is not None:
+                prices.append({"mode": mode, "product": product, "source": "", **price})
     v["prices"] = prices
     if draw(st.integers(0, 4)) == 0:
         v["transfer"] = None
     else:
-        pairs = [[a, b] for a in area_modes for b in area_modes]
-        step = st.one_of(
-            st.just({"kind": "free", "fen": None, "bp": None}),
-            st.builds(lambda f: {"kind": "off_fen", "fen": f, "bp": None}, st.integers(0, 300)),
-            st.builds(lambda b: {"kind": "pay_rate", "fen": None, "bp": b},
-                      st.integers(0, 10_000)),
-            st.just({"kind": "difference", "fen": None, "bp": None}),
-        )
+        pairs = tuple((a, b) for a in modes for b in modes)
+        allowed = draw(_cached(("pairs", pairs), lambda: st.lists(
+            st.sampled_from(pairs), min_size=1, unique=True)))
         v["transfer"] = {
-            "window_minutes": draw(st.sampled_from((30, 45, 60, 90)) | st.integers(1, 180)),
-            "window_from": draw(st.sampled_from(("first_boarding", "previous_last_tap"))),
-            "allowed_modes": draw(st.lists(st.sampled_from(pairs), min_size=1, unique_by=tuple)),
-            "steps": draw(st.lists(step, min_size=1, max_size=4)),
+            "window_minutes": draw(_WINDOW_MINUTES),
+            "window_from": draw(_WINDOW_FROM),
+            "allowed_modes": [list(p) for p in allowed],
+            "steps": draw(_STEPS),
             "source": "",
         }
-    v["caps"] = [{"product": p, "cap_fen": draw(st.integers(0, 1500))}
-                 for p in draw(st.lists(st.sampled_from(_PRODUCT_NAMES), unique=True))]
+    v["caps"] = [{"product": p, "cap_fen": c} for p, c in sorted(draw(_CAPS).items())]
 
 
 def _vary_network(draw: st.DrawFn, nf: dict[str, Any], reg: Registry) -> None:
-    distances = reg.distances(nf["network"])
-    real = sorted({int(d) for d in np.unique(distances) if d > 0})
-    nf["max_journey_minutes"] = draw(st.sampled_from((30, 60, 180, 240)) | st.integers(1, 300))
+    nf["max_journey_minutes"] = draw(_JOURNEY_MINUTES)
     if nf["bands"] is not None:
-        picks = draw(st.lists(st.sampled_from(real), min_size=0, max_size=6, unique=True))
-        uppers = sorted({d - draw(st.sampled_from((0, 1))) for d in picks} - {0})
-        fares = draw(st.lists(st.integers(0, 1500), min_size=len(uppers) + 1,
-                              max_size=len(uppers) + 1))
+        # Break points on real track distances, or one metre below them (SPEC §6.1: d <= upper_m).
+        real = _cached(("edges", id(reg), nf["network"]), lambda: st.lists(
+            st.builds(lambda d, k: d - k,
+                      st.sampled_from(sorted({int(d) for d in
+                                              np.unique(reg.distances(nf["network"])) if d > 1})),
+                      st.sampled_from((0, 1))),
+            max_size=6, unique=True))
+        uppers = sorted(draw(real))
+        fares = [draw(_NET_FARE) for _ in range(len(uppers) + 1)]
         nf["bands"] = [{"upper_m": u, "fare_fen": f} for u, f in zip(uppers, fares, strict=False)]
         nf["bands"].append({"upper_m": None, "fare_fen": fares[-1]})
         top = max(fares)
     else:
         for row in nf["matrix"]:
-            row[2] = draw(st.integers(0, 1500))
+            row[2] = draw(_NET_FARE)
         top = max(row[2] for row in nf["matrix"])
-    nf["same_station_fare"] = draw(st.integers(0, 600))
+    nf["same_station_fare"] = draw(_SAME_STATION)
     # SPEC §6.1: max_fare is at least every base fare of the network (checked at load).
-    nf["max_fare"] = max(top, nf["same_station_fare"]) + draw(st.sampled_from((0, 0, 100)))
+    nf["max_fare"] = max(top, nf["same_station_fare"]) + draw(_HEADROOM)
 
 
 @st.composite
