@@ -13,6 +13,8 @@ from pathlib import Path
 from sqlalchemy import Engine, MetaData, create_engine, event, inspect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
+from clearing.errors import TongkaError
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 NAMING = {
@@ -28,12 +30,14 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
-class DatabaseError(Exception):
+class DatabaseError(TongkaError):
     """Infrastructure failure talking to the database; ``code`` is stable for operators."""
 
+    code = "DB_ERROR"
+    exit_code = 4
+
     def __init__(self, code: str, message: str) -> None:
-        self.code = code
-        super().__init__(f"{message} [{code}]")
+        super().__init__(message, code=code)
 
 
 def sqlite_url(path: Path) -> str:
@@ -84,9 +88,8 @@ def alembic_config(engine: Engine):  # type: ignore[no-untyped-def]
 
 
 def head_revision() -> str:
-    from alembic.script import ScriptDirectory
-
     from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))

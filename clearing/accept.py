@@ -1,0 +1,267 @@
+"""Acceptance checks of canonical taps (SPEC §4), vectorised over a whole batch.
+
+Every check is one numpy expression over a column; the registry is compiled once into sorted
+lookup arrays, so ten million rows cost a few dozen array passes and no Python per row. Only
+the rejected rows become Python values (``RowError``), because they are few and an operator
+reads each of them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from clearing.errors import RowError
+from clearing.service_day import day_bounds_ms
+from clearing.taps import ACCOUNT_BASED, TAP_COLUMNS, TapType
+from tariffs.registry import FLAT, Registry
+from tariffs.vocab import Media, Product
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One acceptance check: its stable code and the field it concerns."""
+
+    code: str
+    field: str
+
+
+# SPEC §4: a row failing several checks is reported with the first, in exactly this order.
+# MISSING_VALUE comes first because no other check can look at a null.
+CHECKS: tuple[Check, ...] = (
+    Check("MISSING_VALUE", ""),
+    Check("UNKNOWN_OPERATOR", "operator"),
+    Check("UNKNOWN_ISSUER", "issuer"),
+    Check("UNKNOWN_CITY", "city"),
+    Check("UNKNOWN_LINE", "line"),
+    Check("UNKNOWN_STOP", "stop"),
+    Check("BAD_TAP_TYPE", "tap_type"),
+    Check("BAD_PRODUCT", "product"),
+    Check("BAD_MEDIA", "media"),
+    Check("OUTSIDE_SERVICE_DAY", "ts_ms"),
+    Check("STOP_NOT_ON_LINE", "stop"),
+    Check("STOP_ZERO_ON_NETWORK", "stop"),
+    Check("BAD_DEBIT", "debited_fen"),
+    Check("CITY_MISMATCH", "city"),
+    Check("TAP_TYPE_LINE_MISMATCH", "tap_type"),
+)
+CODES: tuple[str, ...] = tuple(c.code for c in CHECKS)
+
+
+@dataclass(frozen=True)
+class _Lookup:
+    """The registry as sorted arrays that ``np.searchsorted`` can probe for a whole column."""
+
+    operator_known: np.ndarray  # bool[65536], by operator code (uint16)
+    operator_city: np.ndarray  # uint32[65536], 0 for unknown operators
+    issuer_known: np.ndarray  # bool[65536], by issuer code (uint16)
+    cities: np.ndarray  # sorted uint32 city codes
+    line_keys: np.ndarray  # sorted uint64 (operator << 32 | line)
+    line_network: np.ndarray  # int64 network of each line_keys entry (FLAT = 0)
+    stops: np.ndarray  # sorted uint32 stop ids
+    stop_city: np.ndarray  # uint32 city of each stops entry
+    line_stop_keys: np.ndarray  # sorted uint64 (line index << 32 | stop)
+
+
+_LOOKUPS: dict[int, tuple[Registry, _Lookup]] = {}
+
+
+def _lookup(registry: Registry) -> _Lookup:
+    """Compile (once per registry object) the arrays the checks probe."""
+    hit = _LOOKUPS.get(id(registry))
+    if hit is not None and hit[0] is registry:
+        return hit[1]
+    operator_known = np.zeros(1 << 16, dtype=bool)
+    operator_city = np.zeros(1 << 16, dtype=np.uint32)
+    for op in registry.operators.values():
+        if 0 <= op.code < 1 << 16:
+            operator_known[op.code] = True
+            operator_city[op.code] = op.city
+    issuer_known = np.zeros(1 << 16, dtype=bool)
+    for code in registry.issuers:
+        if 0 <= code < 1 << 16:
+            issuer_known[code] = True
+    lines = sorted(registry.lines.values(), key=lambda ln: (ln.operator << 32) | ln.line)
+    line_keys = np.array([(ln.operator << 32) | ln.line for ln in lines], dtype=np.uint64)
+    line_network = np.array([ln.network for ln in lines], dtype=np.int64)
+    stops = np.array(sorted(registry.stops), dtype=np.uint32)
+    stop_city = np.array([registry.stops[int(s)].city for s in stops], dtype=np.uint32)
+    line_stop_keys = np.array(
+        sorted({(i << 32) | s for i, ln in enumerate(lines) for s in ln.stops}), dtype=np.uint64
+    )
+    lookup = _Lookup(
+        operator_known=operator_known,
+        operator_city=operator_city,
+        issuer_known=issuer_known,
+        cities=np.array(sorted(registry.cities), dtype=np.uint32),
+        line_keys=line_keys,
+        line_network=line_network,
+        stops=stops,
+        stop_city=stop_city,
+        line_stop_keys=line_stop_keys,
+    )
+    if len(_LOOKUPS) > 16:  # registries are few and long-lived; never grow without bound
+        _LOOKUPS.clear()
+    _LOOKUPS[id(registry)] = (registry, lookup)
+    return lookup
+
+
+def _find(sorted_keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index of each value in ``sorted_keys`` and whether it is there (vectorised membership)."""
+    if len(sorted_keys) == 0:
+        return np.zeros(len(values), dtype=np.int64), np.zeros(len(values), dtype=bool)
+    idx = np.searchsorted(sorted_keys, values)
+    idx = np.minimum(idx, len(sorted_keys) - 1)
+    return idx, sorted_keys[idx] == values
+
+
+def _column(table: pa.Table, name: str, dtype: type) -> tuple[np.ndarray, np.ndarray]:
+    """A column as a numpy array of its storage width, and the mask of its nulls."""
+    col = table.column(name)
+    if col.null_count:
+        nulls = col.is_null().to_numpy(zero_copy_only=False)
+        col = col.fill_null(0)
+    else:
+        nulls = np.zeros(len(col), dtype=bool)
+    return np.asarray(col.to_numpy(), dtype=dtype), nulls
+
+
+def check_taps(
+    table: pa.Table, registry: Registry, service_day: dt.date
+) -> tuple[np.ndarray, list[RowError]]:
+    """SPEC §4 acceptance: the mask of accepted rows and one ``RowError`` per rejected row.
+
+    ``table`` has the columns of ``TAP_SCHEMA`` (extra columns are ignored); ``service_day``
+    is the batch's declared day. Each row is reported with the first check it fails, in the
+    SPEC's order (``CHECKS``); ``RowError.row`` is the 0-based row index in ``table``.
+    """
+    n = table.num_rows
+    missing = [c for c in TAP_COLUMNS if c not in table.column_names]
+    if missing:
+        raise ValueError(f"check_taps needs the canonical tap columns; missing {missing}")
+    lk = _lookup(registry)
+    null_any = np.zeros(n, dtype=bool)
+    null_field = np.full(n, -1, dtype=np.int64)  # index in TAP_COLUMNS of the first null
+    cols: dict[str, np.ndarray] = {}
+    widths = {
+        "operator": np.uint16, "device_id": np.int64, "device_seq": np.int64,
+        "card_id": np.uint64, "card_seq": np.int32, "issuer": np.uint16, "product": np.uint8,
+        "media": np.uint8, "ts_ms": np.int64, "city": np.uint32, "line": np.uint32,
+        "stop": np.uint32, "tap_type": np.uint8, "debited_fen": np.int32,
+    }
+    for i, name in enumerate(TAP_COLUMNS):
+        cols[name], nulls = _column(table, name, widths[name])
+        null_field[nulls & ~null_any] = i
+        null_any |= nulls
+
+    op, stop, city = cols["operator"], cols["stop"], cols["city"]
+    tap_type = cols["tap_type"]
+    line_idx, line_known = _find(lk.line_keys, (op.astype(np.uint64) << np.uint64(32))
+                                 | cols["line"].astype(np.uint64))
+    network = np.where(line_known, lk.line_network[line_idx], FLAT)
+    stop_idx, stop_known = _find(lk.stops, stop)
+    _, on_line = _find(lk.line_stop_keys, (line_idx.astype(np.uint64) << np.uint64(32))
+                       | stop.astype(np.uint64))
+    _, city_known = _find(lk.cities, city)
+    start, end = day_bounds_ms(service_day)
+    ts = cols["ts_ms"]
+    zero = stop == 0
+    # SPEC §4: the tap's city is its stop's city; for stop 0 the city of the line's operator.
+    expected_city = np.where(zero, lk.operator_city[op], lk.stop_city[stop_idx])
+    flat_line = network == FLAT
+
+    failing: dict[str, Callable[[], np.ndarray]] = {
+        "MISSING_VALUE": lambda: null_any,
+        "UNKNOWN_OPERATOR": lambda: ~lk.operator_known[op],
+        "UNKNOWN_ISSUER": lambda: ~lk.issuer_known[cols["issuer"]],
+        "UNKNOWN_CITY": lambda: ~city_known,
+        "UNKNOWN_LINE": lambda: ~line_known,
+        "UNKNOWN_STOP": lambda: ~zero & ~stop_known,
+        "BAD_TAP_TYPE": lambda: ~np.isin(tap_type, [int(t) for t in TapType]),
+        "BAD_PRODUCT": lambda: ~np.isin(cols["product"], [int(p) for p in Product]),
+        "BAD_MEDIA": lambda: ~np.isin(cols["media"], [int(m) for m in Media]),
+        "OUTSIDE_SERVICE_DAY": lambda: (ts < start) | (ts >= end),
+        "STOP_NOT_ON_LINE": lambda: ~zero & ~on_line,
+        "STOP_ZERO_ON_NETWORK": lambda: zero & ~flat_line,
+        "BAD_DEBIT": lambda: cols["debited_fen"] < ACCOUNT_BASED,
+        "CITY_MISMATCH": lambda: city != expected_city,
+        "TAP_TYPE_LINE_MISMATCH": lambda: np.where(
+            flat_line, tap_type != TapType.FLAT, tap_type == TapType.FLAT
+        ),
+    }
+    first = np.zeros(n, dtype=np.int8)  # 0 = accepted, k = 1 + index in CHECKS of the failure
+    undecided = np.ones(n, dtype=bool)
+    for k, check in enumerate(CHECKS, start=1):
+        fails = failing[check.code]() & undecided
+        first[fails] = k
+        undecided &= ~fails
+    accepted = first == 0
+    return accepted, _row_errors(table, first, null_field, cols, lk, service_day)
+
+
+def _row_errors(
+    table: pa.Table,
+    first: np.ndarray,
+    null_field: np.ndarray,
+    cols: dict[str, np.ndarray],
+    lk: _Lookup,
+    service_day: dt.date,
+) -> list[RowError]:
+    """The rejected rows as values: a loop over the bad rows only."""
+    bad = np.flatnonzero(first)
+    if len(bad) == 0:
+        return []
+    records = table.select(list(TAP_COLUMNS)).take(pa.array(bad)).to_pylist()
+    errors = []
+    for row, record in zip(bad.tolist(), records, strict=True):
+        check = CHECKS[int(first[row]) - 1]
+        field = check.field or TAP_COLUMNS[int(null_field[row])]
+        errors.append(RowError(check.code, row, field,
+                               _message(check.code, record, field, lk, service_day), record))
+    return errors
+
+
+def _message(code: str, r: dict, field: str, lk: _Lookup, day: dt.date) -> str:
+    """Words an operator can act on, naming the offending values."""
+    line = f"line {r['line']} of operator {r['operator']}"
+    match code:
+        case "MISSING_VALUE":
+            return f"{field} is empty"
+        case "UNKNOWN_OPERATOR":
+            return f"operator {r['operator']} is not in the registry"
+        case "UNKNOWN_ISSUER":
+            return f"issuer {r['issuer']} is not in the registry"
+        case "UNKNOWN_CITY":
+            return f"city {r['city']} is not a city of the circle"
+        case "UNKNOWN_LINE":
+            return f"{line} is not in the registry"
+        case "UNKNOWN_STOP":
+            return f"stop {r['stop']} is not in the registry"
+        case "BAD_TAP_TYPE":
+            return f"tap_type {r['tap_type']} is not 0 FLAT, 1 ENTRY or 2 EXIT"
+        case "BAD_PRODUCT":
+            return f"product {r['product']} is not one of 0-{max(Product)}"
+        case "BAD_MEDIA":
+            return f"media {r['media']} is not one of 0-{max(Media)}"
+        case "OUTSIDE_SERVICE_DAY":
+            return (f"ts_ms {r['ts_ms']} is outside the batch's service day {day} "
+                    "(04:00 to 04:00 China Standard Time)")
+        case "STOP_NOT_ON_LINE":
+            return f"stop {r['stop']} is not on {line}"
+        case "STOP_ZERO_ON_NETWORK":
+            return f"stop 0 (unknown) is allowed only on flat lines; {line} is entry-exit"
+        case "BAD_DEBIT":
+            return (f"debited_fen {r['debited_fen']} is negative "
+                    "(only -1, account-based, is allowed)")
+        case "CITY_MISMATCH":
+            return (f"city {r['city']} is not the city of stop {r['stop']}"
+                    if r["stop"] else
+                    f"city {r['city']} is not the city of operator {r['operator']} (stop 0)")
+        case "TAP_TYPE_LINE_MISMATCH":
+            kind = TapType(r["tap_type"]).name
+            return f"a {kind} tap on {line}, which is {'entry-exit' if kind == 'FLAT' else 'flat'}"
+    return code

@@ -1,0 +1,466 @@
+"""Batch ingestion (SPEC §4): identify, check, de-duplicate, store and quarantine one batch file.
+
+The imperative shell around ``clearing.accept`` (checks) and ``clearing.tapstore`` (files and
+the key index). One batch is recorded wholly or not at all:
+
+1. the file is read once into memory (bounded by ``max_bytes``), hashed and parsed, so the
+   bytes hashed are the bytes stored; the same bytes twice are one batch;
+2. the acceptance checks run before any lock is taken;
+3. in one SQL transaction holding the lock on every day a duplicate can reach
+   (``clearing.days.lock_days``): orphans of crashed runs are removed, the batch is
+   de-duplicated against the stored keys, its accepted taps are written under a temporary
+   name, fsynced and renamed, its rejected rows are quarantined, and the metadata committed.
+
+A crash before the commit leaves at most a file no batch names; the next ingestion of that
+day removes it, and re-running the crashed ingestion gives exactly the state of a run that
+never crashed. Two processes with the same file serialise on the day lock and the unique
+constraint on the hash: one stores the batch, the other reports ``already_ingested``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import ValidationError
+from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from clearing import tapstore
+from clearing.accept import check_taps
+from clearing.batches import Batch, BatchStatus, QuarantinedRow, QuarantineStatus
+from clearing.days import DayStatus, day_status, lock_days, mark_needs_settlement
+from clearing.db import session_factory, transaction
+from clearing.errors import InputError, RowError
+from clearing.taps import TAP_COLUMNS, TAP_SCHEMA, TapRecord, taps_table
+from tariffs.registry import Registry, load_registry
+
+MAX_BATCH_BYTES = 1 << 30  # 1 GiB: ten million canonical taps take about 200 MB
+MAX_BATCH_ROWS = 50_000_000  # five times the whole circle's busiest day
+SOURCE_ROW = "source_row"  # optional int64 column: each tap's row in the raw source file
+
+ALREADY_INGESTED = "already_ingested"
+
+
+@dataclass(frozen=True, slots=True)
+class BatchReport:
+    """What ingesting one file did; ``received = accepted + duplicates + quarantined``."""
+
+    batch_id: int
+    file_sha256: str
+    operator: int
+    service_day: dt.date
+    received: int
+    accepted: int
+    duplicates: int
+    quarantined: int
+    status: str  # "accepted" | "already_ingested"
+    late: bool  # the day was already settled: it is marked for re-settlement
+    errors: Mapping[str, int] = field(default_factory=dict)  # rejected rows by code
+    source_name: str = ""
+
+
+# A test hook: called with the name of each step boundary (the SIGKILL tests kill there).
+_checkpoint: Callable[[str], None] = lambda _step: None  # noqa: E731
+
+
+# --------------------------------------------------------------------------- reading a file
+
+
+def read_input_bytes(path: Path, *, input_dir: Path | None = None,
+                     max_bytes: int = MAX_BATCH_BYTES) -> bytes:
+    """The bytes of an input file, refusing a missing, outside-the-inbox or oversized one."""
+    p = Path(path)
+    if input_dir is not None:
+        real, inbox = p.resolve(), Path(input_dir).resolve()
+        if not real.is_relative_to(inbox):
+            raise InputError(f"{p}: outside the allowed input directory {inbox}",
+                             code="INPUT_OUTSIDE_DIR")
+    if not p.exists():
+        raise InputError(f"{p}: no such file", code="INPUT_MISSING")
+    if not p.is_file():
+        raise InputError(f"{p}: not a regular file", code="INPUT_NOT_FILE")
+    size = p.stat().st_size
+    if size > max_bytes:
+        raise InputError(f"{p}: {size:,} bytes, more than the limit of {max_bytes:,} for one "
+                         "batch; split the day into several batch files", code="INPUT_TOO_LARGE")
+    with open(p, "rb") as fh:
+        data = fh.read(max_bytes + 1)  # never more than the limit, even if the file grows
+    if len(data) > max_bytes:
+        raise InputError(f"{p}: grew beyond {max_bytes:,} bytes while being read",
+                         code="INPUT_TOO_LARGE")
+    return data
+
+
+def parse_canonical(data: bytes, name: str, *, max_rows: int = MAX_BATCH_ROWS
+                    ) -> tuple[pa.Table, dict[bytes, bytes]]:
+    """A canonical batch's taps and schema metadata; InputError if it is not one.
+
+    The footer is checked before any data page is decoded: the row count bounds memory
+    (every column has a fixed width), so a small file claiming a huge table is refused.
+    """
+    try:
+        pf = pq.ParquetFile(pa.BufferReader(pa.py_buffer(data)))
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise InputError(f"{name}: not a readable Parquet file ({exc})",
+                         code="INPUT_CORRUPT") from None
+    rows = pf.metadata.num_rows
+    if rows > max_rows:
+        raise InputError(f"{name}: {rows:,} rows, more than the limit of {max_rows:,} for one "
+                         "batch", code="INPUT_TOO_LARGE")
+    check_schema(pf.schema_arrow, name)
+    try:
+        table = pf.read(columns=list(TAP_COLUMNS), use_threads=True)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise InputError(f"{name}: corrupt Parquet data ({exc})", code="INPUT_CORRUPT") from None
+    if table.num_rows != rows:
+        raise InputError(f"{name}: footer says {rows} rows, data has {table.num_rows}",
+                         code="INPUT_CORRUPT")
+    return table, dict(pf.schema_arrow.metadata or {})
+
+
+def check_schema(schema: pa.Schema, name: str) -> None:
+    """Exactly the columns of TAP_SCHEMA with their types (nullability and order are free)."""
+    expected = {f.name: f.type for f in TAP_SCHEMA}
+    have = {f.name: f.type for f in schema}
+    missing = [c for c in expected if c not in have]
+    extra = [c for c in have if c not in expected]
+    wrong = [f"{c} is {have[c]}, expected {t}" for c, t in expected.items()
+             if c in have and have[c] != t]
+    problems = ([f"missing columns {', '.join(missing)}"] if missing else []) + (
+        [f"unexpected columns {', '.join(extra)}"] if extra else []) + wrong
+    if problems:
+        raise InputError(f"{name}: not a canonical tap batch: {'; '.join(problems)} "
+                         "(see docs/batch-format.md)", code="INPUT_SCHEMA")
+
+
+def declared(metadata: Mapping[bytes, bytes], name: str, service_day: dt.date | None,
+             operator: int | None) -> tuple[dt.date, int]:
+    """The batch's service day and operator: the overrides, else the file's metadata."""
+    if service_day is None:
+        raw = metadata.get(tapstore.META_DAY)
+        if raw is None:
+            raise InputError(f"{name}: no service day: the file has no tongka.service_day "
+                             "metadata; give it with --date", code="INPUT_METADATA")
+        try:
+            service_day = dt.date.fromisoformat(raw.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            raise InputError(f"{name}: tongka.service_day {raw!r} is not YYYY-MM-DD",
+                             code="INPUT_METADATA") from None
+    if operator is None:
+        raw = metadata.get(tapstore.META_OPERATOR)
+        if raw is None:
+            raise InputError(f"{name}: no operator: the file has no tongka.operator metadata; "
+                             "give it with --operator", code="INPUT_METADATA")
+        if not raw.isdigit():
+            raise InputError(f"{name}: tongka.operator {raw!r} is not a decimal operator code",
+                             code="INPUT_METADATA")
+        operator = int(raw)
+    return service_day, int(operator)
+
+
+# --------------------------------------------------------------------------- ingestion
+
+
+def ingest_file(
+    engine: Engine,
+    data_dir: Path,
+    path: Path,
+    registry: Registry,
+    *,
+    service_day: dt.date | None = None,
+    operator: int | None = None,
+    input_dir: Path | None = None,
+    max_bytes: int = MAX_BATCH_BYTES,
+    max_rows: int = MAX_BATCH_ROWS,
+) -> BatchReport:
+    """Ingest one canonical Parquet batch (docs/batch-format.md).
+
+    ``service_day`` and ``operator`` override the file's metadata; ``input_dir``, when set,
+    is the only directory files may come from. A file that cannot be read as a batch raises
+    InputError and writes nothing; a readable one is stored row by row (SPEC §4).
+    """
+    path = Path(path)
+    data = read_input_bytes(path, input_dir=input_dir, max_bytes=max_bytes)
+    sha = hashlib.sha256(data).hexdigest()
+    known = _stored_report(engine, sha)
+    if known is not None:
+        return known
+    table, metadata = parse_canonical(data, path.name, max_rows=max_rows)
+    del data
+    day, op = declared(metadata, path.name, service_day, operator)
+    return ingest_taps(engine, data_dir, table, [], file_sha256=sha, source_format="canonical",
+                       source_name=path.name, service_day=day, operator=op, registry=registry)
+
+
+def ingest_taps(
+    engine: Engine,
+    data_dir: Path,
+    taps: pa.Table,
+    adapter_errors: Sequence[RowError],
+    *,
+    file_sha256: str,
+    source_format: str,
+    source_name: str,
+    service_day: dt.date,
+    operator: int,
+    registry: Registry | None = None,
+    reach_days: int = tapstore.DEDUP_REACH_DAYS,
+    resolves: Sequence[int] = (),
+) -> BatchReport:
+    """Ingest a batch already parsed into canonical taps (the reader adapters' entry point).
+
+    ``taps`` has the TAP_SCHEMA columns (and optionally ``source_row``, each tap's 0-based
+    row in the raw file, used to number its row errors); ``adapter_errors`` are the rows the
+    adapter could not parse. ``file_sha256`` is the hash of the raw file's bytes: the batch's
+    identity. ``resolves`` lists quarantine ids this batch corrects (resubmission).
+    """
+    registry = registry if registry is not None else load_registry()
+    if operator not in registry.operators:
+        raise InputError(f"{source_name}: batch operator {operator} is not in the registry",
+                         code="INPUT_METADATA")
+    known = _stored_report(engine, file_sha256)
+    if known is not None:
+        return known
+    missing = [c for c in TAP_COLUMNS if c not in taps.column_names]
+    if missing:
+        raise InputError(f"{source_name}: tap table lacks {', '.join(missing)}",
+                         code="INPUT_SCHEMA")
+    check_schema(taps.select(list(TAP_COLUMNS)).schema, source_name)
+    received_at = _now()
+    candidate, row_errors = check_taps(taps, registry, service_day)
+    if SOURCE_ROW in taps.column_names:
+        source_rows = np.asarray(taps.column(SOURCE_ROW).to_numpy(), dtype=np.int64)
+        row_errors = [RowError(e.code, int(source_rows[e.row]), e.field, e.message, e.record)
+                      for e in row_errors]
+    errors = sorted([*adapter_errors, *row_errors], key=lambda e: e.row)
+    window = [service_day + dt.timedelta(days=k) for k in range(-reach_days, reach_days + 1)]
+    written: Path | None = None
+    committing = False  # past this point a failure may hide a commit: never delete the file
+    try:
+        with transaction(engine) as s:
+            lock_days(s, window)
+            _checkpoint("locked")
+            existing = s.scalar(select(Batch).where(Batch.file_sha256 == file_sha256))
+            if existing is not None:
+                return _report(existing, ALREADY_INGESTED)
+            tapstore.remove_strays(data_dir, window, tapstore.committed_paths(s, window))
+            _checkpoint("cleaned")
+            stored_keys = tapstore.read_keys(data_dir, s, window)
+            status = tapstore.dedup(stored_keys, taps, candidate)
+            del stored_keys
+            accepted_mask = status == tapstore.ACCEPTED
+            accepted = int(np.count_nonzero(accepted_mask))
+            duplicates = int(np.count_nonzero(status == tapstore.DUPLICATE))
+            day_seq = (s.scalar(select(func.max(Batch.day_seq))
+                                .where(Batch.service_day == service_day)) or 0) + 1
+            rel = tapstore.batch_relpath(service_day, operator, file_sha256) if accepted else None
+            batch = Batch(
+                file_sha256=file_sha256, service_day=service_day, day_seq=day_seq,
+                operator=operator, source_format=source_format, source_name=source_name[:255],
+                status=BatchStatus.ACCEPTED, late=day_status(s, service_day) is DayStatus.SETTLED,
+                received=taps.num_rows + len(adapter_errors), accepted=accepted,
+                duplicates=duplicates, quarantined=len(errors), tap_path=rel,
+                errors_json=json.dumps(dict(sorted(Counter(e.code for e in errors).items()))),
+                received_at=received_at, accepted_at=_now(),
+            )
+            s.add(batch)
+            s.flush()
+            _checkpoint("batch_row")
+            if rel is not None:
+                metadata = {
+                    tapstore.META_DAY: service_day.isoformat().encode(),
+                    tapstore.META_OPERATOR: str(operator).encode(),
+                    tapstore.META_SHA: file_sha256.encode(),
+                    tapstore.META_DAY_SEQ: str(day_seq).encode(),
+                }
+                stored = taps.select(list(TAP_COLUMNS)).filter(pa.array(accepted_mask))
+                written = tapstore.write_batch_taps(data_dir, rel, stored, metadata)
+                del stored
+                _checkpoint("file_renamed")
+            _quarantine(s, batch.id, errors)
+            _checkpoint("quarantined")
+            if resolves:
+                s.execute(update(QuarantinedRow)
+                          .where(QuarantinedRow.id.in_(list(resolves)),
+                                 QuarantinedRow.status == QuarantineStatus.OPEN)
+                          .values(status=QuarantineStatus.RESUBMITTED,
+                                  resubmitted_batch_id=batch.id))
+            if accepted or not batch.late:
+                mark_needs_settlement(s, service_day)
+            report = _report(batch, BatchStatus.ACCEPTED)
+            _checkpoint("before_commit")
+            committing = True
+        _checkpoint("committed")
+        return report
+    except IntegrityError:
+        # Another process stored the same bytes (declared for another day) meanwhile.
+        _discard(written, committing)
+        known = _stored_report(engine, file_sha256)
+        if known is None:
+            raise
+        return known
+    except BaseException:
+        _discard(written, committing)
+        raise
+
+
+def _discard(path: Path | None, committing: bool) -> None:
+    """Remove the file of a batch that failed before its commit.
+
+    A failure during the commit may hide a commit that happened (a connection lost after the
+    server committed): the file stays, and the next ingestion of the day removes it if no
+    committed batch names it.
+    """
+    if path is not None and not committing:
+        path.unlink(missing_ok=True)
+
+
+def _quarantine(s: Session, batch_id: int, errors: Sequence[RowError]) -> None:
+    """One SQL row per rejected row, inserted in chunks (a bad batch can have many)."""
+    chunk = 20_000
+    for start in range(0, len(errors), chunk):
+        s.execute(insert(QuarantinedRow), [
+            {"batch_id": batch_id, "row": e.row, "code": e.code, "field": e.field,
+             "message": e.message, "record": json.dumps(e.record, default=str, ensure_ascii=False),
+             "status": QuarantineStatus.OPEN, "resubmitted_batch_id": None}
+            for e in errors[start:start + chunk]
+        ])
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _report(b: Batch, status: str) -> BatchReport:
+    return BatchReport(
+        batch_id=b.id, file_sha256=b.file_sha256, operator=b.operator, service_day=b.service_day,
+        received=b.received, accepted=b.accepted, duplicates=b.duplicates,
+        quarantined=b.quarantined, status=status, late=b.late,
+        errors=json.loads(b.errors_json), source_name=b.source_name,
+    )
+
+
+def _stored_report(engine: Engine, sha: str) -> BatchReport | None:
+    with session_factory(engine)() as s:
+        b = s.scalar(select(Batch).where(Batch.file_sha256 == sha))
+        return None if b is None else _report(b, ALREADY_INGESTED)
+
+
+def remove_orphans(engine: Engine, data_dir: Path) -> list[Path]:
+    """Remove every file of the tap store that no committed batch names (crash leftovers).
+
+    Ingestion already does this for the days it locks; this sweeps every day (for
+    ``tongka db check`` or a start-up hook), one day lock at a time.
+    """
+    root = Path(data_dir) / tapstore.TAPS_DIR
+    removed: list[Path] = []
+    if not root.is_dir():
+        return removed
+    for d in sorted(root.glob("day=*")):
+        try:
+            day = dt.date.fromisoformat(d.name.removeprefix("day="))
+        except ValueError:
+            continue
+        with transaction(engine) as s:
+            lock_days(s, [day])
+            removed += tapstore.remove_strays(data_dir, [day], tapstore.committed_paths(s, [day]))
+    return removed
+
+
+# --------------------------------------------------------------------------- resubmission
+
+
+@dataclass(frozen=True, slots=True)
+class ResubmitResult:
+    """The batches a corrections file made (one per original day and operator)."""
+
+    reports: tuple[BatchReport, ...]
+    skipped: tuple[int, ...]  # quarantine ids already resubmitted before (nothing to do)
+
+
+def resubmit(engine: Engine, data_dir: Path, path: Path, registry: Registry, *,
+             input_dir: Path | None = None) -> ResubmitResult:
+    """Send corrected quarantined rows through ingestion again (SPEC §4).
+
+    ``path`` is a JSON Lines file as ``clearing.batches.export_quarantine`` writes it, with
+    each ``record`` corrected. Rows are grouped by their original batch's service day and
+    operator; each group is a new batch, stored after every earlier batch (so a corrected
+    row is considered when it is resubmitted), checked exactly like any other. The rows it
+    corrects leave the open quarantine in the same transaction; rows failing again are
+    quarantined again under the new batch. Resubmitting the same file twice changes nothing.
+    """
+    path = Path(path)
+    data = read_input_bytes(path, input_dir=input_dir)
+    lines = _corrections(data, path.name)
+    ids = sorted({qid for _, qid, _ in lines})
+    with session_factory(engine)() as s:
+        found = {q.id: (q.status, b.service_day, b.operator) for q, b in s.execute(
+            select(QuarantinedRow, Batch).join(Batch, QuarantinedRow.batch_id == Batch.id)
+            .where(QuarantinedRow.id.in_(ids)))}
+    unknown = [i for i in ids if i not in found]
+    if unknown:
+        raise InputError(f"{path.name}: quarantine ids {unknown[:10]} do not exist",
+                         code="INPUT_RESUBMIT_UNKNOWN")
+    groups: dict[tuple[dt.date, int], list[tuple[int, int, dict]]] = {}
+    for line_no, qid, record in lines:
+        status, day, op = found[qid]
+        if status == QuarantineStatus.OPEN:
+            groups.setdefault((day, op), []).append((line_no, qid, record))
+    reports = []
+    for (day, op), rows in sorted(groups.items()):
+        taps, errors = _records_to_taps(rows)
+        sha = hashlib.sha256(data + f"\n#resubmit {day.isoformat()} {op}".encode()).hexdigest()
+        reports.append(ingest_taps(engine, data_dir, taps, errors, file_sha256=sha,
+                                   source_format="resubmit", source_name=path.name,
+                                   service_day=day, operator=op, registry=registry,
+                                   resolves=[qid for _, qid, _ in rows]))
+    resubmitted = {qid for rows in groups.values() for _, qid, _ in rows}
+    return ResubmitResult(tuple(reports), tuple(i for i in ids if i not in resubmitted))
+
+
+def _corrections(data: bytes, name: str) -> list[tuple[int, int, dict]]:
+    """(line index, quarantine id, record) of each non-empty line of a corrections file."""
+    out = []
+    for i, line in enumerate(data.decode("utf-8", errors="replace").splitlines()):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{name} line {i + 1}: not JSON ({exc.msg})",
+                             code="INPUT_CORRUPT") from None
+        if not (isinstance(obj, dict) and isinstance(obj.get("quarantine_id"), int)
+                and isinstance(obj.get("record"), dict)):
+            raise InputError(f"{name} line {i + 1}: needs an integer quarantine_id and a "
+                             "record object (as tongka quarantine export writes them)",
+                             code="INPUT_SCHEMA")
+        out.append((i, obj["quarantine_id"], obj["record"]))
+    return out
+
+
+def _records_to_taps(rows: list[tuple[int, int, dict]]) -> tuple[pa.Table, list[RowError]]:
+    """Validate corrected records one by one (few rows, at the edge: pydantic's job)."""
+    good: list[TapRecord] = []
+    source: list[int] = []
+    errors: list[RowError] = []
+    for line_no, _, record in rows:
+        try:
+            good.append(TapRecord.model_validate(record))
+            source.append(line_no)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            errors.append(RowError("BAD_RECORD", line_no, where,
+                                   f"{where}: {first['msg']}", record))
+    table = taps_table(good).append_column(SOURCE_ROW, pa.array(source, pa.int64()))
+    return table, errors
