@@ -1,0 +1,447 @@
+"""Compile a validated ``TariffSet`` into numpy lookup tables for the numba kernels (SPEC §6).
+
+The kernels never see a pydantic model: they index these arrays with small dense integers.
+Raw registry codes (operator, issuer, network, stop; a line is (operator, line)) become dense
+indices through the ``*_index`` lookup arrays, where -1 means "not in the registry". Tariff
+versions of every area are numbered densely too, in (area, valid_from) order, so that every
+per-version table has the version as its first axis.
+
+Everything the kernels need to price a leg is here, already resolved: base fares of every
+ordered stop pair (distance bands evaluated over the shortest-path metres, or the matrix),
+product prices with the ORDINARY fallback applied, transfer steps, caps, funders, the
+apportionment mode, rebate tiers and fee rates. ``lookup_*`` below read the tables exactly as
+a kernel should; ``tests/test_tariff_compile.py`` proves they price as ``tariffs.fares`` does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass, fields
+from functools import lru_cache
+
+import numpy as np
+
+from tariffs.fares import apply_rate
+from tariffs.load import TariffSet
+from tariffs.model import NetworkFare, TariffVersion
+from tariffs.registry import FLAT, Registry
+from tariffs.vocab import Mode, Product
+
+NO_INDEX = -1  # a raw code with no dense index, a table that does not exist, an unpriced line
+NO_CAP = -1  # cap_fen of a product that has no daily cap
+NO_FARE = -1  # padding of fare_matrix and line_fare where no fare exists
+N_MODES = len(Mode)
+N_PRODUCTS = len(Product)
+EPOCH = dt.date(1970, 1, 1)
+FOREVER = np.iinfo(np.int32).max  # version_valid_until of an area's last version
+
+
+class PriceKind(enum.IntEnum):
+    """How a product price turns a base fare into the step-3 fare (SPEC §6.3)."""
+
+    NONE = -1  # no price: the area does not run this mode
+    RATE = 0  # apply_rate(base, value)
+    FIXED = 1  # min(base, value)
+
+
+class StepKind(enum.IntEnum):
+    """Transfer step kinds (SPEC §6.4); step_value holds the step's argument."""
+
+    FREE = 0  # 0
+    OFF_FEN = 1  # max(0, f - value)
+    PAY_RATE = 2  # min(f, apply_rate(base, 10000 - value)): pays value bp of its base fare
+    DIFFERENCE = 3  # max(0, f - previous leg's step-3 fare): 扣高免低
+
+
+class FunderKind(enum.IntEnum):
+    """Who bears a discount component (SPEC §8)."""
+
+    OPERATOR = 0  # the leg's operator: no obligation is posted
+    GOVERNMENT = 1  # the tariff area's government owes the operator the component
+
+
+class ApportionmentKind(enum.IntEnum):
+    """SPEC §7; the same integers as ``clearing.legs.Apportionment``."""
+
+    LATER_LEG = 0
+    PRO_RATA = 1
+
+
+STEP_KINDS = {"free": StepKind.FREE, "off_fen": StepKind.OFF_FEN,
+              "pay_rate": StepKind.PAY_RATE, "difference": StepKind.DIFFERENCE}
+
+
+@dataclass(frozen=True, eq=False)
+class CompiledTariffs:
+    """A tariff set as read-only numpy arrays. Shapes use these sizes:
+
+    A areas, V versions (all areas), O operators, L lines, S stops, N networks, I issuers,
+    M = len(Mode) = 4, P = len(Product) = 5, T fare tables (one per version and network it
+    prices), K = the longest step list (at least 1), Z = the largest network's stop count,
+    R = the most rebate tiers (at least 1).
+    """
+
+    # -- dense ids and lookups from raw codes ------------------------------------------------
+    area_codes: np.ndarray  # int64[A]: GB/T 2260 code of dense area a, ascending
+    operator_codes: np.ndarray  # int64[O]: raw operator code of dense operator o, ascending
+    operator_index: np.ndarray  # int32[max operator code + 1]: raw code -> o, or -1
+    operator_area: np.ndarray  # int32[O]: dense area (the operator's city) of operator o
+    issuer_codes: np.ndarray  # int64[I]: raw issuer code of dense issuer i, ascending
+    issuer_index: np.ndarray  # int32[max issuer code + 1]: raw code -> i, or -1
+    network_codes: np.ndarray  # int64[N]: raw network id of dense network n, ascending
+    network_index: np.ndarray  # int32[max network id + 1]: raw id -> n; -1 for FLAT (0)
+    network_size: np.ndarray  # int32[N]: number of stops of network n (its matrix side)
+    line_operator: np.ndarray  # int32[L]: dense operator of dense line l; lines sorted by key
+    line_code: np.ndarray  # int64[L]: raw line id (within its operator) of line l
+    line_index: np.ndarray  # int32[O, max line id + 1]: (dense operator, raw line) -> l, or -1
+    line_mode: np.ndarray  # int8[L]: Mode of line l
+    line_network: np.ndarray  # int32[L]: dense network of line l, -1 for a flat line
+    line_area: np.ndarray  # int32[L]: dense tariff area of line l (its operator's city)
+    stop_codes: np.ndarray  # int64[S]: raw stop id of dense stop s, ascending
+    stop_index: np.ndarray  # int32[max stop id + 1]: raw stop id -> s, or -1
+    stop_city: np.ndarray  # int64[S]: GB/T 2260 code of the city stop s lies in
+    network_stop_pos: np.ndarray  # int32[N, S]: row/column of stop s in network n's matrix, or -1
+
+    # -- versions by service day ---------------------------------------------------------------
+    version_area: np.ndarray  # int32[V]: dense area of version v
+    version_valid_from: np.ndarray  # int32[V]: first service day (days since 1970-01-01)
+    version_valid_until: np.ndarray  # int32[V]: first day of the next version, or FOREVER
+    area_version_start: np.ndarray  # int32[A]: area a's versions are v in [start, stop),
+    area_version_stop: np.ndarray  # int32[A]:   in ascending valid_from
+
+    # -- step 1: base fares --------------------------------------------------------------------
+    line_fare: np.ndarray  # int64[V, L]: flat fare of line l in version v; -1 if not flat there
+    fare_table: np.ndarray  # int32[V, N]: fare table t of network n in version v, or -1
+    fare_matrix: np.ndarray  # int64[T, Z, Z]: base fare from stop position i to j; the
+    #                          diagonal is same_station_fare; -1 beyond the network's size
+    fare_max: np.ndarray  # int64[T]: max_fare, what every penalty leg computes
+    fare_same_station: np.ndarray  # int64[T]: same_station_fare (also on the diagonal)
+    fare_max_journey_ms: np.ndarray  # int64[T]: max_journey_minutes * 60000
+
+    # -- steps 2-3: honoured product and product price -----------------------------------------
+    accepted: np.ndarray  # bool[V, I]: issuer i is in accepted_issuers
+    concession: np.ndarray  # bool[V, I]: issuer i is in concession_issuers (subset of accepted)
+    visitor_rate_bp: np.ndarray  # int64[V]: rate for cards of issuers not accepted
+    price_kind: np.ndarray  # int8[V, M, P]: PriceKind, ORDINARY's where P has no price of its own
+    price_value: np.ndarray  # int64[V, M, P]: rate in bp (RATE) or fare in fen (FIXED)
+    price_explicit: np.ndarray  # bool[V, M, P]: the tariff lists (mode, product) itself
+
+    # -- step 4: transfers ---------------------------------------------------------------------
+    transfer_steps: np.ndarray  # int32[V]: max_transfers = len(steps); 0 when no rule
+    transfer_window_ms: np.ndarray  # int64[V]: window_minutes * 60000 (inclusive); 0 if no rule
+    transfer_from_first: np.ndarray  # bool[V]: window_from = first_boarding, else previous_last_tap
+    transfer_allowed: np.ndarray  # bool[V, M, M]: (previous leg's mode, this mode) may transfer
+    step_kind: np.ndarray  # int8[V, K]: StepKind of the k-th transfer at [v, k - 1]
+    step_value: np.ndarray  # int64[V, K]: off_fen's fen, pay_rate's bp, else 0
+
+    # -- step 5, funders, apportionment, rebates, fees -----------------------------------------
+    cap_fen: np.ndarray  # int64[V, P]: daily cap of honoured product p, -1 = uncapped
+    funder_card: np.ndarray  # int8[V, P]: FunderKind of the card discount, by honoured product
+    funder_transfer: np.ndarray  # int8[V]: FunderKind of the transfer discount
+    funder_cap: np.ndarray  # int8[V]: FunderKind of the cap discount
+    apportionment: np.ndarray  # int8[V]: ApportionmentKind of chains whose first leg v priced
+    rebate_tiers: np.ndarray  # int32[V, N]: number of rebate tiers of network n; 0 = no rebate
+    rebate_spend: np.ndarray  # int64[V, N, R]: tier thresholds, ascending
+    rebate_fen: np.ndarray  # int64[V, N, R]: rebate of each tier
+    rebate_operator: np.ndarray  # int32[V, N]: dense operator that owes the rebate, or -1
+    fee_bp: np.ndarray  # int64[O, I]: clearing-fee rate of operator o for issuer i's cards
+
+
+@lru_cache(maxsize=16)
+def compile_tariffs(tariffs: TariffSet) -> CompiledTariffs:
+    """The lookup tables of a loaded tariff set (cached per set: a set is compared by identity)."""
+    reg = tariffs.registry
+    areas = sorted(set(reg.cities) | set(tariffs.tariffs))
+    area_ix = {a: i for i, a in enumerate(areas)}
+    operators = sorted(reg.operators)
+    op_ix = {o: i for i, o in enumerate(operators)}
+    issuers = sorted(reg.issuers)
+    iss_ix = {c: i for i, c in enumerate(issuers)}
+    networks = sorted(reg.networks)
+    net_ix = {n: i for i, n in enumerate(networks)}
+    lines = sorted(reg.lines)
+    line_ix = {k: i for i, k in enumerate(lines)}
+    stops = sorted(reg.stops)
+    stop_ix = {s: i for i, s in enumerate(stops)}
+
+    network_stop_pos = np.full((len(networks), len(stops)), NO_INDEX, dtype=np.int32)
+    for n, nid in enumerate(networks):
+        for pos, s in enumerate(reg.networks[nid].stops):
+            network_stop_pos[n, stop_ix[s]] = pos
+    max_line = max((k[1] for k in lines), default=0)
+    line_index = np.full((len(operators), max_line + 1), NO_INDEX, dtype=np.int32)
+    for i, (op, ln) in enumerate(lines):
+        line_index[op_ix[op], ln] = i
+
+    versions: list[tuple[int, TariffVersion]] = []  # (area, version) in dense version order
+    area_start = np.zeros(len(areas), dtype=np.int32)
+    area_stop = np.zeros(len(areas), dtype=np.int32)
+    for a, area in enumerate(areas):
+        area_start[a] = len(versions)
+        tariff = tariffs.tariffs.get(area)
+        versions.extend((area, v) for v in (tariff.versions if tariff else []))
+        area_stop[a] = len(versions)
+    n_v = len(versions)
+    valid_from = np.array([(v.valid_from - EPOCH).days for _, v in versions], dtype=np.int32)
+    valid_until = np.full(n_v, FOREVER, dtype=np.int32)
+    for a in range(len(areas)):
+        valid_until[area_start[a]:max(area_start[a], area_stop[a] - 1)] = \
+            valid_from[area_start[a] + 1:area_stop[a]]
+
+    max_steps = max([len(v.transfer.steps) for _, v in versions if v.transfer] + [1])
+    max_tiers = max([len(r.tiers) for _, v in versions for r in v.rebates] + [1])
+    tables: list[NetworkFare] = []
+    fare_table = np.full((n_v, len(networks)), NO_INDEX, dtype=np.int32)
+    out = _Tables(n_v, len(lines), len(networks), len(issuers), max_steps, max_tiers)
+    for vi, (_area, v) in enumerate(versions):
+        for lf in v.line_fares:
+            keys = ([(lf.operator, n) for n in lf.lines] if lf.lines is not None else
+                    [k for k in lines if k[0] == lf.operator and reg.lines[k].network == FLAT])
+            for key in keys:
+                out.line_fare[vi, line_ix[key]] = lf.fare_fen
+        for nf in v.networks:
+            fare_table[vi, net_ix[nf.network]] = len(tables)
+            tables.append(nf)
+        _compile_version(out, vi, v, iss_ix, op_ix, net_ix)
+
+    size = max([len(reg.networks[nf.network].stops) for nf in tables] + [1])
+    fare_matrix = np.full((len(tables), size, size), NO_FARE, dtype=np.int64)
+    for t, nf in enumerate(tables):
+        n = len(reg.networks[nf.network].stops)
+        fare_matrix[t, :n, :n] = network_fare_matrix(reg, nf)
+
+    fee_bp = np.zeros((len(operators), len(issuers)), dtype=np.int64)
+    for contract in tariffs.contracts.contracts:
+        for issuer in contract.issuers:
+            fee_bp[op_ix[contract.operator], iss_ix[issuer]] = contract.fee_bp
+
+    compiled = CompiledTariffs(
+        area_codes=np.array(areas, dtype=np.int64),
+        operator_codes=np.array(operators, dtype=np.int64),
+        operator_index=_index_array(operators),
+        operator_area=np.array([area_ix[reg.operators[o].city] for o in operators], np.int32),
+        issuer_codes=np.array(issuers, dtype=np.int64),
+        issuer_index=_index_array(issuers),
+        network_codes=np.array(networks, dtype=np.int64),
+        network_index=_index_array(networks, minimum=FLAT + 1),
+        network_size=np.array([len(reg.networks[n].stops) for n in networks], dtype=np.int32),
+        line_operator=np.array([op_ix[k[0]] for k in lines], dtype=np.int32),
+        line_code=np.array([k[1] for k in lines], dtype=np.int64),
+        line_index=line_index,
+        line_mode=np.array([int(reg.lines[k].mode) for k in lines], dtype=np.int8),
+        line_network=np.array([net_ix.get(reg.lines[k].network, NO_INDEX) for k in lines],
+                              dtype=np.int32),
+        line_area=np.array([area_ix[reg.operators[k[0]].city] for k in lines], dtype=np.int32),
+        stop_codes=np.array(stops, dtype=np.int64),
+        stop_index=_index_array(stops),
+        stop_city=np.array([reg.stops[s].city for s in stops], dtype=np.int64),
+        network_stop_pos=network_stop_pos,
+        version_area=np.array([area_ix[a] for a, _ in versions], dtype=np.int32),
+        version_valid_from=valid_from,
+        version_valid_until=valid_until,
+        area_version_start=area_start,
+        area_version_stop=area_stop,
+        line_fare=out.line_fare,
+        fare_table=fare_table,
+        fare_matrix=fare_matrix,
+        fare_max=np.array([nf.max_fare for nf in tables], dtype=np.int64),
+        fare_same_station=np.array([nf.same_station_fare for nf in tables], dtype=np.int64),
+        fare_max_journey_ms=np.array([nf.max_journey_minutes * 60_000 for nf in tables],
+                                     dtype=np.int64),
+        accepted=out.accepted,
+        concession=out.concession,
+        visitor_rate_bp=np.array([v.visitor_rate_bp for _, v in versions], dtype=np.int64),
+        price_kind=out.price_kind,
+        price_value=out.price_value,
+        price_explicit=out.price_explicit,
+        transfer_steps=out.transfer_steps,
+        transfer_window_ms=out.transfer_window_ms,
+        transfer_from_first=out.transfer_from_first,
+        transfer_allowed=out.transfer_allowed,
+        step_kind=out.step_kind,
+        step_value=out.step_value,
+        cap_fen=out.cap_fen,
+        funder_card=out.funder_card,
+        funder_transfer=out.funder_transfer,
+        funder_cap=out.funder_cap,
+        apportionment=np.array([ApportionmentKind[v.apportionment.upper()] for _, v in versions],
+                               dtype=np.int8),
+        rebate_tiers=out.rebate_tiers,
+        rebate_spend=out.rebate_spend,
+        rebate_fen=out.rebate_fen,
+        rebate_operator=out.rebate_operator,
+        fee_bp=fee_bp,
+    )
+    for f in fields(compiled):
+        getattr(compiled, f.name).flags.writeable = False  # shared by every kernel call
+    return compiled
+
+
+def network_fare_matrix(reg: Registry, nf: NetworkFare) -> np.ndarray:
+    """int64[n, n] base fares of every ordered stop pair, in ``Network.stops`` order (SPEC §6.1)."""
+    stops = reg.networks[nf.network].stops
+    n = len(stops)
+    if nf.bands is not None:
+        uppers = np.array([b.upper_m for b in nf.bands[:-1]], dtype=np.int64)
+        band_fares = np.array([b.fare_fen for b in nf.bands], dtype=np.int64)
+        # The first band with d <= upper_m: searchsorted 'left' finds the first upper >= d,
+        # and len(uppers) (the unbounded last band) when d exceeds them all.
+        matrix = band_fares[np.searchsorted(uppers, reg.distances(nf.network), side="left")]
+    else:
+        assert nf.matrix is not None
+        pos = {s: i for i, s in enumerate(stops)}
+        matrix = np.full((n, n), NO_FARE, dtype=np.int64)
+        for a, b, fen in nf.matrix:
+            matrix[pos[a], pos[b]] = fen
+    matrix[np.arange(n), np.arange(n)] = nf.same_station_fare
+    return matrix
+
+
+class _Tables:
+    """The per-version arrays while they are being filled."""
+
+    def __init__(self, n_v: int, n_lines: int, n_networks: int, n_issuers: int,
+                 max_steps: int, max_tiers: int) -> None:
+        self.line_fare = np.full((n_v, n_lines), NO_FARE, dtype=np.int64)
+        self.accepted = np.zeros((n_v, n_issuers), dtype=np.bool_)
+        self.concession = np.zeros((n_v, n_issuers), dtype=np.bool_)
+        self.price_kind = np.full((n_v, N_MODES, N_PRODUCTS), PriceKind.NONE, dtype=np.int8)
+        self.price_value = np.zeros((n_v, N_MODES, N_PRODUCTS), dtype=np.int64)
+        self.price_explicit = np.zeros((n_v, N_MODES, N_PRODUCTS), dtype=np.bool_)
+        self.transfer_steps = np.zeros(n_v, dtype=np.int32)
+        self.transfer_window_ms = np.zeros(n_v, dtype=np.int64)
+        self.transfer_from_first = np.zeros(n_v, dtype=np.bool_)
+        self.transfer_allowed = np.zeros((n_v, N_MODES, N_MODES), dtype=np.bool_)
+        self.step_kind = np.zeros((n_v, max_steps), dtype=np.int8)
+        self.step_value = np.zeros((n_v, max_steps), dtype=np.int64)
+        self.cap_fen = np.full((n_v, N_PRODUCTS), NO_CAP, dtype=np.int64)
+        self.funder_card = np.zeros((n_v, N_PRODUCTS), dtype=np.int8)
+        self.funder_transfer = np.zeros(n_v, dtype=np.int8)
+        self.funder_cap = np.zeros(n_v, dtype=np.int8)
+        self.rebate_tiers = np.zeros((n_v, n_networks), dtype=np.int32)
+        self.rebate_spend = np.zeros((n_v, n_networks, max_tiers), dtype=np.int64)
+        self.rebate_fen = np.zeros((n_v, n_networks, max_tiers), dtype=np.int64)
+        self.rebate_operator = np.full((n_v, n_networks), NO_INDEX, dtype=np.int32)
+
+
+def _compile_version(out: _Tables, vi: int, v: TariffVersion, iss_ix: dict[int, int],
+                     op_ix: dict[int, int], net_ix: dict[int, int]) -> None:
+    for issuer in v.accepted_issuers:
+        out.accepted[vi, iss_ix[issuer]] = True
+    for issuer in v.concession_issuers:
+        out.concession[vi, iss_ix[issuer]] = True
+    for p in v.prices:
+        m, q = Mode[p.mode.upper()], Product[p.product.upper()]
+        out.price_explicit[vi, m, q] = True
+        kind = PriceKind.RATE if p.rate_bp is not None else PriceKind.FIXED
+        out.price_kind[vi, m, q] = kind
+        out.price_value[vi, m, q] = p.rate_bp if p.rate_bp is not None else p.fixed_fen or 0
+    for m in Mode:  # SPEC §6.3: no price for (mode, product) means the ORDINARY price applies
+        for q in Product:
+            if not out.price_explicit[vi, m, q]:
+                out.price_kind[vi, m, q] = out.price_kind[vi, m, Product.ORDINARY]
+                out.price_value[vi, m, q] = out.price_value[vi, m, Product.ORDINARY]
+    rule = v.transfer
+    if rule is not None:
+        out.transfer_steps[vi] = len(rule.steps)
+        out.transfer_window_ms[vi] = rule.window_minutes * 60_000
+        out.transfer_from_first[vi] = rule.window_from == "first_boarding"
+        for a, b in rule.allowed_modes:
+            out.transfer_allowed[vi, Mode[a.upper()], Mode[b.upper()]] = True
+        for k, step in enumerate(rule.steps):
+            out.step_kind[vi, k] = STEP_KINDS[step.kind]
+            out.step_value[vi, k] = step.fen or step.bp or 0  # the model gives at most one
+    for cap in v.caps:
+        out.cap_fen[vi, Product[cap.product.upper()]] = cap.cap_fen
+    for product, funder in v.funders.card.items():
+        out.funder_card[vi, Product[product.upper()]] = FunderKind[funder.upper()]
+    out.funder_transfer[vi] = FunderKind[v.funders.transfer.upper()]
+    out.funder_cap[vi] = FunderKind[v.funders.cap.upper()]
+    for rebate in v.rebates:
+        n = net_ix[rebate.network]
+        out.rebate_tiers[vi, n] = len(rebate.tiers)
+        out.rebate_operator[vi, n] = op_ix[rebate.operator]
+        for k, tier in enumerate(sorted(rebate.tiers, key=lambda t: t.spend_fen)):
+            out.rebate_spend[vi, n, k] = tier.spend_fen
+            out.rebate_fen[vi, n, k] = tier.rebate_fen
+
+
+def _index_array(codes: list[int], minimum: int = 0) -> np.ndarray:
+    """int32[max code + 1]: raw code -> its position in ``codes``; -1 for every other value."""
+    index = np.full(max(codes, default=0) + 1, NO_INDEX, dtype=np.int32)
+    for i, code in enumerate(codes):
+        if code >= minimum:
+            index[code] = i
+    return index
+
+
+# ---------------------------------------------------------------------------------------------
+# How a kernel reads the tables: one function per pricing step, on dense indices only.
+
+
+def lookup_version(ct: CompiledTariffs, area: int, day: int) -> int:
+    """Dense version in force in dense area ``area`` on service day number ``day``, or -1."""
+    found = NO_INDEX
+    for v in range(ct.area_version_start[area], ct.area_version_stop[area]):
+        if ct.version_valid_from[v] <= day:
+            found = v
+    return found
+
+
+def lookup_flat_fare(ct: CompiledTariffs, v: int, line: int) -> int:
+    """Step 1, FLAT leg: the base fare of dense line ``line`` (-1 if it has none in v)."""
+    return int(ct.line_fare[v, line])
+
+
+def lookup_network_fare(ct: CompiledTariffs, v: int, network: int, entry_stop: int,
+                        exit_stop: int) -> int:
+    """Step 1, COMPLETE leg: base fare between two dense stops of dense ``network``."""
+    t = ct.fare_table[v, network]
+    return int(ct.fare_matrix[t, ct.network_stop_pos[network, entry_stop],
+                              ct.network_stop_pos[network, exit_stop]])
+
+
+def lookup_penalty_fare(ct: CompiledTariffs, v: int, network: int) -> int:
+    """Step 1, penalty leg: exactly max_fare of the boarding line's network."""
+    return int(ct.fare_max[ct.fare_table[v, network]])
+
+
+def lookup_product_fare(ct: CompiledTariffs, v: int, issuer: int, product: int, mode: int,
+                        base: int) -> tuple[int, int]:
+    """Steps 2-3 on dense ``issuer`` (-1 for an issuer outside the registry): (honoured, fare)."""
+    if issuer < 0 or not ct.accepted[v, issuer]:  # visitor rate, priced as ORDINARY
+        return int(Product.ORDINARY), apply_rate(base, int(ct.visitor_rate_bp[v]))
+    honoured = product if ct.concession[v, issuer] else int(Product.ORDINARY)
+    kind, value = int(ct.price_kind[v, mode, honoured]), int(ct.price_value[v, mode, honoured])
+    fare = apply_rate(base, value) if kind == PriceKind.RATE else min(base, value)
+    return honoured, fare
+
+
+def lookup_transfer_fare(ct: CompiledTariffs, v: int, k: int, f: int, base: int,
+                         previous_f: int) -> int:
+    """Step 4 of the k-th transfer (k >= 1) of a chain from its step-3 fare ``f``."""
+    kind, value = int(ct.step_kind[v, k - 1]), int(ct.step_value[v, k - 1])
+    if kind == StepKind.FREE:
+        return 0
+    if kind == StepKind.OFF_FEN:
+        return max(0, f - value)
+    if kind == StepKind.PAY_RATE:
+        return min(f, apply_rate(base, 10_000 - value))
+    return max(0, f - previous_f)
+
+
+def lookup_capped_fare(ct: CompiledTariffs, v: int, honoured: int, fare: int, spent: int) -> int:
+    """Step 5: ``min(fare, max(0, C - S))`` when the honoured product has a cap."""
+    cap = int(ct.cap_fen[v, honoured])
+    return fare if cap == NO_CAP else min(fare, max(0, cap - spent))
+
+
+
+def lookup_rebate(ct: CompiledTariffs, v: int, network: int, spend: int) -> int:
+    """Month close: the rebate of the highest tier ``spend`` reached on dense ``network``."""
+    earned = 0
+    for k in range(ct.rebate_tiers[v, network]):
+        if spend >= ct.rebate_spend[v, network, k]:
+            earned = int(ct.rebate_fen[v, network, k])
+    return earned
