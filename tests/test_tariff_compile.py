@@ -1,4 +1,4 @@
-"""The compiled lookup tables price exactly as the tariff models do (tariffs.fares), for any tariff."""
+"""Compiled lookup tables price exactly as the tariff models (tariffs.fares) do, for any tariff."""
 
 from __future__ import annotations
 
