@@ -1,0 +1,79 @@
+"""Phone NFC cards: JSON Lines from the wallet platform, one virtual-card purse debit per line.
+
+The platform relays what the handset's secure element signed: the virtual card's ASN, the
+transaction and its TAC, plus the wallet account token and the handset model, which the
+clearing centre does not need (the account token is personal data and is only ever kept as a
+keyed token). docs/formats/nfc.md is the format.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+
+from readers.fields import ASN, EPOCH_MS, HEX8, INT, TAP_NAME, TEXT, TOKEN, Spec
+from readers.fields import TAP_NAMES as _TAPS
+from readers.stored import JsonStoredValueAdapter
+from tariffs.vocab import Media
+
+if TYPE_CHECKING:
+    from readers.synth import Identities
+
+HANDSETS = ("HUAWEI Mate 60", "HONOR Magic6", "Xiaomi 14", "OPPO Find X7", "vivo X100", "iPhone 15")
+
+
+class NfcAdapter(JsonStoredValueAdapter):
+    """``nfc``: virtual cards in phones (Huawei / Xiaomi / Apple wallets and the like)."""
+
+    name = "nfc"
+    media: tuple[Media, ...] = (Media.NFC_PHONE,)
+    marker = "virtual_asn"
+    tac_field = "tac"
+    specs = (
+        Spec("virtual_asn", ASN, "asn"),
+        Spec("issuer", INT, "issuer"),
+        Spec("wallet_account", TOKEN, "wallet"),
+        Spec("handset_model", TEXT, "handset"),
+        Spec("card_seq", INT, "card_seq"),
+        Spec("card_type", INT, "product"),
+        Spec("txn", TAP_NAME, "tap"),
+        Spec("amount_fen", INT, "amount"),
+        Spec("balance_fen", INT, "balance"),
+        Spec("operator", INT, "operator"),
+        Spec("terminal_id", INT, "terminal_id"),
+        Spec("terminal_seq", INT, "terminal_seq"),
+        Spec("ts_ms", EPOCH_MS, "ts_ms"),
+        Spec("city", INT, "city"),
+        Spec("line", INT, "line"),
+        Spec("stop", INT, "stop"),
+        Spec("tac", HEX8, "tac"),
+    )
+
+    def rows(self, taps: pa.Table, ids: Identities, cols: dict[str, np.ndarray]) -> list[dict]:
+        c = {k: v.tolist() for k, v in cols.items()}
+        tap = taps.column("tap_type").to_numpy().tolist()
+        handset = (np.asarray(ids.balance) % len(HANDSETS)).tolist()
+        return [
+            {
+                "virtual_asn": "",
+                "issuer": c["issuer"][i],
+                "wallet_account": ids.wallet[i],
+                "handset_model": HANDSETS[handset[i]],
+                "card_seq": c["card_seq"][i],
+                "card_type": c["product"][i],
+                "txn": _TAPS[tap[i]],
+                "amount_fen": c["amount"][i],
+                "balance_fen": c["balance"][i],
+                "operator": c["operator"][i],
+                "terminal_id": c["terminal_id"][i],
+                "terminal_seq": c["terminal_seq"][i],
+                "ts_ms": c["ts_ms"][i],
+                "city": c["city"][i],
+                "line": c["line"][i],
+                "stop": c["stop"][i],
+                "tac": "",
+            }
+            for i in range(taps.num_rows)
+        ]

@@ -1,0 +1,198 @@
+"""Third-generation social-security cards with the Wuhan Tong function: pipe-delimited records.
+
+The card carries two numbers: the holder's social-security number (personal data that the
+clearing centre has no use for: checked, then dropped, kept in quarantine only as a keyed
+token) and the serial of the card's transit application, which is the card's number for
+clearing (tokenised into ``card_id`` like any ASN). The transit application is a T-Union
+purse, so each debit carries the same TAC as a physical card's. docs/formats/ssc.md is the
+format.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from readers.base import ParseResult, read_file, result
+from readers.codes import RowCode
+from readers.columns import Lines, RowChecks, split_lines
+from readers.config import ReaderConfig
+from readers.fields import (
+    ASN,
+    COMPACT_MS,
+    DIGITS,
+    HEX8,
+    SSN,
+    TAP_NAME,
+    TAP_NAMES,
+    Spec,
+    check_fields,
+    error_record,
+    stored_value_taps,
+)
+from readers.tunion import (
+    build_blocks,
+    expected_tacs,
+    stored_value_columns,
+    stored_value_writable,
+    tac_hex,
+)
+from tariffs.vocab import Media
+
+if TYPE_CHECKING:
+    from readers.synth import Identities
+
+TAG = "SSC3"  # third-generation card, layout 1
+SEPARATOR = "|"
+SPECS: tuple[Spec, ...] = (
+    Spec("ss_number", SSN, "ssn"),
+    Spec("transit_serial", ASN, "asn"),
+    Spec("issuer", DIGITS, "issuer"),
+    Spec("card_seq", DIGITS, "card_seq"),
+    Spec("product", DIGITS, "product"),
+    Spec("tap", TAP_NAME, "tap"),
+    Spec("amount", DIGITS, "amount"),
+    Spec("balance", DIGITS, "balance"),
+    Spec("operator", DIGITS, "operator"),
+    Spec("terminal_id", DIGITS, "terminal_id"),
+    Spec("terminal_seq", DIGITS, "terminal_seq"),
+    Spec("time", COMPACT_MS, "ts_ms"),
+    Spec("city", DIGITS, "city"),
+    Spec("line", DIGITS, "line"),
+    Spec("stop", DIGITS, "stop"),
+    Spec("tac", HEX8, "tac"),
+)
+COLUMNS = 1 + len(SPECS)  # the tag, then the fields
+
+
+class SocialSecurityAdapter:
+    """``ssc``: social-security cards whose transit application is a Wuhan Tong purse."""
+
+    name = "ssc"
+    media: tuple[Media, ...] = (Media.SOCIAL_SECURITY,)
+    suffix = ".txt"
+
+    def sniff(self, head: bytes) -> bool:
+        first = next((ln for ln in head.split(b"\n") if ln.strip()), b"")
+        return first.startswith(f"{TAG}{SEPARATOR}".encode())
+
+    def parse(self, path: Path, config: ReaderConfig) -> ParseResult:
+        return self.parse_bytes(read_file(path), config)
+
+    def parse_bytes(self, data: bytes, config: ReaderConfig) -> ParseResult:
+        key = config.pii_key_bytes()
+        lines = split_lines(data)
+        n = len(lines)
+        checks = RowChecks(n)
+        ascii_ok = _ascii_rows(lines)
+        checks.flag(~ascii_ok, RowCode.RECORD_ENCODING, "", "a record is plain ASCII text")
+        text = pa.array([lines.raw(i) if ascii_ok[i] else b"" for i in range(n)], type=pa.binary())
+        parts = pc.split_pattern(text.cast(pa.string()), SEPARATOR)
+        count = np.asarray(
+            pc.list_value_length(parts).to_numpy(zero_copy_only=False), dtype=np.int64
+        )
+        shaped = count == COLUMNS
+        checks.flag(
+            ~shaped, RowCode.COLUMN_COUNT, "", f"a record has {COLUMNS} fields separated by |"
+        )
+        flat = parts.flatten()
+        offsets = np.asarray(parts.offsets.to_numpy(), dtype=np.int64)[:-1]
+
+        def column(j: int) -> pa.Array:
+            idx = pa.array(np.where(shaped, offsets + j, 0), type=pa.int64(), mask=~shaped)
+            return flat.take(idx) if len(flat) else pa.nulls(n, type=pa.string())
+
+        tag = column(0)
+        checks.flag(
+            shaped
+            & ~np.asarray(pc.equal(tag, TAG).fill_null(False).to_numpy(zero_copy_only=False)),
+            RowCode.RECORD_TYPE,
+            "tag",
+            f"a social-security record starts with {TAG}",
+        )
+        strs, usable = {}, {}
+        for j, s in enumerate(SPECS, start=1):
+            strs[s.name] = column(j)
+            empty = np.asarray(
+                pc.equal(strs[s.name], "").fill_null(True).to_numpy(zero_copy_only=False)
+            )
+            checks.flag(empty, RowCode.FIELD_MISSING, s.name, f"{s.name} is required")
+            usable[s.name] = ~empty
+        checked = check_fields(SPECS, n, {}, strs, usable, checks)
+        taps, keep = stored_value_taps(
+            checked, checks, int(Media.SOCIAL_SECURITY), config, key, "tac"
+        )
+
+        def record(i: int) -> dict:
+            raw = lines.raw(i)
+            fields = raw.decode("ascii", "backslashreplace").split(SEPARATOR)
+            if not shaped[i]:
+                return {"fields": len(fields)}
+            valid = {name: bool(mask[i]) for name, mask in checked.valid.items()}
+            out = {"tag": fields[0] if fields[0] == TAG else "<other>"}
+            out.update(
+                error_record(
+                    SPECS, dict(zip((s.name for s in SPECS), fields[1:], strict=True)), valid, key
+                )
+            )
+            return out
+
+        return result(taps, checks.errors(lines.rows, record), n, lines.rows[keep])
+
+    def writable(self, taps: pa.Table, config: ReaderConfig) -> np.ndarray:
+        return stored_value_writable(taps)
+
+    def render(self, taps: pa.Table, ids: Identities, config: ReaderConfig) -> bytes:
+        from readers.columns import put_compact_time
+
+        cols = stored_value_columns(taps, ids.balance)
+        tacs, _ = expected_tacs(build_blocks(cols, ids.asn), cols["issuer"], config)
+        tac_text = tac_hex(tacs).tobytes().decode("ascii")
+        times = np.empty((taps.num_rows, 17), dtype=np.uint8)
+        put_compact_time(times, 0, cols["ts_ms"])
+        time_text = times.tobytes().decode("ascii")
+        ssn = ids.ss_number.tobytes().decode("ascii")
+        asn = ids.asn.tobytes().decode("ascii")
+        c = {k: v.tolist() for k, v in cols.items()}
+        tap = taps.column("tap_type").to_numpy().tolist()
+        out = []
+        for i in range(taps.num_rows):
+            out.append(
+                SEPARATOR.join(
+                    (
+                        TAG,
+                        ssn[18 * i : 18 * i + 18],
+                        asn[20 * i : 20 * i + 20],
+                        str(c["issuer"][i]),
+                        str(c["card_seq"][i]),
+                        str(c["product"][i]),
+                        TAP_NAMES[tap[i]],
+                        str(c["amount"][i]),
+                        str(c["balance"][i]),
+                        str(c["operator"][i]),
+                        str(c["terminal_id"][i]),
+                        str(c["terminal_seq"][i]),
+                        time_text[17 * i : 17 * i + 17],
+                        str(c["city"][i]),
+                        str(c["line"][i]),
+                        str(c["stop"][i]),
+                        tac_text[8 * i : 8 * i + 8],
+                    )
+                )
+            )
+        return ("\n".join(out) + "\n").encode("ascii") if out else b""
+
+
+def _ascii_rows(lines: Lines) -> np.ndarray:
+    """Rows made only of 7-bit bytes (found from the positions of the file's high bytes)."""
+    ok = np.ones(len(lines), dtype=bool)
+    high = np.flatnonzero(lines.data >= 0x80)
+    if len(high) and len(lines):
+        row = np.searchsorted(lines.starts, high, side="right") - 1
+        inside = (row >= 0) & (high < lines.ends[np.maximum(row, 0)])
+        ok[row[inside]] = False
+    return ok
