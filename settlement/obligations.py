@@ -66,6 +66,7 @@ class DiscountLine:
 
     area: int
     operator: int
+    issuer: int  # whose cards got the discount
     component: Component
     honoured_product: int  # for the card component; ORDINARY for the others
     funder: str  # "operator" | "government"
@@ -115,20 +116,21 @@ def day_obligations(
 
 
 def discount_lines(legs: pa.Table, tariffs: TariffSet, day: dt.date) -> list[DiscountLine]:
-    """The day's discount components per (area, operator, component, product), with funders."""
+    """The day's discount components per (area, operator, issuer, component, product), with
+    the funder the tariff version that priced them names."""
+    keys = ["area", "version", "operator", "issuer", "honoured_product"]
     grouped = _group_sum(
-        legs.select(["area", "version", "operator", "honoured_product", *COMPONENT_COLUMNS.values()]),
-        ["area", "version", "operator", "honoured_product"],
-        list(COMPONENT_COLUMNS.values()),
+        legs.select([*keys, *COMPONENT_COLUMNS.values()]), keys, list(COMPONENT_COLUMNS.values())
     )
-    sums: dict[tuple[int, int, Component, int, str], int] = defaultdict(int)
-    for area, version_no, opr, product, *amounts in grouped:
+    sums: dict[tuple[int, int, int, Component, int, str], int] = defaultdict(int)
+    for area, version_no, opr, iss, product, *amounts in grouped:
         version = _version(tariffs, area, version_no, day)
         for component, amount in zip(Component, amounts, strict=True):
             if amount == 0:
                 continue
             prod = product if component == Component.CARD else int(Product.ORDINARY)
-            sums[(area, opr, component, prod, funder_of(version, component, product))] += amount
+            funder = funder_of(version, component, product)
+            sums[(area, opr, iss, component, prod, funder)] += amount
     return [DiscountLine(*key, amount) for key, amount in sorted(sums.items()) if amount]
 
 

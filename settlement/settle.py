@@ -63,6 +63,7 @@ class SettlementResult:
     discounts: tuple[DiscountLine, ...] = field(default=())
     dry_run: bool = False
     settled: bool = False  # the day is recorded settled at the revision whose legs were settled
+    allocated: np.ndarray | None = field(default=None, compare=False, repr=False)  # per leg
 
     @property
     def entry_balance(self) -> int:
@@ -149,6 +150,7 @@ def settle_day(
         discounts=comp.discounts,
         dry_run=dry_run,
         settled=settled,
+        allocated=comp.allocated,
     )
 
 

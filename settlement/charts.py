@@ -1,0 +1,107 @@
+"""Statement charts (matplotlib, headless): each function returns one PNG as bytes.
+
+Amounts are plotted in integer fen and labelled in yuan by integer formatting, so no float
+ever stands for money; the figures are built without pyplot's global state (safe to call from
+anywhere, no display needed).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
+
+from settlement.payments import cny  # noqa: E402
+
+DPI = 90
+POSITIVE, NEGATIVE, NEUTRAL = "#2e7d32", "#c62828", "#1f5fa8"
+SERIES_COLOURS = ("#1f5fa8", "#ef8f00", "#6a3d9a", "#2e7d32", "#c62828", "#00838f")
+
+_yuan = FuncFormatter(lambda x, _pos: cny(int(round(x))))  # tick positions are fen
+
+
+def ascii_label(text: str) -> str:
+    """The Latin part of a registry name: the default chart font has no CJK glyphs."""
+    kept = "".join(ch for ch in text if ord(ch) < 128).strip()
+    return kept or text
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    return buf.getvalue()
+
+
+def _empty(ax, text: str = "nothing to show") -> None:  # type: ignore[no-untyped-def]
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="#777")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _hbar(ax, title: str, items: Sequence[tuple[str, int]], signed: bool = False) -> None:  # type: ignore[no-untyped-def]
+    ax.set_title(title, fontsize=10, loc="left")
+    if not items:
+        _empty(ax)
+        return
+    labels = [ascii_label(k) for k, _ in items]
+    values = [v for _, v in items]
+    colours = [(POSITIVE if v >= 0 else NEGATIVE) if signed else NEUTRAL for v in values]
+    ax.barh(range(len(values)), values, color=colours, height=0.7)
+    ax.set_yticks(range(len(values)), labels, fontsize=8)
+    ax.set_ylim(max(len(values), 4) - 0.5, -0.5)  # top to bottom; a lone bar stays bar-sized
+    ax.xaxis.set_major_locator(MaxNLocator(4))
+    ax.xaxis.set_major_formatter(_yuan)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.axvline(0, color="#333", linewidth=0.6)
+    ax.grid(axis="x", alpha=0.3)
+
+
+def breakdown_chart(title: str, panels: Mapping[str, Sequence[tuple[str, int]]]) -> bytes:
+    """Side-by-side horizontal bar panels (e.g. revenue by city, by mode, by medium)."""
+    n = max(1, len(panels))
+    fig = Figure(figsize=(3.6 * n, 3.0))
+    fig.suptitle(title, fontsize=11, x=0.01, ha="left")
+    # Fixed margins instead of tight_layout: a measured layout costs more than the drawing.
+    fig.subplots_adjust(left=0.5 / n + 0.02, right=0.98, top=0.82, bottom=0.12, wspace=1.0)
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    for ax, (name, items) in zip(axes, panels.items(), strict=False):
+        _hbar(ax, name, items)
+    return _png(fig)
+
+
+def stacked_chart(title: str, categories: Sequence[str], series: Mapping[str, Sequence[int]]) -> bytes:
+    """Stacked horizontal bars: one bar per category, one colour per series (e.g. funder)."""
+    fig = Figure(figsize=(7.0, 0.9 + 0.45 * max(3, len(categories))))
+    fig.subplots_adjust(left=0.16, right=0.97, top=0.85, bottom=0.14)
+    ax = fig.subplots()
+    ax.set_title(title, fontsize=11, loc="left")
+    if not categories or not any(any(v for v in vals) for vals in series.values()):
+        _empty(ax)
+        return _png(fig)
+    left = [0] * len(categories)
+    for (name, values), colour in zip(series.items(), SERIES_COLOURS * 4, strict=False):
+        ax.barh(range(len(categories)), values, left=left, label=name, color=colour)
+        left = [a + b for a, b in zip(left, values, strict=True)]
+    ax.set_yticks(range(len(categories)), [ascii_label(c) for c in categories], fontsize=8)
+    ax.invert_yaxis()
+    ax.xaxis.set_major_locator(MaxNLocator(6))
+    ax.xaxis.set_major_formatter(_yuan)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    return _png(fig)
+
+
+def signed_chart(title: str, items: Sequence[tuple[str, int]], *, height: float | None = None) -> bytes:
+    """Signed bars, green what is owed to the party, red what it owes (e.g. net positions)."""
+    h = height or 0.9 + 0.3 * max(3, len(items))
+    fig = Figure(figsize=(7.5, h))
+    fig.subplots_adjust(left=0.36, right=0.97, top=1 - 0.35 / h, bottom=0.35 / h)
+    ax = fig.subplots()
+    _hbar(ax, title, items, signed=True)
+    return _png(fig)
