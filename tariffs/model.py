@@ -106,6 +106,7 @@ class TransferRule(_Frozen):
 class DailyCap(_Frozen):
     product: ProductName
     cap_fen: Fen
+    source: str = ""
 
 
 class Funders(_Frozen):
@@ -114,6 +115,7 @@ class Funders(_Frozen):
     card: dict[ProductName, Funder] = Field(default_factory=dict)  # by honoured product
     transfer: Funder = "operator"
     cap: Funder = "operator"
+    source: str = ""
 
 
 class RebateTier(_Frozen):
