@@ -1,0 +1,143 @@
+"""The ``tongka tariffs`` commands: validate, show and diff tariffs, for those who review them.
+
+Mounted by ``clearing.cli`` as ``tongka tariffs``. Exit codes: 0 success; 2 a bad argument
+(unknown city, no version in force, missing path); 4 an invalid tariff set, with every problem
+printed as ``file: version V: field: what is wrong [CODE]``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from tariffs.diff import Change, diff_contracts, diff_tariffs
+from tariffs.errors import TariffError
+from tariffs.load import DEFAULT_TARIFF_DIR, TariffSet, load_tariff_file, load_tariff_set
+from tariffs.model import ContractBook, Tariff
+from tariffs.registry import load_registry
+from tariffs.show import find_area, render_version
+
+EXIT_BAD_ARGUMENT = 2
+EXIT_INVALID = 4  # the same code as clearing.cli's EXIT_TARIFF
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="Validate, show and diff tariffs.")
+
+RegistryOpt = Annotated[Path | None, typer.Option(
+    "--registry", help="Registry directory (default: the built-in registry).")]
+TariffsOpt = Annotated[Path | None, typer.Option(
+    "--tariffs", help="Tariff directory (default: the built-in tariffs).")]
+
+
+def _console(stderr: bool = False) -> Console:
+    console = Console(stderr=stderr)
+    return console if console.is_terminal else Console(stderr=stderr, width=160)
+
+
+def _fail(code: int, message: str) -> SystemExit:
+    _console(stderr=True).print(f"error: {message}", markup=False, style="red")
+    return _exit(code)
+
+
+def _exit(code: int) -> SystemExit:
+    # SystemExit, not typer.Exit: a caller running the app with standalone_mode=False gets
+    # typer.Exit's code as a return value it may drop, while SystemExit always ends the process
+    # with the code (and typer's CliRunner records it).
+    return SystemExit(code)
+
+
+def _invalid(exc: TariffError) -> SystemExit:
+    err = _console(stderr=True)
+    err.print(f"error: invalid tariffs, {len(exc.problems)} problem(s) [{exc.code}]",
+              style="red")
+    for problem in exc.problems:
+        err.print(f"  {problem}", markup=False, soft_wrap=True)
+    return _exit(EXIT_INVALID)
+
+
+def _load(path: Path, registry: Path | None) -> tuple[dict[int, Tariff], ContractBook | None,
+                                                      TariffSet | None]:
+    """A directory as a whole tariff set, or one tariff file; TariffError lists the problems."""
+    reg = load_registry(registry)
+    if path.is_dir():
+        tariffs = load_tariff_set(path, reg)
+        return dict(tariffs.tariffs), tariffs.contracts, tariffs
+    if path.is_file():
+        tariff = load_tariff_file(path, reg)
+        return {tariff.area: tariff}, None, None
+    raise _fail(EXIT_BAD_ARGUMENT, f"{path} is neither a tariff directory nor a tariff file")
+
+
+@app.command()
+def validate(
+    path: Annotated[Path | None, typer.Argument(
+        help="A tariff directory or one tariff file (default: the built-in tariffs).")] = None,
+    registry: RegistryOpt = None,
+) -> None:
+    """Check tariffs against the registry and SPEC §6; print every problem found."""
+    target = path or DEFAULT_TARIFF_DIR
+    try:
+        tariffs, contracts, _ = _load(target, registry)
+    except TariffError as exc:
+        raise _invalid(exc) from None
+    versions = sum(len(t.versions) for t in tariffs.values())
+    extra = f", {len(contracts.contracts)} fee contract(s)" if contracts is not None else ""
+    _console().print(f"ok: {target}: {len(tariffs)} tariff area(s), {versions} version(s){extra}",
+                     markup=False, soft_wrap=True)
+
+
+@app.command()
+def show(
+    city: Annotated[str, typer.Argument(help="City code (420100) or name (Wuhan, 武汉).")],
+    date: Annotated[dt.datetime | None, typer.Option(
+        "--date", formats=["%Y-%m-%d"], help="Service day (default: today).")] = None,
+    tariffs_dir: TariffsOpt = None,
+    registry: RegistryOpt = None,
+) -> None:
+    """The version in force: lines, fares by product and medium, transfer rule, caps."""
+    try:
+        _, _, tariffs = _load(tariffs_dir or DEFAULT_TARIFF_DIR, registry)
+    except TariffError as exc:
+        raise _invalid(exc) from None
+    if tariffs is None:
+        raise _fail(EXIT_BAD_ARGUMENT, "--tariffs must be a directory of tariff files")
+    day = date.date() if date is not None else dt.date.today()
+    try:
+        area = find_area(tariffs, city)
+        view = render_version(tariffs, area, day)
+    except (ValueError, LookupError) as exc:
+        raise _fail(EXIT_BAD_ARGUMENT, str(exc).strip("'\"")) from None
+    _console().print(view)
+
+
+@app.command()
+def diff(
+    old: Annotated[Path, typer.Argument(help="The tariffs in force: a directory or one file.")],
+    new: Annotated[Path, typer.Argument(help="The proposed tariffs: a directory or one file.")],
+    registry: RegistryOpt = None,
+) -> None:
+    """What changed per area, version and field (and fee contract), for sign-off."""
+    try:
+        old_tariffs, old_contracts, _ = _load(old, registry)
+        new_tariffs, new_contracts, _ = _load(new, registry)
+    except TariffError as exc:
+        raise _invalid(exc) from None
+    changes: list[Change] = diff_tariffs(old_tariffs, new_tariffs)
+    if old_contracts is not None and new_contracts is not None:
+        changes += diff_contracts(old_contracts, new_contracts)
+    out = _console()
+    if not changes:
+        out.print(f"no differences between {old} and {new}", markup=False)
+        return
+    table = Table(title=f"{len(changes)} change(s): {old} → {new}", title_justify="left")
+    for col in ("area", "version", "field", "old", "new"):
+        table.add_column(col, overflow="fold")
+    for c in changes:
+        table.add_row(*(Text(x) for x in (c.area, c.version, c.field, c.old, c.new)))
+    out.print(table)
