@@ -66,6 +66,9 @@ class CardAdapter:
     def parse(self, path: Path, config: ReaderConfig) -> ParseResult:
         return parse_card_bytes(read_file(path), config)
 
+    def parse_bytes(self, data: bytes, config: ReaderConfig) -> ParseResult:
+        return parse_card_bytes(data, config)
+
     def writable(self, taps: pa.Table, config: ReaderConfig) -> np.ndarray:
         """Which canonical taps a card record can express (``readers.synth``)."""
         return stored_value_writable(taps)

@@ -12,6 +12,7 @@ FIELD_TYPE, FIELD_RANGE for integers beyond int64), after JSON_INVALID.
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -114,7 +115,13 @@ def _fast_chunk(lines: Lines, lo: int, hi: int, schema: pa.Schema) -> pa.Table |
     # count then matches, maps row for row.
     if not (np.all(data[starts] == ord("{")) and np.all(data[ends - 1] == ord("}"))):
         return None
-    buf = pa.py_buffer(data[int(starts[0]) : int(ends[-1])])
+    chunk = data[int(starts[0]) : int(ends[-1])]
+    if np.any(chunk >= 0x80):  # Arrow does not check UTF-8 inside strings; Python does
+        try:
+            codecs.utf_8_decode(chunk, "strict", True)
+        except UnicodeDecodeError:
+            return None
+    buf = pa.py_buffer(chunk)
     try:
         table = pj.read_json(
             pa.BufferReader(buf),
