@@ -74,7 +74,9 @@ def breakdown_chart(title: str, panels: Mapping[str, Sequence[tuple[str, int]]])
     return _png(fig)
 
 
-def stacked_chart(title: str, categories: Sequence[str], series: Mapping[str, Sequence[int]]) -> bytes:
+def stacked_chart(
+    title: str, categories: Sequence[str], series: Mapping[str, Sequence[int]]
+) -> bytes:
     """Stacked horizontal bars: one bar per category, one colour per series (e.g. funder)."""
     fig = Figure(figsize=(7.0, 0.9 + 0.45 * max(3, len(categories))))
     fig.subplots_adjust(left=0.16, right=0.97, top=0.85, bottom=0.14)
@@ -97,7 +99,9 @@ def stacked_chart(title: str, categories: Sequence[str], series: Mapping[str, Se
     return _png(fig)
 
 
-def signed_chart(title: str, items: Sequence[tuple[str, int]], *, height: float | None = None) -> bytes:
+def signed_chart(
+    title: str, items: Sequence[tuple[str, int]], *, height: float | None = None
+) -> bytes:
     """Signed bars, green what is owed to the party, red what it owes (e.g. net positions)."""
     h = height or 0.9 + 0.3 * max(3, len(items))
     fig = Figure(figsize=(7.5, h))

@@ -1,4 +1,4 @@
-"""The double-entry ledger (SPEC §8): accounts, journal entries and postings, posted once, never edited.
+"""The double-entry ledger (SPEC §8): accounts, journal entries and postings, never edited.
 
 Conventions. Each party has one account per obligation kind its role can carry (the chart of
 accounts below). An amount is a debit when positive and a credit when negative, as in any
@@ -82,7 +82,10 @@ SCOPE_KINDS: dict[Scope, tuple[EntryKind, ...]] = {
 CHART: dict[PartyRole, tuple[ObligationKind, ...]] = {
     PartyRole.ISSUER: (ObligationKind.REVENUE, ObligationKind.REBATE),
     PartyRole.OPERATOR: (
-        ObligationKind.REVENUE, ObligationKind.FEE, ObligationKind.SUBSIDY, ObligationKind.REBATE,
+        ObligationKind.REVENUE,
+        ObligationKind.FEE,
+        ObligationKind.SUBSIDY,
+        ObligationKind.REBATE,
     ),
     PartyRole.GOVERNMENT: (ObligationKind.SUBSIDY,),
     PartyRole.CENTRE: (ObligationKind.FEE,),
@@ -135,8 +138,9 @@ class Account(Base):
 
     @property
     def key(self) -> AccountKey:
-        return AccountKey(Party(PartyRole(self.party_role), self.party_code),
-                          ObligationKind(self.kind))
+        return AccountKey(
+            Party(PartyRole(self.party_role), self.party_code), ObligationKind(self.kind)
+        )
 
 
 class JournalEntry(Base):
@@ -189,7 +193,9 @@ def target_balances(obligations: Iterable[Obligation]) -> dict[AccountKey, int]:
     return {k: v for k, v in sorted(out.items()) if v != 0}
 
 
-def difference(target: Mapping[AccountKey, int], posted: Mapping[AccountKey, int]) -> dict[AccountKey, int]:
+def difference(
+    target: Mapping[AccountKey, int], posted: Mapping[AccountKey, int]
+) -> dict[AccountKey, int]:
     """What must be posted so that ``posted`` becomes ``target`` (SPEC §8: only the difference)."""
     keys = sorted(set(target) | set(posted))
     diff = {k: target.get(k, 0) - posted.get(k, 0) for k in keys}
@@ -261,21 +267,27 @@ def posted_balances(session: Session, day: dt.date, scope: Scope) -> dict[Accoun
         select(Account.party_role, Account.party_code, Account.kind, func.sum(Posting.amount_fen))
         .join(Posting, Posting.account_id == Account.id)
         .join(JournalEntry, JournalEntry.id == Posting.entry_id)
-        .where(JournalEntry.day == day, JournalEntry.kind.in_([k.value for k in SCOPE_KINDS[scope]]))
+        .where(
+            JournalEntry.day == day, JournalEntry.kind.in_([k.value for k in SCOPE_KINDS[scope]])
+        )
         .group_by(Account.party_role, Account.party_code, Account.kind)
     ).all()
     out = {
-        AccountKey(Party(PartyRole(r), c), ObligationKind(k)): int(total)
-        for r, c, k, total in rows
+        AccountKey(Party(PartyRole(r), c), ObligationKind(k)): int(total) for r, c, k, total in rows
     }
     return {k: v for k, v in sorted(out.items()) if v != 0}
 
 
 def has_entries(session: Session, day: dt.date, scope: Scope) -> bool:
     kinds = [k.value for k in SCOPE_KINDS[scope]]
-    return session.execute(
-        select(JournalEntry.id).where(JournalEntry.day == day, JournalEntry.kind.in_(kinds)).limit(1)
-    ).first() is not None
+    return (
+        session.execute(
+            select(JournalEntry.id)
+            .where(JournalEntry.day == day, JournalEntry.kind.in_(kinds))
+            .limit(1)
+        ).first()
+        is not None
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,8 +305,13 @@ class Posted:
 
 
 def post_difference(
-    session: Session, day: dt.date, scope: Scope, target: Mapping[AccountKey, int], reason: Reason,
-    *, now: dt.datetime | None = None,
+    session: Session,
+    day: dt.date,
+    scope: Scope,
+    target: Mapping[AccountKey, int],
+    reason: Reason,
+    *,
+    now: dt.datetime | None = None,
 ) -> Posted:
     """Post ``target - posted`` for the period as one balanced entry; post nothing if it is 0.
 
@@ -321,7 +338,9 @@ def post_difference(
         )
     accounts = ensure_accounts(session, diff.keys())
     entry = JournalEntry(
-        day=day, kind=kind.value, reason=reason.value,
+        day=day,
+        kind=kind.value,
+        reason=reason.value,
         created_at=now or dt.datetime.now(dt.UTC),
     )
     session.add(entry)
@@ -337,16 +356,21 @@ def post_difference(
 def check_balanced(amounts: Iterable[int], what: str) -> None:
     total = sum(amounts)
     if total != 0:
-        raise LedgerError(f"{what} does not balance: postings sum to {total} fen, not 0",
-                          code="LEDGER_UNBALANCED")
+        raise LedgerError(
+            f"{what} does not balance: postings sum to {total} fen, not 0", code="LEDGER_UNBALANCED"
+        )
 
 
 def ensure_accounts(session: Session, keys: Iterable[AccountKey]) -> dict[AccountKey, int]:
     """Account ids for the keys, creating missing accounts; safe when two settlers race."""
     keys = list(keys)
     rows = [
-        {"code": k.code, "party_role": int(k.party.role), "party_code": k.party.code,
-         "kind": int(k.kind)}
+        {
+            "code": k.code,
+            "party_role": int(k.party.role),
+            "party_code": k.party.code,
+            "kind": int(k.kind),
+        }
         for k in keys
     ]
     if rows:
@@ -363,8 +387,10 @@ def parse_reason(reason: str | Reason) -> Reason:
         return Reason(reason)
     except ValueError:
         choices = ", ".join(r.value for r in Reason)
-        raise StateError(f"unknown settlement reason {reason!r} (one of: {choices})",
-                         code="SETTLEMENT_BAD_REASON") from None
+        raise StateError(
+            f"unknown settlement reason {reason!r} (one of: {choices})",
+            code="SETTLEMENT_BAD_REASON",
+        ) from None
 
 
 # ---------------------------------------------------------------- balances and verification
@@ -374,13 +400,18 @@ def account_balances(engine: Engine) -> dict[AccountKey, int]:
     """Every account's balance over all entries (debit > 0)."""
     with Session(engine) as session:
         rows = session.execute(
-            select(Account.party_role, Account.party_code, Account.kind, func.sum(Posting.amount_fen))
+            select(
+                Account.party_role, Account.party_code, Account.kind, func.sum(Posting.amount_fen)
+            )
             .join(Posting, Posting.account_id == Account.id)
             .group_by(Account.party_role, Account.party_code, Account.kind)
         ).all()
-    return dict(sorted(
-        (AccountKey(Party(PartyRole(r), c), ObligationKind(k)), int(total)) for r, c, k, total in rows
-    ))
+    return dict(
+        sorted(
+            (AccountKey(Party(PartyRole(r), c), ObligationKind(k)), int(total))
+            for r, c, k, total in rows
+        )
+    )
 
 
 def ledger_balances(engine: Engine) -> dict[str, int]:
@@ -395,8 +426,14 @@ def entry_sums(engine: Engine) -> list[tuple[int, dt.date, str, str, int, int]]:
     """(id, day, kind, reason, number of postings, sum of postings) of every entry, in id order."""
     with Session(engine) as session:
         rows = session.execute(
-            select(JournalEntry.id, JournalEntry.day, JournalEntry.kind, JournalEntry.reason,
-                   func.count(Posting.id), func.coalesce(func.sum(Posting.amount_fen), 0))
+            select(
+                JournalEntry.id,
+                JournalEntry.day,
+                JournalEntry.kind,
+                JournalEntry.reason,
+                func.count(Posting.id),
+                func.coalesce(func.sum(Posting.amount_fen), 0),
+            )
             .outerjoin(Posting, Posting.entry_id == JournalEntry.id)
             .group_by(JournalEntry.id, JournalEntry.day, JournalEntry.kind, JournalEntry.reason)
             .order_by(JournalEntry.id)
@@ -408,9 +445,11 @@ def period_balances(engine: Engine, scope: Scope) -> dict[dt.date, dict[AccountK
     """Posted balances of every period of a scope that has entries."""
     kinds = [k.value for k in SCOPE_KINDS[scope]]
     with Session(engine) as session:
-        days = session.execute(
-            select(JournalEntry.day).where(JournalEntry.kind.in_(kinds)).distinct()
-        ).scalars().all()
+        days = (
+            session.execute(select(JournalEntry.day).where(JournalEntry.kind.in_(kinds)).distinct())
+            .scalars()
+            .all()
+        )
         return {d: posted_balances(session, d, scope) for d in sorted(days)}
 
 
@@ -418,7 +457,8 @@ def verify_ledger(
     engine: Engine,
     recompute: Callable[[dt.date], list[Obligation]],
     recompute_month: Callable[[dt.date], list[Obligation]] | None = None,
-    *, days: Iterable[dt.date] = (),
+    *,
+    days: Iterable[dt.date] = (),
 ) -> list[str]:
     """``tongka ledger verify``: every problem found, as sentences; an empty list means sound.
 

@@ -114,18 +114,26 @@ def month_rebates(legs: pa.Table, tariffs: TariffSet, month: str | dt.date) -> l
     keep = pc.and_(
         pc.and_(pc.greater_equal(day, day_number(first)), pc.less_equal(day, day_number(last))),
         pc.and_(
-            pc.invert(pc.is_in(legs.column("status"),
-                               value_set=pa.array([int(s) for s in PENALTY_STATUSES],
-                                                  type=legs.schema.field("status").type))),
-            pc.is_in(legs.column("network"),
-                     value_set=pa.array(sorted(rules), type=legs.schema.field("network").type)),
+            pc.invert(
+                pc.is_in(
+                    legs.column("status"),
+                    value_set=pa.array(
+                        [int(s) for s in PENALTY_STATUSES], type=legs.schema.field("status").type
+                    ),
+                )
+            ),
+            pc.is_in(
+                legs.column("network"),
+                value_set=pa.array(sorted(rules), type=legs.schema.field("network").type),
+            ),
         ),
     )
     month_legs = legs.filter(keep).select(["network", "issuer", "card_id", "computed_fen"])
     if month_legs.num_rows == 0:
         return []
     spend = month_legs.group_by(["network", "issuer", "card_id"]).aggregate(
-        [("computed_fen", "sum")])
+        [("computed_fen", "sum")]
+    )
     out: list[Rebate] = []
     networks = spend.column("network").to_numpy()
     for net, rule in sorted(rules.items()):
@@ -144,8 +152,11 @@ def month_rebates(legs: pa.Table, tariffs: TariffSet, month: str | dt.date) -> l
         for i in earned:
             rebate = int(amounts[tier[i]])
             if rebate:
-                out.append(Rebate(int(issuers[i]), int(cards[i]), net, rule.operator,
-                                  int(spent[i]), rebate))
+                out.append(
+                    Rebate(
+                        int(issuers[i]), int(cards[i]), net, rule.operator, int(spent[i]), rebate
+                    )
+                )
     return sorted(out)
 
 
@@ -156,7 +167,8 @@ def rebate_obligations(rebates: Iterable[Rebate]) -> list[Obligation]:
         sums[(r.operator, r.issuer)] += r.rebate_fen
     return sorted(
         Obligation(operator(o), issuer(i), ObligationKind.REBATE, amount)
-        for (o, i), amount in sums.items() if amount
+        for (o, i), amount in sums.items()
+        if amount
     )
 
 
@@ -191,9 +203,15 @@ def close_month(
         with ledger_transaction(engine, Scope.MONTH, first) as session:
             posted = post_difference(session, first, Scope.MONTH, target_balances(obligations), why)
     return MonthCloseResult(
-        month=first, rebates=rebates, obligations=obligations, positions=positions,
-        payments=tuple(payment_instructions(positions, last)), entry_id=posted.entry_id,
-        entry_kind=posted.kind, reason=why, posted=posted.postings,
+        month=first,
+        rebates=rebates,
+        obligations=obligations,
+        positions=positions,
+        payments=tuple(payment_instructions(positions, last)),
+        entry_id=posted.entry_id,
+        entry_kind=posted.kind,
+        reason=why,
+        posted=posted.postings,
     )
 
 
@@ -204,13 +222,22 @@ def _check_days_settled(engine: Engine, first: dt.date, last: dt.date) -> None:
     if pending:
         shown = ", ".join(str(d) for d in pending[:5]) + (" ..." if len(pending) > 5 else "")
         raise StateError(
-            f"month {first:%Y-%m} cannot close: {len(pending)} day(s) need settling first ({shown})",
+            f"month {first:%Y-%m} cannot close: {len(pending)} day(s) need settling first "
+            f"({shown})",
             code="MONTH_NOT_SETTLED",
         )
 
 
-CARD_LOAD_FIELDS = ("month", "issuer", "card_id", "network", "operator", "spend_fen",
-                    "rebate_fen", "amount_cny")
+CARD_LOAD_FIELDS = (
+    "month",
+    "issuer",
+    "card_id",
+    "network",
+    "operator",
+    "spend_fen",
+    "rebate_fen",
+    "amount_cny",
+)
 
 
 def card_load_delta(previous: Iterable[Rebate], current: Iterable[Rebate]) -> list[Rebate]:
@@ -225,13 +252,22 @@ def card_load_delta(previous: Iterable[Rebate], current: Iterable[Rebate]) -> li
         if change:
             ref = new or old
             assert ref is not None
-            out.append(Rebate(ref.issuer, ref.card_id, ref.network, ref.operator,
-                              new.spend_fen if new else 0, change))
+            out.append(
+                Rebate(
+                    ref.issuer,
+                    ref.card_id,
+                    ref.network,
+                    ref.operator,
+                    new.spend_fen if new else 0,
+                    change,
+                )
+            )
     return out
 
 
-def write_card_loads(out_dir: Path, month: dt.date, rebates: Iterable[Rebate],
-                     *, suffix: str = "") -> list[Path]:
+def write_card_loads(
+    out_dir: Path, month: dt.date, rebates: Iterable[Rebate], *, suffix: str = ""
+) -> list[Path]:
     """One CSV per issuer: the card tokens and amounts it loads onto its cards (SPEC §6)."""
     by_issuer: dict[int, list[Rebate]] = defaultdict(list)
     for r in rebates:
@@ -246,8 +282,18 @@ def write_card_loads(out_dir: Path, month: dt.date, rebates: Iterable[Rebate],
             writer = csv.writer(fh)
             writer.writerow(CARD_LOAD_FIELDS)
             for r in sorted(rows):
-                writer.writerow([f"{month:%Y-%m}", r.issuer, r.card_id, r.network, r.operator,
-                                 r.spend_fen, r.rebate_fen, cny(r.rebate_fen)])
+                writer.writerow(
+                    [
+                        f"{month:%Y-%m}",
+                        r.issuer,
+                        r.card_id,
+                        r.network,
+                        r.operator,
+                        r.spend_fen,
+                        r.rebate_fen,
+                        cny(r.rebate_fen),
+                    ]
+                )
         tmp.replace(path)
         paths.append(path)
     return paths
@@ -255,5 +301,14 @@ def write_card_loads(out_dir: Path, month: dt.date, rebates: Iterable[Rebate],
 
 def read_card_loads(path: Path) -> list[Rebate]:
     with open(path, encoding="utf-8", newline="") as fh:
-        return [Rebate(int(r["issuer"]), int(r["card_id"]), int(r["network"]), int(r["operator"]),
-                       int(r["spend_fen"]), int(r["rebate_fen"])) for r in csv.DictReader(fh)]
+        return [
+            Rebate(
+                int(r["issuer"]),
+                int(r["card_id"]),
+                int(r["network"]),
+                int(r["operator"]),
+                int(r["spend_fen"]),
+                int(r["rebate_fen"]),
+            )
+            for r in csv.DictReader(fh)
+        ]

@@ -1,4 +1,4 @@
-"""Multilateral netting and hub-and-spoke payment instructions through the centre's account (SPEC §8)."""
+"""Multilateral netting and hub-and-spoke payments through the centre's account (SPEC §8)."""
 
 from __future__ import annotations
 

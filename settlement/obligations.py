@@ -93,11 +93,13 @@ def day_obligations(
 
     # SPEC §8: the issuer owes the operator the allocated revenue, summed per pair.
     pairs = _group_sum(
-        pa.table({
-            "issuer": legs.column("issuer"),
-            "operator": legs.column("operator"),
-            "allocated": pa.array(np.asarray(allocated, dtype=np.int64)),
-        }),
+        pa.table(
+            {
+                "issuer": legs.column("issuer"),
+                "operator": legs.column("operator"),
+                "allocated": pa.array(np.asarray(allocated, dtype=np.int64)),
+            }
+        ),
         ["issuer", "operator"],
         ["allocated"],
     )

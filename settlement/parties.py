@@ -51,7 +51,9 @@ def parse_tag(tag: str) -> Party:
     by_tag = {v: k for k, v in ROLE_TAGS.items()}
     head, _, code = tag.partition("-")
     if head not in by_tag or not code.isdigit():
-        raise ValueError(f"not a party tag: {tag!r} (expected e.g. ISS-1, OPR-101, GOV-420100, CTR-0)")
+        raise ValueError(
+            f"not a party tag: {tag!r} (expected e.g. ISS-1, OPR-101, GOV-420100, CTR-0)"
+        )
     return Party(by_tag[head], int(code))
 
 

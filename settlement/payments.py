@@ -12,8 +12,17 @@ from settlement.parties import CENTRE, Party, party_name
 from tariffs.registry import Registry
 
 PAYMENT_FIELDS = (
-    "instruction_id", "value_date", "direction", "debit_account", "credit_account",
-    "party", "party_name", "amount_fen", "amount_cny", "currency", "reference",
+    "instruction_id",
+    "value_date",
+    "direction",
+    "debit_account",
+    "credit_account",
+    "party",
+    "party_name",
+    "amount_fen",
+    "amount_cny",
+    "currency",
+    "reference",
 )
 
 
@@ -60,11 +69,21 @@ def write_payments_csv(
                 if p.direction == Direction.PAY_IN
                 else (SETTLEMENT_ACCOUNT, account_number(p.party))
             )
-            writer.writerow([
-                f"{value_date:%Y%m%d}-{n:05d}", value_date.isoformat(), p.direction.name.lower(),
-                debit, credit, p.party.tag, party_name(p.party, registry), p.amount_fen,
-                cny(p.amount_fen), "CNY", f"{reference} {value_date.isoformat()} {p.party.tag}",
-            ])
+            writer.writerow(
+                [
+                    f"{value_date:%Y%m%d}-{n:05d}",
+                    value_date.isoformat(),
+                    p.direction.name.lower(),
+                    debit,
+                    credit,
+                    p.party.tag,
+                    party_name(p.party, registry),
+                    p.amount_fen,
+                    cny(p.amount_fen),
+                    "CNY",
+                    f"{reference} {value_date.isoformat()} {p.party.tag}",
+                ]
+            )
     tmp.replace(path)
     return path
 

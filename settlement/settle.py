@@ -167,21 +167,27 @@ def city_summary(legs: pa.Table, allocated: np.ndarray) -> list[CitySummary]:
     mismatch totals (vectorised; the inputs of the demo summary and the statements)."""
     if legs.num_rows == 0:
         return []
-    t = pa.table({
-        "area": legs.column("area").cast(pa.int64()),
-        "base": legs.column("base_fen"),
-        "computed": legs.column("computed_fen"),
-        "charged": legs.column("charged_fen"),
-        "allocated": pa.array(np.asarray(allocated, dtype=np.int64)),
-        "discount": pa.array(
-            legs.column("card_discount_fen").to_numpy()
-            + legs.column("transfer_discount_fen").to_numpy()
-            + legs.column("cap_discount_fen").to_numpy()
-        ),
-        "mismatch": legs.column("mismatch_fen"),
-    })
+    t = pa.table(
+        {
+            "area": legs.column("area").cast(pa.int64()),
+            "base": legs.column("base_fen"),
+            "computed": legs.column("computed_fen"),
+            "charged": legs.column("charged_fen"),
+            "allocated": pa.array(np.asarray(allocated, dtype=np.int64)),
+            "discount": pa.array(
+                legs.column("card_discount_fen").to_numpy()
+                + legs.column("transfer_discount_fen").to_numpy()
+                + legs.column("cap_discount_fen").to_numpy()
+            ),
+            "mismatch": legs.column("mismatch_fen"),
+        }
+    )
     values = ["base", "computed", "charged", "allocated", "discount", "mismatch"]
     out = t.group_by("area").aggregate([("area", "count"), *[(v, "sum") for v in values]])
-    rows = zip(out.column("area").to_pylist(), out.column("area_count").to_pylist(),
-               *[out.column(f"{v}_sum").to_pylist() for v in values], strict=True)
+    rows = zip(
+        out.column("area").to_pylist(),
+        out.column("area_count").to_pylist(),
+        *[out.column(f"{v}_sum").to_pylist() for v in values],
+        strict=True,
+    )
     return sorted(CitySummary(*map(int, row)) for row in rows)  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""Statements of a settled day: per party a CSV and an HTML page with charts, and the centre's overview.
+"""Statements of a settled day: per party a CSV and an HTML page with charts; the centre's overview.
 
 Everything shown is derived from the day's legs and its ``SettlementResult``; the charts are
 PNGs embedded in the HTML (no side files), so one statement is one self-contained file.
@@ -29,8 +29,17 @@ from tariffs.vocab import Media, Mode, PartyRole
 
 PARTY_CHARTS = ("revenue", "discounts", "mismatches", "position")
 OVERVIEW_CHARTS = ("positions", "revenue", "discounts", "mismatches")
-STATEMENT_FIELDS = ("day", "party", "party_name", "counterparty", "counterparty_name", "kind",
-                    "direction", "amount_fen", "amount_cny")
+STATEMENT_FIELDS = (
+    "day",
+    "party",
+    "party_name",
+    "counterparty",
+    "counterparty_name",
+    "kind",
+    "direction",
+    "amount_fen",
+    "amount_cny",
+)
 TOP = 12  # lines and devices shown in the mismatch charts
 
 
@@ -51,9 +60,17 @@ class _Day:
     @classmethod
     def of(cls, legs: pa.Table, allocated: np.ndarray) -> _Day:
         col = lambda n: legs.column(n).to_numpy()  # noqa: E731
-        return cls(col("issuer"), col("operator"), col("area"), col("mode"), col("media"),
-                   col("line"), col("board_device_id"), np.asarray(allocated, dtype=np.int64),
-                   col("mismatch_fen").astype(np.int64))
+        return cls(
+            col("issuer"),
+            col("operator"),
+            col("area"),
+            col("mode"),
+            col("media"),
+            col("line"),
+            col("board_device_id"),
+            np.asarray(allocated, dtype=np.int64),
+            col("mismatch_fen").astype(np.int64),
+        )
 
     def mask(self, party: Party) -> np.ndarray:
         """The legs a party's statement is about: its cards, its lines, its city, or all."""
@@ -83,15 +100,18 @@ def write_statements(
         paths.append(_write_csv(stem.with_suffix(".csv"), day, party, result, names))
         paths.append(_write(stem.with_suffix(".html"), party_html(day, party, result, cols, names)))
     paths.append(_write_overview_csv(out / f"overview-{day.isoformat()}.csv", day, result, names))
-    paths.append(_write(out / f"overview-{day.isoformat()}.html",
-                        overview_html(day, result, cols, names)))
+    paths.append(
+        _write(out / f"overview-{day.isoformat()}.html", overview_html(day, result, cols, names))
+    )
     return paths
 
 
 # ---------------------------------------------------------------- data for one party
 
 
-def party_obligations(party: Party, obligations: Iterable[Obligation]) -> list[tuple[Party, Obligation, int]]:
+def party_obligations(
+    party: Party, obligations: Iterable[Obligation]
+) -> list[tuple[Party, Obligation, int]]:
     """(counterparty, obligation, signed amount: + receivable, - payable) for one party."""
     out = []
     for ob in obligations:
@@ -112,8 +132,9 @@ def _sum_by(keys: np.ndarray, values: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(k[starts].tolist(), np.add.reduceat(v, starts).tolist(), strict=True))
 
 
-def revenue_panels(cols: _Day, mask: np.ndarray, names: Callable[[Party], str]
-                   ) -> dict[str, list[tuple[str, int]]]:
+def revenue_panels(
+    cols: _Day, mask: np.ndarray, names: Callable[[Party], str]
+) -> dict[str, list[tuple[str, int]]]:
     alloc = cols.allocated[mask]
 
     def label(kind: str, key: int) -> str:
@@ -126,8 +147,10 @@ def revenue_panels(cols: _Day, mask: np.ndarray, names: Callable[[Party], str]
             return str(key)
 
     return {
-        f"by {kind}": sorted(((label(kind, k), v) for k, v in _sum_by(getattr(cols, attr)[mask], alloc)),
-                             key=lambda kv: -kv[1])
+        f"by {kind}": sorted(
+            ((label(kind, k), v) for k, v in _sum_by(getattr(cols, attr)[mask], alloc)),
+            key=lambda kv: -kv[1],
+        )
         for kind, attr in (("city", "area"), ("mode", "mode"), ("medium", "media"))
     }
 
@@ -163,8 +186,10 @@ def mismatch_panels(cols: _Day, mask: np.ndarray) -> dict[str, list[tuple[str, i
         pairs = sorted(pairs, key=lambda kv: -abs(kv[1]))[:TOP]
         return [(f"OPR-{k >> shift} {what} {k & ((1 << shift) - 1)}", v) for k, v in pairs]
 
-    return {"by line": top(_sum_by(line_key, mis), 40, "line"),
-            "by device": top(_sum_by(dev_key, mis), 47, "device")}
+    return {
+        "by line": top(_sum_by(line_key, mis), 40, "line"),
+        "by device": top(_sum_by(dev_key, mis), 47, "device"),
+    }
 
 
 # ---------------------------------------------------------------- HTML
@@ -177,7 +202,8 @@ h1{font-size:22px;margin-bottom:2px}h2{font-size:16px;margin-top:28px;border-bot
 .sub{color:#666;margin-top:0}.num{text-align:right;font-variant-numeric:tabular-nums}
 table{border-collapse:collapse;font-size:13px}td,th{padding:3px 10px;border-bottom:1px solid #eee}
 th{text-align:left;background:#f6f6f6}.pos{color:#2e7d32}.neg{color:#c62828}
-.kpi{display:flex;gap:28px;margin:14px 0}.kpi div{background:#f6f8fb;padding:10px 16px;border-radius:6px}
+.kpi{display:flex;gap:28px;margin:14px 0}
+.kpi div{background:#f6f8fb;padding:10px 16px;border-radius:6px}
 .kpi b{display:block;font-size:20px}figure{margin:14px 0}figure img{max-width:100%}
 figcaption{font-size:12px;color:#666}
 """
@@ -191,118 +217,205 @@ def _fmt(fen: int, signed: bool = False) -> str:
 
 def _figure(name: str, png: bytes, caption: str) -> str:
     data = base64.b64encode(png).decode("ascii")
-    return (f'<figure class="chart" data-chart="{name}"><img alt="{html.escape(caption)}" '
-            f'src="data:image/png;base64,{data}"><figcaption>{html.escape(caption)}</figcaption></figure>')
+    return (
+        f'<figure class="chart" data-chart="{name}"><img alt="{html.escape(caption)}" '
+        f'src="data:image/png;base64,{data}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+    )
 
 
 def _page(title: str, subtitle: str, body: str) -> str:
-    return (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>"
-            f"{html.escape(title)}</title><style>{CSS}</style></head><body><h1>{html.escape(title)}"
-            f"</h1><p class=\"sub\">{html.escape(subtitle)}</p>{body}</body></html>\n")
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>'
+        f"{html.escape(title)}</title><style>{CSS}</style></head><body><h1>{html.escape(title)}"
+        f'</h1><p class="sub">{html.escape(subtitle)}</p>{body}</body></html>\n'
+    )
 
 
 def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], numeric: set[int]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join(
-        "<tr>" + "".join(f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>"
-                         for i, c in enumerate(r)) + "</tr>"
+        "<tr>"
+        + "".join(
+            f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>"
+            for i, c in enumerate(r)
+        )
+        + "</tr>"
         for r in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def party_html(day: dt.date, party: Party, result: SettlementResult, cols: _Day,
-               names: Callable[[Party], str]) -> str:
+def party_html(
+    day: dt.date, party: Party, result: SettlementResult, cols: _Day, names: Callable[[Party], str]
+) -> str:
     mask = cols.mask(party)
     net = result.positions.get(party, 0)
     mine = party_obligations(party, result.obligations)
     payment = next((p for p in result.payments if p.party == party), None)
     if payment is None:
-        pay = "keeps its fees in the settlement account" if party == CENTRE and net else "no payment"
+        pay = (
+            "keeps its fees in the settlement account" if party == CENTRE and net else "no payment"
+        )
     elif payment.direction == Direction.PAY_IN:
         pay = f"pays {cny(payment.amount_fen)} CNY into the settlement account"
     else:
         pay = f"is paid {cny(payment.amount_fen)} CNY from the settlement account"
-    kpis = (f'<div class="kpi"><div>net position<b>{_fmt(net, True)}</b></div>'
-            f"<div>receivable<b>{_fmt(sum(a for *_, a in mine if a > 0))}</b></div>"
-            f"<div>payable<b>{_fmt(-sum(a for *_, a in mine if a < 0))}</b></div>"
-            f"<div>legs<b>{int(mask.sum()):,}</b></div></div><p>{html.escape(names(party))} {pay}.</p>")
+    kpis = (
+        f'<div class="kpi"><div>net position<b>{_fmt(net, True)}</b></div>'
+        f"<div>receivable<b>{_fmt(sum(a for *_, a in mine if a > 0))}</b></div>"
+        f"<div>payable<b>{_fmt(-sum(a for *_, a in mine if a < 0))}</b></div>"
+        f"<div>legs<b>{int(mask.sum()):,}</b></div></div><p>{html.escape(names(party))} {pay}.</p>"
+    )
     table = _table(
         ["counterparty", "kind", "direction", "CNY"],
-        [(html.escape(f"{names(cp)} ({cp.tag})"), ob.kind.name.lower(),
-          "receivable" if a > 0 else "payable", _fmt(a, True)) for cp, ob, a in mine],
+        [
+            (
+                html.escape(f"{names(cp)} ({cp.tag})"),
+                ob.kind.name.lower(),
+                "receivable" if a > 0 else "payable",
+                _fmt(a, True),
+            )
+            for cp, ob, a in mine
+        ],
         {3},
     )
     position_items = sorted(
         ((f"{'from' if a > 0 else 'to'} {cp.tag} {ob.kind.name.lower()}", a) for cp, ob, a in mine),
-        key=lambda kv: -abs(kv[1]))[:15] + [("NET POSITION", net)]
+        key=lambda kv: -abs(kv[1]),
+    )[:15] + [("NET POSITION", net)]
     cats, series = discount_series(party_discounts(party, result.discounts))
-    figures = "".join([
-        _figure("revenue", charts.breakdown_chart(
-            "Allocated revenue (CNY)", revenue_panels(cols, mask, names)),
-            "Allocated revenue of the legs in this statement, by city, mode and medium"),
-        _figure("discounts", charts.stacked_chart("Discounts by component and funder (CNY)", cats,
-                                                  series),
-                "Card, transfer and cap discounts, split by who funds them (tariff funders)"),
-        _figure("mismatches", charts.breakdown_chart(
-            "Reader-debit mismatches, charged - computed (CNY)", mismatch_panels(cols, mask)),
-            f"The {TOP} lines and devices with the largest mismatches; a reader on an old tariff shows here"),
-        _figure("position", charts.signed_chart("Net position (CNY)", position_items),
-                "What the party is owed (green) and owes (red), and the net"),
-    ])
+    figures = "".join(
+        [
+            _figure(
+                "revenue",
+                charts.breakdown_chart(
+                    "Allocated revenue (CNY)", revenue_panels(cols, mask, names)
+                ),
+                "Allocated revenue of the legs in this statement, by city, mode and medium",
+            ),
+            _figure(
+                "discounts",
+                charts.stacked_chart("Discounts by component and funder (CNY)", cats, series),
+                "Card, transfer and cap discounts, split by who funds them (tariff funders)",
+            ),
+            _figure(
+                "mismatches",
+                charts.breakdown_chart(
+                    "Reader-debit mismatches, charged - computed (CNY)", mismatch_panels(cols, mask)
+                ),
+                f"The {TOP} lines and devices with the largest mismatches; "
+                "a reader on an old tariff shows here",
+            ),
+            _figure(
+                "position",
+                charts.signed_chart("Net position (CNY)", position_items),
+                "What the party is owed (green) and owes (red), and the net",
+            ),
+        ]
+    )
     role = party.role.name.lower()
-    return _page(f"Settlement statement: {names(party)}",
-                 f"{role} {party.tag} · service day {day.isoformat()} · {_entry_note(result)}",
-                 kpis + "<h2>Obligations</h2>" + table + "<h2>Charts</h2>" + figures)
+    return _page(
+        f"Settlement statement: {names(party)}",
+        f"{role} {party.tag} · service day {day.isoformat()} · {_entry_note(result)}",
+        kpis + "<h2>Obligations</h2>" + table + "<h2>Charts</h2>" + figures,
+    )
 
 
-def overview_html(day: dt.date, result: SettlementResult, cols: _Day,
-                  names: Callable[[Party], str]) -> str:
+def overview_html(
+    day: dt.date, result: SettlementResult, cols: _Day, names: Callable[[Party], str]
+) -> str:
     everything = np.ones(cols.issuer.shape, dtype=bool)
     cities = _table(
         ["city", "legs", "base", "charged", "allocated", "discount", "mismatch"],
-        [(html.escape(names(Party(PartyRole.GOVERNMENT, c.city)).removesuffix(" government")),
-          f"{c.legs:,}", _fmt(c.base_fen), _fmt(c.charged_fen), _fmt(c.allocated_fen),
-          _fmt(c.discount_fen), _fmt(c.mismatch_fen, True)) for c in result.city_summary],
+        [
+            (
+                html.escape(names(Party(PartyRole.GOVERNMENT, c.city)).removesuffix(" government")),
+                f"{c.legs:,}",
+                _fmt(c.base_fen),
+                _fmt(c.charged_fen),
+                _fmt(c.allocated_fen),
+                _fmt(c.discount_fen),
+                _fmt(c.mismatch_fen, True),
+            )
+            for c in result.city_summary
+        ],
         {1, 2, 3, 4, 5, 6},
     )
     payments = _table(
         ["direction", "party", "CNY"],
-        [(p.direction.name.lower().replace("_", " "), html.escape(f"{names(p.party)} ({p.party.tag})"),
-          _fmt(p.amount_fen)) for p in result.payments],
+        [
+            (
+                p.direction.name.lower().replace("_", " "),
+                html.escape(f"{names(p.party)} ({p.party.tag})"),
+                _fmt(p.amount_fen),
+            )
+            for p in result.payments
+        ],
         {2},
     )
     positions = _table(
         ["party", "net position"],
-        [(html.escape(f"{names(p)} ({p.tag})"), _fmt(v, True)) for p, v in result.positions.items()],
+        [
+            (html.escape(f"{names(p)} ({p.tag})"), _fmt(v, True))
+            for p, v in result.positions.items()
+        ],
         {1},
     )
     pay_in = sum(p.amount_fen for p in result.payments if p.direction == Direction.PAY_IN)
     pay_out = sum(p.amount_fen for p in result.payments if p.direction == Direction.PAY_OUT)
-    kpis = (f'<div class="kpi"><div>legs<b>{sum(c.legs for c in result.city_summary):,}</b></div>'
-            f"<div>charged<b>{_fmt(sum(c.charged_fen for c in result.city_summary))}</b></div>"
-            f"<div>pay-ins<b>{_fmt(pay_in)}</b></div><div>pay-outs<b>{_fmt(pay_out)}</b></div>"
-            f"<div>centre keeps<b>{_fmt(pay_in - pay_out)}</b></div>"
-            f"<div>positions sum<b>{_fmt(sum(result.positions.values()))}</b></div></div>")
+    kpis = (
+        f'<div class="kpi"><div>legs<b>{sum(c.legs for c in result.city_summary):,}</b></div>'
+        f"<div>charged<b>{_fmt(sum(c.charged_fen for c in result.city_summary))}</b></div>"
+        f"<div>pay-ins<b>{_fmt(pay_in)}</b></div><div>pay-outs<b>{_fmt(pay_out)}</b></div>"
+        f"<div>centre keeps<b>{_fmt(pay_in - pay_out)}</b></div>"
+        f"<div>positions sum<b>{_fmt(sum(result.positions.values()))}</b></div></div>"
+    )
     cats, series = discount_series(result.discounts)
-    figures = "".join([
-        _figure("positions", charts.signed_chart(
-            "Net positions of all parties (CNY)",
-            [(f"{p.tag} {names(p)}", v) for p, v in result.positions.items()]),
-            "Every party's net position: green is paid out, red pays in"),
-        _figure("revenue", charts.breakdown_chart(
-            "Allocated revenue of the day (CNY)", revenue_panels(cols, everything, names)),
-            "All legs' allocated revenue by city, mode and medium"),
-        _figure("discounts", charts.stacked_chart("Discounts by component and funder (CNY)", cats,
-                                                  series), "All discounts, by who funds them"),
-        _figure("mismatches", charts.breakdown_chart(
-            "Reader-debit mismatches, charged - computed (CNY)", mismatch_panels(cols, everything)),
-            "Lines and devices with the largest mismatches across the circle"),
-    ])
-    return _page(f"Clearing centre overview {day.isoformat()}",
-                 f"Tongka settlement · {_entry_note(result)}",
-                 kpis + "<h2>Per city</h2>" + cities + "<h2>Charts</h2>" + figures
-                 + "<h2>Net positions</h2>" + positions + "<h2>Payment instructions</h2>" + payments)
+    figures = "".join(
+        [
+            _figure(
+                "positions",
+                charts.signed_chart(
+                    "Net positions of all parties (CNY)",
+                    [(f"{p.tag} {names(p)}", v) for p, v in result.positions.items()],
+                ),
+                "Every party's net position: green is paid out, red pays in",
+            ),
+            _figure(
+                "revenue",
+                charts.breakdown_chart(
+                    "Allocated revenue of the day (CNY)", revenue_panels(cols, everything, names)
+                ),
+                "All legs' allocated revenue by city, mode and medium",
+            ),
+            _figure(
+                "discounts",
+                charts.stacked_chart("Discounts by component and funder (CNY)", cats, series),
+                "All discounts, by who funds them",
+            ),
+            _figure(
+                "mismatches",
+                charts.breakdown_chart(
+                    "Reader-debit mismatches, charged - computed (CNY)",
+                    mismatch_panels(cols, everything),
+                ),
+                "Lines and devices with the largest mismatches across the circle",
+            ),
+        ]
+    )
+    return _page(
+        f"Clearing centre overview {day.isoformat()}",
+        f"Tongka settlement · {_entry_note(result)}",
+        kpis
+        + "<h2>Per city</h2>"
+        + cities
+        + "<h2>Charts</h2>"
+        + figures
+        + "<h2>Net positions</h2>"
+        + positions
+        + "<h2>Payment instructions</h2>"
+        + payments,
+    )
 
 
 def _entry_note(result: SettlementResult) -> str:
@@ -334,33 +447,63 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
-def _write_csv(path: Path, day: dt.date, party: Party, result: SettlementResult,
-               names: Callable[[Party], str]) -> Path:
+def _write_csv(
+    path: Path, day: dt.date, party: Party, result: SettlementResult, names: Callable[[Party], str]
+) -> Path:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(STATEMENT_FIELDS)
         for cp, ob, amount in party_obligations(party, result.obligations):
-            w.writerow([day.isoformat(), party.tag, names(party), cp.tag, names(cp),
-                        ob.kind.name.lower(), "receivable" if amount > 0 else "payable",
-                        amount, cny(amount)])
+            w.writerow(
+                [
+                    day.isoformat(),
+                    party.tag,
+                    names(party),
+                    cp.tag,
+                    names(cp),
+                    ob.kind.name.lower(),
+                    "receivable" if amount > 0 else "payable",
+                    amount,
+                    cny(amount),
+                ]
+            )
         net = result.positions.get(party, 0)
         w.writerow([day.isoformat(), party.tag, names(party), "", "", "net", "net", net, cny(net)])
     tmp.replace(path)
     return path
 
 
-def _write_overview_csv(path: Path, day: dt.date, result: SettlementResult,
-                        names: Callable[[Party], str]) -> Path:
+def _write_overview_csv(
+    path: Path, day: dt.date, result: SettlementResult, names: Callable[[Party], str]
+) -> Path:
     payments = {p.party: p for p in result.payments}
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["day", "party", "party_name", "net_position_fen", "net_position_cny",
-                    "payment", "payment_fen"])
+        w.writerow(
+            [
+                "day",
+                "party",
+                "party_name",
+                "net_position_fen",
+                "net_position_cny",
+                "payment",
+                "payment_fen",
+            ]
+        )
         for party, net in result.positions.items():
             p = payments.get(party)
-            w.writerow([day.isoformat(), party.tag, names(party), net, cny(net),
-                        p.direction.name.lower() if p else "", p.amount_fen if p else 0])
+            w.writerow(
+                [
+                    day.isoformat(),
+                    party.tag,
+                    names(party),
+                    net,
+                    cny(net),
+                    p.direction.name.lower() if p else "",
+                    p.amount_fen if p else 0,
+                ]
+            )
     tmp.replace(path)
     return path

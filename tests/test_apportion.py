@@ -135,8 +135,11 @@ def test_allocate_equals_its_twin_and_conserves(legs: list[Leg], rnd) -> None:  
             chains[(x.service_day, x.card_id, x.issuer, x.chain)].append(i)
     for rows in chains.values():
         rows.sort(key=lambda i: (legs[i].board_ts_ms, legs[i].board_card_seq))
-        expected = allocate_chain([legs[i].charged_fen for i in rows],
-                                  [legs[i].base_fen for i in rows], legs[rows[0]].apportionment)
+        expected = allocate_chain(
+            [legs[i].charged_fen for i in rows],
+            [legs[i].base_fen for i in rows],
+            legs[rows[0]].apportionment,
+        )
         assert [int(got[i]) for i in rows] == expected
         assert sum(int(got[i]) for i in rows) == sum(legs[i].charged_fen for i in rows)
 
@@ -147,8 +150,12 @@ def test_allocate_accepts_any_row_order_of_a_large_table() -> None:
     n_cards = 2000
     legs = []
     for card in range(1, n_cards + 1):
-        legs += chain_legs([int(c) for c in rng.integers(0, 400, 3)],
-                           [int(b) for b in rng.integers(1, 400, 3)], PRO, card_id=card)
+        legs += chain_legs(
+            [int(c) for c in rng.integers(0, 400, 3)],
+            [int(b) for b in rng.integers(1, 400, 3)],
+            PRO,
+            card_id=card,
+        )
     table = legs_table(legs)
     perm = rng.permutation(len(legs))
     got = allocate(table.take(pa.array(perm)))

@@ -38,8 +38,11 @@ def engine(db_url: str) -> Iterator[Engine]:
     eng.dispose()
 
 
-LEGS = [leg(card_id=1), leg(card_id=2, issuer=3, charged_fen=200),
-        leg(card_id=3, product=1, honoured_product=1, card_discount_fen=40)]
+LEGS = [
+    leg(card_id=1),
+    leg(card_id=2, issuer=3, charged_fen=200),
+    leg(card_id=3, product=1, honoured_product=1, card_discount_fen=40),
+]
 
 
 def _obligations(legs=LEGS, day=DAY) -> list[Obligation]:  # type: ignore[no-untyped-def]
@@ -57,14 +60,17 @@ def test_migration_creates_what_the_models_describe(engine: Engine) -> None:
     assert ours == []
 
 
-@pytest.mark.parametrize("statement", [
-    "UPDATE postings SET amount_fen = amount_fen + 1",
-    "DELETE FROM postings",
-    "UPDATE journal_entries SET reason = 'manual_correction'",
-    "DELETE FROM journal_entries",
-    "UPDATE accounts SET party_code = 999",
-    "DELETE FROM accounts",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE postings SET amount_fen = amount_fen + 1",
+        "DELETE FROM postings",
+        "UPDATE journal_entries SET reason = 'manual_correction'",
+        "DELETE FROM journal_entries",
+        "UPDATE accounts SET party_code = 999",
+        "DELETE FROM accounts",
+    ],
+)
 def test_posted_rows_cannot_be_changed(engine: Engine, statement: str) -> None:
     settle_day(engine, DAY, legs_table(LEGS), TARIFFS)
     before = ledger_balances(engine)
@@ -82,14 +88,26 @@ def test_truncate_is_refused_on_postgresql(engine: Engine) -> None:
 
 
 def test_target_balances_debit_the_debtor_and_credit_the_creditor() -> None:
-    obs = [Obligation(issuer(1), operator(101), ObligationKind.REVENUE, 300),
-           Obligation(operator(101), CENTRE, ObligationKind.FEE, 2),
-           Obligation(government(420100), operator(101), ObligationKind.SUBSIDY, 40)]
+    obs = [
+        Obligation(issuer(1), operator(101), ObligationKind.REVENUE, 300),
+        Obligation(operator(101), CENTRE, ObligationKind.FEE, 2),
+        Obligation(government(420100), operator(101), ObligationKind.SUBSIDY, 40),
+    ]
     got = {k.code: v for k, v in target_balances(obs).items()}
-    assert got == {"ISS-1:REVENUE": 300, "OPR-101:REVENUE": -300, "OPR-101:FEE": 2,
-                   "CTR-0:FEE": -2, "OPR-101:SUBSIDY": -40, "GOV-420100:SUBSIDY": 40}
+    assert got == {
+        "ISS-1:REVENUE": 300,
+        "OPR-101:REVENUE": -300,
+        "OPR-101:FEE": 2,
+        "CTR-0:FEE": -2,
+        "OPR-101:SUBSIDY": -40,
+        "GOV-420100:SUBSIDY": 40,
+    }
     assert positions_from_balances(target_balances(obs)) == {
-        issuer(1): -300, operator(101): 338, government(420100): -40, CENTRE: 2}
+        issuer(1): -300,
+        operator(101): 338,
+        government(420100): -40,
+        CENTRE: 2,
+    }
 
 
 def test_chart_of_accounts_refuses_an_account_a_role_cannot_have() -> None:
@@ -99,8 +117,10 @@ def test_chart_of_accounts_refuses_an_account_a_role_cannot_have() -> None:
 
 
 def test_difference_is_what_turns_posted_into_target() -> None:
-    a, b = AccountKey(issuer(1), ObligationKind.REVENUE), AccountKey(operator(1),
-                                                                     ObligationKind.REVENUE)
+    a, b = (
+        AccountKey(issuer(1), ObligationKind.REVENUE),
+        AccountKey(operator(1), ObligationKind.REVENUE),
+    )
     assert difference({a: 5, b: -5}, {a: 3, b: -3}) == {a: 2, b: -2}
     assert difference({a: 5, b: -5}, {a: 5, b: -5}) == {}
     assert difference({}, {a: 5, b: -5}) == {a: -5, b: 5}
@@ -131,12 +151,18 @@ def test_verify_finds_an_unbalanced_entry(engine: Engine) -> None:
     # Inserting is allowed (posting is inserting); an entry written around the engine that does
     # not balance is exactly what verify must catch.
     with engine.begin() as conn:
-        conn.execute(text(
-            "INSERT INTO journal_entries (day, kind, reason, created_at) "
-            "VALUES (:d, 'adjustment', 'manual_correction', :t)"), {"d": DAY, "t": dt.datetime.now(dt.UTC)})
+        conn.execute(
+            text(
+                "INSERT INTO journal_entries (day, kind, reason, created_at) "
+                "VALUES (:d, 'adjustment', 'manual_correction', :t)"
+            ),
+            {"d": DAY, "t": dt.datetime.now(dt.UTC)},
+        )
         entry = conn.execute(text("SELECT max(id) FROM journal_entries")).scalar()
         account = conn.execute(text("SELECT min(id) FROM accounts")).scalar()
-        conn.execute(text("INSERT INTO postings (entry_id, account_id, amount_fen) "
-                          "VALUES (:e, :a, 7)"), {"e": entry, "a": account})
+        conn.execute(
+            text("INSERT INTO postings (entry_id, account_id, amount_fen) VALUES (:e, :a, 7)"),
+            {"e": entry, "a": account},
+        )
     problems = verify_ledger(engine, lambda d: _obligations())
     assert any(f"entry {entry}" in p and "does not balance: +7 fen" in p for p in problems)

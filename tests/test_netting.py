@@ -26,8 +26,14 @@ def test_positions_and_payments_by_hand(tmp_path: Path) -> None:
         Obligation(government(420100), operator(101), SUB, 50),
     ]
     pos = net_positions(obs)
-    assert pos == {issuer(1): -1000, issuer(2): -300, operator(101): 350, operator(201): 992,
-                   government(420100): -50, CENTRE: 8}
+    assert pos == {
+        issuer(1): -1000,
+        issuer(2): -300,
+        operator(101): 350,
+        operator(201): 992,
+        government(420100): -50,
+        CENTRE: 8,
+    }
     pays = payment_instructions(pos, DAY)
     assert [(p.direction, p.party, p.amount_fen) for p in pays] == [
         (Direction.PAY_IN, issuer(1), 1000),
@@ -47,8 +53,10 @@ def test_positions_and_payments_by_hand(tmp_path: Path) -> None:
 
 
 def test_a_party_that_nets_to_zero_is_listed_but_not_paid() -> None:
-    obs = [Obligation(issuer(1), operator(101), REV, 5), Obligation(operator(101), issuer(1),
-                                                                      ObligationKind.REBATE, 5)]
+    obs = [
+        Obligation(issuer(1), operator(101), REV, 5),
+        Obligation(operator(101), issuer(1), ObligationKind.REBATE, 5),
+    ]
     pos = net_positions(obs)
     assert pos == {issuer(1): 0, operator(101): 0}
     assert payment_instructions(pos) == []
@@ -56,7 +64,13 @@ def test_a_party_that_nets_to_zero_is_listed_but_not_paid() -> None:
 
 def test_cny_is_exact() -> None:
     assert [cny(x) for x in (0, 1, 99, 100, 123456789, -5)] == [
-        "0.00", "0.01", "0.99", "1.00", "1234567.89", "-0.05"]
+        "0.00",
+        "0.01",
+        "0.99",
+        "1.00",
+        "1234567.89",
+        "-0.05",
+    ]
 
 
 @given(day_legs(max_cards=8))
@@ -75,8 +89,10 @@ def test_positions_sum_to_zero_and_payments_clear(legs: list[Leg]) -> None:
 
 
 def test_payment_file_amounts_agree(tmp_path: Path) -> None:
-    pays = [Payment(Direction.PAY_IN, issuer(1), 123_45, DAY), Payment(Direction.PAY_OUT,
-                                                                       operator(101), 7, DAY)]
+    pays = [
+        Payment(Direction.PAY_IN, issuer(1), 123_45, DAY),
+        Payment(Direction.PAY_OUT, operator(101), 7, DAY),
+    ]
     rows = read_payments_csv(write_payments_csv(tmp_path / "x" / "p.csv", pays))
     for r in rows:
         assert Decimal(r["amount_cny"]) * 100 == int(r["amount_fen"])

@@ -46,8 +46,11 @@ def test_fee_is_rounded_once_per_pair_on_the_days_total() -> None:
     # A Wuhan Tong card on Huangshi buses (operator 201, contract 80 bp with issuer 1).
     assert TARIFFS.fee_bp(201, 1) == 80
     hs = dict(area=420200, operator=201, version=_version_no(420200), apportionment=0)
-    legs = [leg(card_id=1, charged_fen=160, **hs), leg(card_id=2, charged_fen=160, **hs),
-            leg(card_id=3, charged_fen=150, **hs)]
+    legs = [
+        leg(card_id=1, charged_fen=160, **hs),
+        leg(card_id=2, charged_fen=160, **hs),
+        leg(card_id=3, charged_fen=150, **hs),
+    ]
     obs = _obligations(legs)
     # 470 fen of revenue -> 3.76 fen -> 4; rounding per leg would have given 1 + 1 + 1 = 3.
     assert Obligation(issuer(1), operator(201), REV, 470) in obs
@@ -62,10 +65,19 @@ def test_own_issuer_rides_pay_no_fee() -> None:
 
 def test_government_funds_the_components_its_tariff_names() -> None:
     # Wuhan funders: student card discount and transfer by the government, the cap by the operator.
-    student = leg(product=1, honoured_product=int(Product.STUDENT), base_fen=300,
-                  product_fare_fen=240, card_discount_fen=60, transfer_fare_fen=140,
-                  transfer_discount_fen=100, computed_fen=110, cap_discount_fen=30,
-                  charged_fen=300, mismatch_fen=190)
+    student = leg(
+        product=1,
+        honoured_product=int(Product.STUDENT),
+        base_fen=300,
+        product_fare_fen=240,
+        card_discount_fen=60,
+        transfer_fare_fen=140,
+        transfer_discount_fen=100,
+        computed_fen=110,
+        cap_discount_fen=30,
+        charged_fen=300,
+        mismatch_fen=190,
+    )
     obs = _obligations([student])
     # Subsidies follow the computed components (60 + 100), revenue the money charged (300).
     assert Obligation(government(420100), operator(101), SUB, 160) in obs
@@ -77,14 +89,25 @@ def test_ordinary_discount_is_the_operators_unless_the_tariff_says_otherwise() -
     ordinary = leg(issuer=20, card_discount_fen=40)  # a T-Union card, honoured as ORDINARY
     assert [o.kind for o in _obligations([ordinary])] == [REV, FEE]
     wuhan = TARIFFS.tariffs[420100]
-    funded = wuhan.model_copy(update={"versions": [
-        v.model_copy(update={"funders": v.funders.model_copy(
-            update={"card": {**v.funders.card, "ordinary": "government"}})})
-        for v in wuhan.versions
-    ]})
+    funded = wuhan.model_copy(
+        update={
+            "versions": [
+                v.model_copy(
+                    update={
+                        "funders": v.funders.model_copy(
+                            update={"card": {**v.funders.card, "ordinary": "government"}}
+                        )
+                    }
+                )
+                for v in wuhan.versions
+            ]
+        }
+    )
     tariffs = TariffSet(TARIFFS.registry, {**TARIFFS.tariffs, 420100: funded}, TARIFFS.contracts)
     # The visitor or accepted-issuer ordinary discount is ORDINARY's, now the government's.
-    assert Obligation(government(420100), operator(101), SUB, 40) in _obligations([ordinary], tariffs)
+    assert Obligation(government(420100), operator(101), SUB, 40) in _obligations(
+        [ordinary], tariffs
+    )
 
 
 def test_legs_of_another_day_are_refused() -> None:
@@ -93,10 +116,18 @@ def test_legs_of_another_day_are_refused() -> None:
 
 
 def test_discount_lines_name_each_components_funder() -> None:
-    senior = leg(product=2, honoured_product=2, card_discount_fen=200, computed_fen=0,
-                 charged_fen=0, product_fare_fen=0, transfer_fare_fen=0)
-    capped = leg(card_id=9, card_discount_fen=40, cap_discount_fen=20, computed_fen=140,
-                 charged_fen=140)
+    senior = leg(
+        product=2,
+        honoured_product=2,
+        card_discount_fen=200,
+        computed_fen=0,
+        charged_fen=0,
+        product_fare_fen=0,
+        transfer_fare_fen=0,
+    )
+    capped = leg(
+        card_id=9, card_discount_fen=40, cap_discount_fen=20, computed_fen=140, charged_fen=140
+    )
     lines = discount_lines(legs_table([senior, capped]), TARIFFS, DAY)
     got = {(ln.component, ln.honoured_product, ln.funder): ln.amount_fen for ln in lines}
     assert got == {
@@ -121,9 +152,11 @@ def test_obligations_equal_a_leg_by_leg_recount(legs: list[Leg]) -> None:
     for x, a in zip(legs, allocated.tolist(), strict=True):
         revenue[(x.issuer, x.operator)] += a
         version = TARIFFS.version_for(x.area, DAY)
-        for comp, amount in ((Component.CARD, x.card_discount_fen),
-                             (Component.TRANSFER, x.transfer_discount_fen),
-                             (Component.CAP, x.cap_discount_fen)):
+        for comp, amount in (
+            (Component.CARD, x.card_discount_fen),
+            (Component.TRANSFER, x.transfer_discount_fen),
+            (Component.CAP, x.cap_discount_fen),
+        ):
             if funder_of(version, comp, x.honoured_product) == "government":
                 subsidy[(x.area, x.operator)] += amount
     fees: dict[int, int] = defaultdict(int)

@@ -40,10 +40,21 @@ def engine(db_url: str) -> Iterator[Engine]:
     eng.dispose()
 
 
-LEGS = [leg(card_id=1), leg(card_id=2, issuer=3, charged_fen=200, mismatch_fen=40),
-        leg(card_id=3, product=1, honoured_product=1, card_discount_fen=40),
-        leg(card_id=4, area=420200, operator=201, issuer=1, version=day_number(TARIFFS.version_for(420200, DAY).valid_from),
-            apportionment=0, base_fen=200, charged_fen=160)]
+LEGS = [
+    leg(card_id=1),
+    leg(card_id=2, issuer=3, charged_fen=200, mismatch_fen=40),
+    leg(card_id=3, product=1, honoured_product=1, card_discount_fen=40),
+    leg(
+        card_id=4,
+        area=420200,
+        operator=201,
+        issuer=1,
+        version=day_number(TARIFFS.version_for(420200, DAY).valid_from),
+        apportionment=0,
+        base_fen=200,
+        charged_fen=160,
+    ),
+]
 
 
 def _entries(engine: Engine) -> list[tuple[int, dt.date, str, str, int, int]]:
@@ -60,11 +71,18 @@ def test_first_settlement_posts_one_balanced_entry(engine: Engine) -> None:
     assert result.entry_balance == 0
     assert sum(result.positions.values()) == 0
     [(entry_id, day, kind, reason, n, total)] = _entries(engine)
-    assert (entry_id, day, kind, reason, total) == (result.entry_id, DAY, "settlement", "initial", 0)
+    assert (entry_id, day, kind, reason, total) == (
+        result.entry_id,
+        DAY,
+        "settlement",
+        "initial",
+        0,
+    )
     assert n == len(result.posted)
     # The ledger's positions are the settlement's positions.
     assert positions_from_balances(account_balances(engine)) == {
-        p: v for p, v in result.positions.items() if v}
+        p: v for p, v in result.positions.items() if v
+    }
     assert result.settled
 
 
@@ -93,8 +111,10 @@ def test_a_late_batch_posts_only_the_difference(engine: Engine) -> None:
     result = settle_day(engine, DAY, legs_table(late), TARIFFS, reason="late_batch")
     assert result.entry_kind == EntryKind.ADJUSTMENT
     entries = _entries(engine)
-    assert [(k, r) for _, _, k, r, _, _ in entries] == [("settlement", "initial"),
-                                                          ("adjustment", "late_batch")]
+    assert [(k, r) for _, _, k, r, _, _ in entries] == [
+        ("settlement", "initial"),
+        ("adjustment", "late_batch"),
+    ]
     # The adjustment is the change alone: Wuhan Tong and T-Union revenue to the bus company.
     assert result.posted["ISS-1:REVENUE"] == 300
     assert result.posted["ISS-20:REVENUE"] == 170
@@ -165,23 +185,31 @@ _days = itertools.count()
 
 
 @given(data=st.data())
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 def test_late_taps_give_the_balances_of_settling_once(engine: Engine, data: st.DataObject) -> None:
     # SPEC §9: settle D, add late taps (the re-priced day may differ anywhere), settle again:
     # the balances are those of settling the final day once. Each example uses its own day.
     day = dt.date(2024, 1, 1) + dt.timedelta(days=next(_days))
     versions: list[list[Leg]] = data.draw(
-        st.lists(day_legs(day=day, max_cards=4), min_size=1, max_size=3))
+        st.lists(day_legs(day=day, max_cards=4), min_size=1, max_size=3)
+    )
     reasons = ["initial", "late_batch", "tariff_correction"]
     for i, legs in enumerate(versions):
         settle_day(engine, day, legs_table(legs), TARIFFS, reason=reasons[min(i, 2)])
     final = compute_day(legs_table(versions[-1]), TARIFFS, day)
     assert _day_balances(engine, day) == target_balances(final.obligations)
     # settling the final day once more posts nothing
-    assert settle_day(engine, day, legs_table(versions[-1]), TARIFFS,
-                      reason="late_batch").entry_id is None
+    assert (
+        settle_day(engine, day, legs_table(versions[-1]), TARIFFS, reason="late_batch").entry_id
+        is None
+    )
     with Session(engine) as s:
-        sums = s.execute(select(Posting.entry_id, func.sum(Posting.amount_fen))
-                         .join(JournalEntry).where(JournalEntry.day == day)
-                         .group_by(Posting.entry_id)).all()
+        sums = s.execute(
+            select(Posting.entry_id, func.sum(Posting.amount_fen))
+            .join(JournalEntry)
+            .where(JournalEntry.day == day)
+            .group_by(Posting.entry_id)
+        ).all()
     assert all(int(total) == 0 for _, total in sums)

@@ -59,12 +59,16 @@ def _legs_file(tmp_path: Path) -> Path:
 def _start(db_url: str, legs: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-c", WORKER, db_url, DAY.isoformat(), str(legs)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
-def test_a_settler_that_finds_the_day_locked_says_so(engine: Engine, db_url: str,
-                                                     tmp_path: Path) -> None:
+def test_a_settler_that_finds_the_day_locked_says_so(
+    engine: Engine, db_url: str, tmp_path: Path
+) -> None:
     legs = _legs_file(tmp_path)
     seen: list[tuple[int, str]] = []
 
@@ -83,8 +87,7 @@ def test_a_settler_that_finds_the_day_locked_says_so(engine: Engine, db_url: str
     assert len(entry_sums(engine)) == 1
 
 
-def test_of_racing_settlers_exactly_one_posts(engine: Engine, db_url: str,
-                                              tmp_path: Path) -> None:
+def test_of_racing_settlers_exactly_one_posts(engine: Engine, db_url: str, tmp_path: Path) -> None:
     legs = _legs_file(tmp_path)
     procs = [_start(db_url, legs) for _ in range(3)]
     outputs = []
@@ -96,6 +99,7 @@ def test_of_racing_settlers_exactly_one_posts(engine: Engine, db_url: str,
     for code, out, err in outputs:
         # Every other settler either found the day locked or found nothing left to post.
         assert (code, out) in {(0, "posted"), (0, "unchanged")} or (
-            code == 3 and out.startswith("refused SETTLEMENT_RUNNING")), (code, out, err)
+            code == 3 and out.startswith("refused SETTLEMENT_RUNNING")
+        ), (code, out, err)
     entries = entry_sums(engine)
     assert len(entries) == 1 and entries[0][5] == 0

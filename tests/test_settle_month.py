@@ -16,7 +16,14 @@ from clearing.db import make_engine, upgrade
 from clearing.errors import StateError
 from clearing.legs import Leg, LegStatus, legs_table
 from clearing.service_day import day_number
-from settlement.ledger import EntryKind, Scope, entry_sums, period_balances, target_balances, verify_ledger
+from settlement.ledger import (
+    EntryKind,
+    Scope,
+    entry_sums,
+    period_balances,
+    target_balances,
+    verify_ledger,
+)
 from settlement.month_close import (
     Rebate,
     card_load_delta,
@@ -37,8 +44,12 @@ METRO = dict(operator=102, mode=1, network=1, status=int(LegStatus.COMPLETE))
 
 def _metro(card: int, fen: int, day: int = 3, iss: int = 1, **kw: int) -> Leg:
     d = MONTH.replace(day=day)
-    fields = {"service_day": day_number(d),
-              "version": day_number(TARIFFS.version_for(420100, d).valid_from), **METRO, **kw}
+    fields = {
+        "service_day": day_number(d),
+        "version": day_number(TARIFFS.version_for(420100, d).valid_from),
+        **METRO,
+        **kw,
+    }
     return leg(card_id=card, issuer=iss, computed_fen=fen, charged_fen=fen, **fields)
 
 
@@ -59,7 +70,9 @@ MONTH_LEGS = (
     + _spend(3, 35_000, iss=3)  # an Ezhou Tong card: 30000 -> 3000
     + _spend(4, 50_000)  # beyond the top tier: 6000 only (the highest tier reached, no sum)
     + _spend(5, 19_000)
-    + [_metro(5, 1200, status=int(LegStatus.INCOMPLETE), chain=-1)]  # penalties count toward nothing
+    + [
+        _metro(5, 1200, status=int(LegStatus.INCOMPLETE), chain=-1)
+    ]  # penalties count toward nothing
     + [leg(card_id=5, computed_fen=2000, charged_fen=2000, service_day=day_number(MONTH))]  # a bus
     + [_metro(6, 20_000, day=1, service_day=day_number(MONTH) - 1)]  # April's last day
 )
@@ -109,8 +122,9 @@ def test_close_posts_once_and_nets_on_its_own(engine: Engine) -> None:
     assert verify_ledger(engine, lambda d: [], lambda m: month_obligations(fresh, TARIFFS, m)) == []
 
 
-def test_reclose_posts_the_difference_and_card_loads_the_change(engine: Engine,
-                                                                 tmp_path: Path) -> None:
+def test_reclose_posts_the_difference_and_card_loads_the_change(
+    engine: Engine, tmp_path: Path
+) -> None:
     first = close_month(engine, MONTH, legs_table(MONTH_LEGS), TARIFFS)
     late = MONTH_LEGS + [_metro(1, 1, day=20)]  # a late tap lifts card 1 to 20000
     with pytest.raises(StateError) as err:
@@ -119,16 +133,20 @@ def test_reclose_posts_the_difference_and_card_loads_the_change(engine: Engine,
     second = close_month(engine, MONTH, legs_table(late), TARIFFS, reason="late_batch")
     assert second.entry_kind == EntryKind.MONTH_CLOSE
     assert second.posted == {"OPR-102:REBATE": 1_000, "ISS-1:REBATE": -1_000}
-    assert [e[2:4] for e in entry_sums(engine)] == [("month_close", "initial"),
-                                                    ("month_close", "late_batch")]
+    assert [e[2:4] for e in entry_sums(engine)] == [
+        ("month_close", "initial"),
+        ("month_close", "late_batch"),
+    ]
     delta = card_load_delta(first.rebates, second.rebates)
     assert delta == [Rebate(1, 1, 1, 102, 20_000, 1_000)]
     [path] = write_card_loads(tmp_path, MONTH, delta, suffix="-delta")
     assert path.name == "card-loads-2024-05-ISS-1-delta.csv"
     assert read_card_loads(path) == delta
     paths = write_card_loads(tmp_path, MONTH, second.rebates)
-    assert sorted(p.name for p in paths) == ["card-loads-2024-05-ISS-1.csv",
-                                             "card-loads-2024-05-ISS-3.csv"]
+    assert sorted(p.name for p in paths) == [
+        "card-loads-2024-05-ISS-1.csv",
+        "card-loads-2024-05-ISS-3.csv",
+    ]
     assert sum(r.rebate_fen for p in paths for r in read_card_loads(p)) == 11_000
 
 

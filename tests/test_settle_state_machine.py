@@ -46,11 +46,26 @@ DAYS = [dt.date(2024, 5, 14), dt.date(2024, 5, 15), dt.date(2024, 5, 31)]
 def _metro_rides(day: dt.date, card: int, fen: int, n: int) -> list[Leg]:
     """``n`` Wuhan Metro legs of one card on one day (for the monthly rebate)."""
     version = TARIFFS.version_for(420100, day)
-    return [leg(service_day=day_number(day), card_id=card, operator=102, mode=1, network=1,
-                status=int(LegStatus.COMPLETE), chain=100 + i, board_card_seq=1000 + i,
-                version=day_number(version.valid_from), base_fen=fen, computed_fen=fen,
-                charged_fen=fen, product_fare_fen=fen, transfer_fare_fen=fen, card_discount_fen=0)
-            for i in range(n)]
+    return [
+        leg(
+            service_day=day_number(day),
+            card_id=card,
+            operator=102,
+            mode=1,
+            network=1,
+            status=int(LegStatus.COMPLETE),
+            chain=100 + i,
+            board_card_seq=1000 + i,
+            version=day_number(version.valid_from),
+            base_fen=fen,
+            computed_fen=fen,
+            charged_fen=fen,
+            product_fare_fen=fen,
+            transfer_fare_fen=fen,
+            card_discount_fen=0,
+        )
+        for i in range(n)
+    ]
 
 
 class LedgerMachine(RuleBasedStateMachine):
@@ -88,8 +103,12 @@ class LedgerMachine(RuleBasedStateMachine):
         """A batch (first, or late for a settled day) adds cards' legs to the day."""
         self.legs[day] = self.legs[day] + data.draw(day_legs(day=day, max_cards=3, min_cards=1))
 
-    @rule(day=st.sampled_from(DAYS), card=st.integers(1, 3), fen=st.sampled_from([600, 900]),
-          n=st.integers(25, 50))
+    @rule(
+        day=st.sampled_from(DAYS),
+        card=st.integers(1, 3),
+        fen=st.sampled_from([600, 900]),
+        n=st.integers(25, 50),
+    )
     def commuter_rides_the_metro(self, day: dt.date, card: int, fen: int, n: int) -> None:
         self.legs[day] = self.legs[day] + _metro_rides(day, card, fen, n)
 
@@ -101,19 +120,29 @@ class LedgerMachine(RuleBasedStateMachine):
         legs = list(self.legs[day])
         i = data.draw(st.integers(0, len(legs) - 1))
         new = data.draw(st.integers(0, 1500))
-        legs[i] = dataclasses.replace(legs[i], charged_fen=new, computed_fen=min(new, legs[i].base_fen)
-                                      if legs[i].chain >= 0 else legs[i].computed_fen)
+        legs[i] = dataclasses.replace(
+            legs[i],
+            charged_fen=new,
+            computed_fen=min(new, legs[i].base_fen) if legs[i].chain >= 0 else legs[i].computed_fen,
+        )
         self.legs[day] = legs
 
     # ---- settlement
 
-    @rule(day=st.sampled_from(DAYS), reason=st.sampled_from(["late_batch", "tariff_correction",
-                                                              "manual_correction"]))
+    @rule(
+        day=st.sampled_from(DAYS),
+        reason=st.sampled_from(["late_batch", "tariff_correction", "manual_correction"]),
+    )
     def settle(self, day: dt.date, reason: str) -> None:
         before = len(entry_sums(self.engine))
         first = day not in self.settled
-        result = settle_day(self.engine, day, legs_table(self.legs[day]), TARIFFS,
-                            reason="initial" if first else reason)
+        result = settle_day(
+            self.engine,
+            day,
+            legs_table(self.legs[day]),
+            TARIFFS,
+            reason="initial" if first else reason,
+        )
         unchanged = not first and self.settled[day] == self.legs[day]
         if unchanged or not result.obligations and first:
             assert result.entry_id is None  # idempotence: an unchanged day posts nothing
@@ -125,10 +154,17 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(reason=st.sampled_from(["late_batch", "tariff_correction"]))
     def close_the_month(self, reason: str) -> None:
         month_legs = [x for d in DAYS for x in self.settled[d]]
-        result = close_month(self.engine, MONTH, legs_table(month_legs), TARIFFS,
-                             reason="initial" if self.closed is None else reason)
-        event(f"month close: {len(result.rebates)} rebates, "
-              f"{'posted' if result.entry_id else 'nothing posted'}")
+        result = close_month(
+            self.engine,
+            MONTH,
+            legs_table(month_legs),
+            TARIFFS,
+            reason="initial" if self.closed is None else reason,
+        )
+        event(
+            f"month close: {len(result.rebates)} rebates, "
+            f"{'posted' if result.entry_id else 'nothing posted'}"
+        )
         self.closed = month_legs
 
     # ---- invariants

@@ -26,8 +26,10 @@ from settlement.statements import (
 )
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-FIGURE = re.compile(r'<figure class="chart" data-chart="([a-z]+)"><img alt="[^"]*" '
-                    r'src="data:image/png;base64,([A-Za-z0-9+/=]+)">')
+FIGURE = re.compile(
+    r'<figure class="chart" data-chart="([a-z]+)"><img alt="[^"]*" '
+    r'src="data:image/png;base64,([A-Za-z0-9+/=]+)">'
+)
 
 
 def _charts(path: Path) -> dict[str, bytes]:
@@ -47,12 +49,24 @@ def _day_of_legs() -> list[Leg]:
     for i, (iss, opr) in enumerate((i, o) for i in (1, 2, 20) for o in (101, 102, 201, 301)):
         area = REGISTRY.operators[opr].city
         version = TARIFFS.version_for(area, DAY)
-        legs.append(leg(card_id=i + 1, issuer=iss, operator=opr, area=area, media=i % 6,
-                        mode=1 if opr == 102 else 0, version=day_number(version.valid_from),
-                        product=1, honoured_product=1 if iss in version.concession_issuers else 0,
-                        charged_fen=100 + 10 * i, computed_fen=100 + 10 * i))
-    legs.append(leg(card_id=99, charged_fen=500, computed_fen=160, mismatch_fen=340,
-                    board_device_id=7))
+        legs.append(
+            leg(
+                card_id=i + 1,
+                issuer=iss,
+                operator=opr,
+                area=area,
+                media=i % 6,
+                mode=1 if opr == 102 else 0,
+                version=day_number(version.valid_from),
+                product=1,
+                honoured_product=1 if iss in version.concession_issuers else 0,
+                charged_fen=100 + 10 * i,
+                computed_fen=100 + 10 * i,
+            )
+        )
+    legs.append(
+        leg(card_id=99, charged_fen=500, computed_fen=160, mismatch_fen=340, board_device_id=7)
+    )
     return legs
 
 
@@ -95,8 +109,10 @@ def test_statement_csv_adds_up_to_the_net_position(written) -> None:  # type: ig
         lines, [last] = rows[:-1], rows[-1:]
         assert last["kind"] == "net" and int(last["amount_fen"]) == net
         assert sum(int(r["amount_fen"]) for r in lines) == net
-        assert all(r["direction"] == ("receivable" if int(r["amount_fen"]) > 0 else "payable")
-                   for r in lines)
+        assert all(
+            r["direction"] == ("receivable" if int(r["amount_fen"]) > 0 else "payable")
+            for r in lines
+        )
 
 
 def test_overview_lists_every_position_and_they_sum_to_zero(written) -> None:  # type: ignore[no-untyped-def]
@@ -113,8 +129,10 @@ def test_chart_data_for_a_party() -> None:
     table = legs_table(_day_of_legs())
     cols = _Day.of(table, allocate(table))
     bus = cols.mask(operator(101))
-    assert mismatch_panels(cols, bus) == {"by line": [("OPR-101 line 1", 340)],
-                                          "by device": [("OPR-101 device 7", 340)]}
+    assert mismatch_panels(cols, bus) == {
+        "by line": [("OPR-101 line 1", 340)],
+        "by device": [("OPR-101 device 7", 340)],
+    }
     assert mismatch_panels(cols, cols.mask(operator(102))) == {"by line": [], "by device": []}
     panels = revenue_panels(cols, cols.mask(issuer(20)), lambda p: p.tag)
     # T-Union cards (issuer 20) rode legs 8..11: 180 + 190 fen in Wuhan, 200 and 210 elsewhere.

@@ -1,4 +1,4 @@
-"""The settlement ledger: accounts, journal entries, postings, and the triggers that keep them immutable.
+"""The settlement ledger: accounts, journal entries, postings, and triggers keeping them immutable.
 
 Revision ID: 0002
 Revises: 0001
@@ -41,8 +41,9 @@ def upgrade() -> None:
         sa.Column("reason", sa.String(32), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_journal_entries"),
-        sa.CheckConstraint("kind IN ('settlement', 'adjustment', 'month_close')",
-                           name="ck_journal_entries_kind"),
+        sa.CheckConstraint(
+            "kind IN ('settlement', 'adjustment', 'month_close')", name="ck_journal_entries_kind"
+        ),
         sa.CheckConstraint(
             "reason IN ('initial', 'late_batch', 'tariff_correction', 'manual_correction')",
             name="ck_journal_entries_reason",
@@ -56,10 +57,12 @@ def upgrade() -> None:
         sa.Column("account_id", sa.Integer(), nullable=False),
         sa.Column("amount_fen", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_postings"),
-        sa.ForeignKeyConstraint(["entry_id"], ["journal_entries.id"],
-                                name="fk_postings_entry_id_journal_entries"),
-        sa.ForeignKeyConstraint(["account_id"], ["accounts.id"],
-                                name="fk_postings_account_id_accounts"),
+        sa.ForeignKeyConstraint(
+            ["entry_id"], ["journal_entries.id"], name="fk_postings_entry_id_journal_entries"
+        ),
+        sa.ForeignKeyConstraint(
+            ["account_id"], ["accounts.id"], name="fk_postings_account_id_accounts"
+        ),
         sa.UniqueConstraint("entry_id", "account_id", name="uq_postings_entry_id"),
         sa.CheckConstraint("amount_fen <> 0", name="ck_postings_nonzero"),
     )
