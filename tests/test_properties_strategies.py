@@ -13,7 +13,8 @@ import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clearing.service_day import day_bounds_ms, service_day_number
+from clearing.accept import check_taps
+from clearing.service_day import day_bounds_ms, day_from_number, service_day_number
 from clearing.strategies import (
     VERSION_EDGE,
     batches,
@@ -81,6 +82,19 @@ def test_card_days_are_one_card_on_one_service_day(table: pa.Table) -> None:
 def test_days_are_valid_against_their_tariff_set(drawn: tuple[TariffSet, pa.Table]) -> None:
     tariffs, table = drawn
     assert_valid_taps(table, tariffs)
+
+
+@QA
+@given(tariffs_and_days())
+def test_the_engines_own_acceptance_checks_accept_every_drawn_tap(
+        drawn: tuple[TariffSet, pa.Table]) -> None:
+    """clearing.accept (SPEC §4) agrees, service day by service day."""
+    tariffs, table = drawn
+    day_of = service_day_number(table["ts_ms"].to_numpy())
+    for day in sorted(set(day_of.tolist())):
+        part = table.filter(pa.array(day_of == day))
+        accepted, errors = check_taps(part, tariffs.registry, day_from_number(day))
+        assert accepted.all() and errors == [], errors[:3]
 
 
 @QA
