@@ -44,7 +44,7 @@ try:
 except ImportError:  # pragma: no cover - the tariffs commands are optional at import time
     pass
 
-console = Console()
+console = Console(width=100) if not sys.stdout.isatty() else Console()
 err_console = Console(stderr=True)
 EXIT_TARIFF = 4
 T = TypeVar("T")
@@ -219,20 +219,22 @@ def _ingest_raw(engine, home: Path, path: Path, fmt: str | None, day: dt.date | 
     return ingest_taps(engine, home, result.taps, result.errors, file_sha256=digest,
                        source_format=name, source_name=path.name,
                        service_day=day or result.service_day,
-                       operator=operator if operator is not None else result.operator)
+                       operator=operator if operator is not None else result.operator,
+                       registry=tariffs.registry)
 
 
 def _print_batch_reports(reports: list[Any]) -> None:
     table = Table(title="Batches")
-    for col in ("file", "operator", "day", "received", "accepted", "duplicates",
-                "quarantined", "status"):
-        table.add_column(col, justify="right" if col in {"received", "accepted", "duplicates",
-                                                         "quarantined"} else "left")
+    table.add_column("file", overflow="fold")
+    table.add_column("op", justify="right")
+    for col in ("rows", "accepted", "dup", "quarantined"):
+        table.add_column(col, justify="right")
+    table.add_column("status")
     for r in reports:
         status = r.status + (" (late: day re-settles)" if getattr(r, "late", False) else "")
         table.add_row(str(getattr(r, "source_name", r.file_sha256[:12])), str(r.operator),
-                      str(r.service_day), f"{r.received:,}", f"{r.accepted:,}",
-                      f"{r.duplicates:,}", f"{r.quarantined:,}", status)
+                      f"{r.received:,}", f"{r.accepted:,}", f"{r.duplicates:,}",
+                      f"{r.quarantined:,}", status)
     console.print(table)
 
 
