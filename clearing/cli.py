@@ -27,8 +27,11 @@ from clearing.errors import InputError, TongkaError
 from clearing.settings import Settings
 from tariffs.errors import TariffError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
-                  help="Tongka 同卡: fare clearing for the Wuhan metropolitan circle (8+1).")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="Tongka 同卡: fare clearing for the Wuhan metropolitan circle (8+1).",
+)
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 batches_app = typer.Typer(no_args_is_help=True, help="Submitted batches, for operators.")
 quarantine_app = typer.Typer(no_args_is_help=True, help="Rejected rows: list, export, resubmit.")
@@ -55,7 +58,9 @@ class _State:
     url_flag: str | None = None
 
 
-DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory (env TONGKA_HOME).")]
+DataDir = Annotated[
+    Path | None, typer.Option("--data-dir", help="Data directory (env TONGKA_HOME).")
+]
 DbUrl = Annotated[str | None, typer.Option("--db", help="Database URL (env TONGKA_DATABASE_URL).")]
 DateOpt = Annotated[dt.datetime, typer.Option("--date", formats=["%Y-%m-%d"], help="Service day.")]
 
@@ -98,6 +103,7 @@ def run() -> None:
 
 # --------------------------------------------------------------------------- plumbing
 
+
 def _home() -> Path:
     home = _State.settings.home
     home.mkdir(parents=True, exist_ok=True)
@@ -123,10 +129,16 @@ def _tariffs():  # type: ignore[no-untyped-def]
 @contextmanager
 def _step(label: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
     """A rich progress line for a step; it only draws when the step lasts over a second."""
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                  TextColumn("{task.completed}/{task.total}" if total else ""),
-                  TimeElapsedColumn(), console=err_console, transient=True,
-                  refresh_per_second=4) as progress:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}" if total else ""),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        refresh_per_second=4,
+    ) as progress:
         task = progress.add_task(label, total=total)
 
         def advance(n: int = 1) -> None:
@@ -145,21 +157,25 @@ def _timed(label: str, fn: Callable[[], T]) -> T:
 
 # --------------------------------------------------------------------------- commands
 
+
 @app.command()
 def generate(
     date: DateOpt,
     taps: Annotated[int, typer.Option("--taps", min=1, help="Number of taps.")] = 200_000,
     seed: Annotated[int, typer.Option("--seed")] = 1,
     out: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("batches"),
-    raw: Annotated[str | None, typer.Option("--raw", help="Write a raw reader format instead.")] = None,
+    raw: Annotated[
+        str | None, typer.Option("--raw", help="Write a raw reader format instead.")
+    ] = None,
 ) -> None:
     """Generate a deterministic synthetic service day: one Parquet batch per operator."""
     from clearing.generate import generate_day, write_day
 
     day = date.date()
     tariffs = _tariffs()
-    generated = _timed(f"generate {taps:,} taps for {day}",
-                       lambda: generate_day(day, taps, seed, tariffs))
+    generated = _timed(
+        f"generate {taps:,} taps for {day}", lambda: generate_day(day, taps, seed, tariffs)
+    )
     table = getattr(generated, "table", generated)
     if raw:
         from readers.config import ReaderConfig
@@ -175,7 +191,9 @@ def generate(
 @app.command()
 def ingest(
     files: Annotated[list[Path], typer.Argument(help="Batch files.")],
-    fmt: Annotated[str | None, typer.Option("--format", help="Reader format; detected if omitted.")] = None,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="Reader format; detected if omitted.")
+    ] = None,
     date: Annotated[dt.datetime | None, typer.Option("--date", formats=["%Y-%m-%d"])] = None,
     operator: Annotated[int | None, typer.Option("--operator")] = None,
 ) -> None:
@@ -184,8 +202,9 @@ def ingest(
     _print_batch_reports(reports)
 
 
-def _ingest_files(files: list[Path], fmt: str | None, day: dt.date | None,
-                  operator: int | None) -> list[Any]:
+def _ingest_files(
+    files: list[Path], fmt: str | None, day: dt.date | None, operator: int | None
+) -> list[Any]:
     from clearing.ingest import ingest_file
 
     engine = _engine()
@@ -195,16 +214,26 @@ def _ingest_files(files: list[Path], fmt: str | None, day: dt.date | None,
     with _step("ingest", total=len(files)) as advance:
         for path in files:
             if fmt in (None, "canonical", "parquet") and (fmt or path.suffix == ".parquet"):
-                reports.append(ingest_file(engine, home, path, tariffs.registry,
-                                           service_day=day, operator=operator))
+                reports.append(
+                    ingest_file(
+                        engine, home, path, tariffs.registry, service_day=day, operator=operator
+                    )
+                )
             else:
                 reports.append(_ingest_raw(engine, home, path, fmt, day, operator, tariffs))
             advance(1)
     return reports
 
 
-def _ingest_raw(engine, home: Path, path: Path, fmt: str | None, day: dt.date | None,  # type: ignore[no-untyped-def]
-                operator: int | None, tariffs) -> Any:
+def _ingest_raw(
+    engine,
+    home: Path,
+    path: Path,
+    fmt: str | None,
+    day: dt.date | None,  # type: ignore[no-untyped-def]
+    operator: int | None,
+    tariffs,
+) -> Any:
     import hashlib
 
     from clearing.ingest import ingest_taps
@@ -216,11 +245,18 @@ def _ingest_raw(engine, home: Path, path: Path, fmt: str | None, day: dt.date | 
     name = fmt or detect_format(path)
     result = get_adapter(name).parse(path, ReaderConfig())
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return ingest_taps(engine, home, result.taps, result.errors, file_sha256=digest,
-                       source_format=name, source_name=path.name,
-                       service_day=day or result.service_day,
-                       operator=operator if operator is not None else result.operator,
-                       registry=tariffs.registry)
+    return ingest_taps(
+        engine,
+        home,
+        result.taps,
+        result.errors,
+        file_sha256=digest,
+        source_format=name,
+        source_name=path.name,
+        service_day=day or result.service_day,
+        operator=operator if operator is not None else result.operator,
+        registry=tariffs.registry,
+    )
 
 
 def _print_batch_reports(reports: list[Any]) -> None:
@@ -232,16 +268,24 @@ def _print_batch_reports(reports: list[Any]) -> None:
     table.add_column("status")
     for r in reports:
         status = r.status + (" (late: day re-settles)" if getattr(r, "late", False) else "")
-        table.add_row(str(getattr(r, "source_name", r.file_sha256[:12])), str(r.operator),
-                      f"{r.received:,}", f"{r.accepted:,}", f"{r.duplicates:,}",
-                      f"{r.quarantined:,}", status)
+        table.add_row(
+            str(getattr(r, "source_name", r.file_sha256[:12])),
+            str(r.operator),
+            f"{r.received:,}",
+            f"{r.accepted:,}",
+            f"{r.duplicates:,}",
+            f"{r.quarantined:,}",
+            status,
+        )
     console.print(table)
 
 
 @app.command()
 def clear(
     date: DateOpt,
-    reference: Annotated[bool, typer.Option("--reference", help="Price with the plain reference (audits).")] = False,
+    reference: Annotated[
+        bool, typer.Option("--reference", help="Price with the plain reference (audits).")
+    ] = False,
 ) -> None:
     """Match and price a service day's accepted taps into legs."""
     from clearing.day import clear_day
@@ -249,8 +293,10 @@ def clear(
     day = date.date()
     engine = _engine()
     tariffs = _tariffs()
-    result = _timed(f"clear {day}" + (" (reference)" if reference else ""),
-                    lambda: clear_day(_home(), day, tariffs, reference=reference, engine=engine))
+    result = _timed(
+        f"clear {day}" + (" (reference)" if reference else ""),
+        lambda: clear_day(_home(), day, tariffs, reference=reference, engine=engine),
+    )
     console.print(f"{result.taps:,} taps → {result.legs:,} legs ({result.path})")
 
 
@@ -288,9 +334,11 @@ def _print_settlement(result: Any) -> None:
     console.print(positions)
     total = sum(result.positions.values())
     entry = result.entry_id
-    console.print(f"net positions sum: {total} fen; journal entry: "
-                  f"{entry if entry is not None else 'nothing to post (day unchanged)'}; "
-                  f"entry balance: {getattr(result, 'entry_balance', 0)} fen")
+    console.print(
+        f"net positions sum: {total} fen; journal entry: "
+        f"{entry if entry is not None else 'nothing to post (day unchanged)'}; "
+        f"entry balance: {getattr(result, 'entry_balance', 0)} fen"
+    )
 
 
 def _party_name(party: Any) -> str:
@@ -299,10 +347,12 @@ def _party_name(party: Any) -> str:
 
     role, code = PartyRole(int(party[0])), int(party[1])
     reg = load_registry()
-    name = {PartyRole.ISSUER: lambda: reg.issuers[code].name,
-            PartyRole.OPERATOR: lambda: reg.operators[code].name,
-            PartyRole.GOVERNMENT: lambda: f"Government of {reg.cities[code].name}",
-            PartyRole.CENTRE: lambda: "Clearing centre"}[role]
+    name = {
+        PartyRole.ISSUER: lambda: reg.issuers[code].name,
+        PartyRole.OPERATOR: lambda: reg.operators[code].name,
+        PartyRole.GOVERNMENT: lambda: f"Government of {reg.cities[code].name}",
+        PartyRole.CENTRE: lambda: "Clearing centre",
+    }[role]
     try:
         return f"{role.name.lower()} {code} {name()}"
     except KeyError:
@@ -324,7 +374,9 @@ def report(
     legs = read_day_legs(_home(), day)
     tariffs = _tariffs()
     result = settle_day(engine, day, legs, tariffs, dry_run=True)
-    paths = _timed(f"report {day}", lambda: write_statements(out, day, legs, result, tariffs.registry))
+    paths = _timed(
+        f"report {day}", lambda: write_statements(out, day, legs, result, tariffs.registry)
+    )
     console.print(f"{len(paths)} files in {out}")
 
 
@@ -340,9 +392,13 @@ def db_upgrade() -> None:
 @app.command()
 def demo(
     taps: Annotated[int, typer.Option("--taps", min=1000)] = 200_000,
-    date: Annotated[dt.datetime, typer.Option("--date", formats=["%Y-%m-%d"])] = dt.datetime(2026, 11, 24),
+    date: Annotated[dt.datetime, typer.Option("--date", formats=["%Y-%m-%d"])] = dt.datetime(
+        2026, 11, 24
+    ),
     seed: Annotated[int, typer.Option("--seed")] = 1,
-    keep: Annotated[Path | None, typer.Option("--keep", help="Keep the data directory here.")] = None,
+    keep: Annotated[
+        Path | None, typer.Option("--keep", help="Keep the data directory here.")
+    ] = None,
 ) -> None:
     """A full day of the nine cities in a fresh data directory: generate → … → report."""
     day = date.date()
@@ -373,6 +429,11 @@ def _print_city_summary(result: Any) -> None:
 
     reg = load_registry()
     for row in result.city_summary:
-        table.add_row(f"{row.city} {reg.cities[row.city].name}", f"{row.legs:,}",
-                      f"{row.base_fen:,}", f"{row.charged_fen:,}", f"{row.discount_fen:,}")
+        table.add_row(
+            f"{row.city} {reg.cities[row.city].name}",
+            f"{row.legs:,}",
+            f"{row.base_fen:,}",
+            f"{row.charged_fen:,}",
+            f"{row.discount_fen:,}",
+        )
     console.print(table)

@@ -40,12 +40,15 @@ def price_taps(taps: pa.Table, tariffs: TariffSet, *, reference: bool = False) -
     return match_and_price(taps, tariffs)
 
 
-def clear_day(data_dir: Path, day: dt.date, tariffs: TariffSet, *, reference: bool = False,
-              engine=None) -> ClearResult:  # type: ignore[no-untyped-def]
+def clear_day(
+    data_dir: Path, day: dt.date, tariffs: TariffSet, *, reference: bool = False, engine=None
+) -> ClearResult:  # type: ignore[no-untyped-def]
     """Price every accepted tap of ``day`` and store the day's legs."""
     from clearing.tapstore import read_day_taps
 
-    taps = read_day_taps(data_dir, day, engine) if engine is not None else read_day_taps(data_dir, day)
+    taps = (
+        read_day_taps(data_dir, day, engine) if engine is not None else read_day_taps(data_dir, day)
+    )
     legs = price_taps(taps, tariffs, reference=reference)
     path = write_atomic(legs, legs_path(data_dir, day))
     return ClearResult(day, taps.num_rows, legs.num_rows, path)
@@ -55,6 +58,8 @@ def read_day_legs(data_dir: Path, day: dt.date) -> pa.Table:
     """The stored legs of a cleared day; a day never cleared is a StateError naming the fix."""
     path = legs_path(data_dir, day)
     if not path.exists():
-        raise StateError(f"service day {day} has not been cleared: run `tongka clear --date {day}`",
-                         code="DAY_NOT_CLEARED")
+        raise StateError(
+            f"service day {day} has not been cleared: run `tongka clear --date {day}`",
+            code="DAY_NOT_CLEARED",
+        )
     return pq.read_table(path, schema=LEG_SCHEMA)

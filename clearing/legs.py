@@ -124,11 +124,16 @@ LEG_SORT_KEYS: tuple[str, ...] = ("card_id", "issuer", "board_ts_ms", "board_car
 
 def legs_table(legs: list[Leg]) -> pa.Table:
     """An Arrow leg table from reference legs, in the order given."""
-    columns = list(zip(*(astuple(leg) for leg in legs), strict=True)) if legs else [
-        [] for _ in LEG_COLUMNS
-    ]
+    columns = (
+        list(zip(*(astuple(leg) for leg in legs), strict=True))
+        if legs
+        else [[] for _ in LEG_COLUMNS]
+    )
     return pa.Table.from_arrays(
-        [pa.array(col, type=LEG_TYPES[name]) for name, col in zip(LEG_COLUMNS, columns, strict=True)],
+        [
+            pa.array(col, type=LEG_TYPES[name])
+            for name, col in zip(LEG_COLUMNS, columns, strict=True)
+        ],
         schema=LEG_SCHEMA,
     )
 

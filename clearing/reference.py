@@ -76,7 +76,11 @@ def _card_days(taps: pa.Table) -> Iterable[tuple[int, list[Tap]]]:
     rows = [Tap(*values) for values in zip(*(columns[n] for n in Tap.__slots__), strict=True)]
     groups: dict[tuple[int, int, int], list[Tap]] = {}
     for tap in rows:
-        key = (int(service_day_number(tap.ts_ms)), tap.issuer, tap.card_id)  # a card is (issuer, card_id)
+        key = (
+            int(service_day_number(tap.ts_ms)),
+            tap.issuer,
+            tap.card_id,
+        )  # a card is (issuer, card_id)
         groups.setdefault(key, []).append(tap)
     for (day_no, _issuer, _card), group in sorted(groups.items()):
         group.sort(key=lambda t: (t.ts_ms, t.card_seq))  # SPEC §5: order of (ts_ms, card_seq)
@@ -151,9 +155,11 @@ def _rules_cached(tariffs: TariffSet, area: int, day: dt.date) -> _Rules:
     reg = tariffs.registry
     line_fares: dict[tuple[int, int], int] = {}
     for lf in v.line_fares:
-        lines = lf.lines if lf.lines is not None else [
-            k[1] for k, ln in reg.lines.items() if k[0] == lf.operator and ln.network == FLAT
-        ]
+        lines = (
+            lf.lines
+            if lf.lines is not None
+            else [k[1] for k, ln in reg.lines.items() if k[0] == lf.operator and ln.network == FLAT]
+        )
         for n in lines:
             line_fares[(lf.operator, n)] = lf.fare_fen
     prices = {
@@ -171,7 +177,9 @@ def _rules_cached(tariffs: TariffSet, area: int, day: dt.date) -> _Rules:
         caps={int(Product[c.product.upper()]): c.cap_fen for c in v.caps},
         allowed=frozenset(
             (int(Mode[a.upper()]), int(Mode[b.upper()])) for a, b in transfer.allowed_modes
-        ) if transfer else frozenset(),
+        )
+        if transfer
+        else frozenset(),
         steps=tuple(transfer.steps) if transfer else (),
     )
 
@@ -258,23 +266,48 @@ def price_card_day(day_no: int, taps: list[Tap], tariffs: TariffSet) -> list[Leg
         last_ts = m.exit.ts_ms if m.exit is not None else b.ts_ms
         leg_taps = [b] if m.exit is None else [b, m.exit]
         common = dict(
-            service_day=day_no, card_id=b.card_id, issuer=b.issuer, product=b.product,
-            media=b.media, operator=b.operator, line=b.line, mode=int(line.mode), area=area,
-            network=line.network, status=int(m.status), board_stop=b.stop,
-            exit_stop=m.exit.stop if m.exit is not None else 0, board_ts_ms=b.ts_ms,
-            last_ts_ms=last_ts, board_card_seq=b.card_seq, board_device_id=b.device_id,
+            service_day=day_no,
+            card_id=b.card_id,
+            issuer=b.issuer,
+            product=b.product,
+            media=b.media,
+            operator=b.operator,
+            line=b.line,
+            mode=int(line.mode),
+            area=area,
+            network=line.network,
+            status=int(m.status),
+            board_stop=b.stop,
+            exit_stop=m.exit.stop if m.exit is not None else 0,
+            board_ts_ms=b.ts_ms,
+            last_ts_ms=last_ts,
+            board_card_seq=b.card_seq,
+            board_device_id=b.device_id,
             version=(rules.version.valid_from - dt.date(1970, 1, 1)).days,
-            apportionment=int(Apportionment.PRO_RATA if rules.version.apportionment == "pro_rata"
-                              else Apportionment.LATER_LEG),
+            apportionment=int(
+                Apportionment.PRO_RATA
+                if rules.version.apportionment == "pro_rata"
+                else Apportionment.LATER_LEG
+            ),
         )
         if m.status in PENALTY_STATUSES:
             # Step 1: a penalty leg computes exactly max_fare; nothing below applies, and it
             # neither starts nor joins a chain nor counts toward a cap.
             fare = rules.networks[line.network].max_fare
-            leg = Leg(**common, honoured_product=b.product, chain=NO_CHAIN, transfer_no=0,
-                      base_fen=fare, product_fare_fen=fare, transfer_fare_fen=fare,
-                      computed_fen=fare, card_discount_fen=0, transfer_discount_fen=0,
-                      cap_discount_fen=0, **_charge(leg_taps, fare))
+            leg = Leg(
+                **common,
+                honoured_product=b.product,
+                chain=NO_CHAIN,
+                transfer_no=0,
+                base_fen=fare,
+                product_fare_fen=fare,
+                transfer_fare_fen=fare,
+                computed_fen=fare,
+                card_discount_fen=0,
+                transfer_discount_fen=0,
+                cap_discount_fen=0,
+                **_charge(leg_taps, fare),
+            )
             out.append(leg)
             previous, chain = leg, None
             continue
@@ -299,18 +332,33 @@ def price_card_day(day_no: int, taps: list[Tap], tariffs: TariffSet) -> list[Leg
         computed = t if cap is None else min(t, max(0, cap - spent))
         spent_by_area[area] = spent + computed
 
-        leg = Leg(**common, honoured_product=honoured, chain=chain.ordinal,
-                  transfer_no=transfer_no, base_fen=base, product_fare_fen=f,
-                  transfer_fare_fen=t, computed_fen=computed, card_discount_fen=base - f,
-                  transfer_discount_fen=f - t, cap_discount_fen=t - computed,
-                  **_charge(leg_taps, computed))
+        leg = Leg(
+            **common,
+            honoured_product=honoured,
+            chain=chain.ordinal,
+            transfer_no=transfer_no,
+            base_fen=base,
+            product_fare_fen=f,
+            transfer_fare_fen=t,
+            computed_fen=computed,
+            card_discount_fen=base - f,
+            transfer_discount_fen=f - t,
+            cap_discount_fen=t - computed,
+            **_charge(leg_taps, computed),
+        )
         out.append(leg)
         previous = leg
     return out
 
 
-def _is_transfer(rules: _Rules, previous: Leg | None, chain: _Chain | None, area: int,
-                 mode: int, boarding_ms: int) -> bool:
+def _is_transfer(
+    rules: _Rules,
+    previous: Leg | None,
+    chain: _Chain | None,
+    area: int,
+    mode: int,
+    boarding_ms: int,
+) -> bool:
     """SPEC §6.4: the conditions under which a leg joins the previous leg's chain."""
     transfer = rules.version.transfer
     if transfer is None or previous is None or chain is None:

@@ -1,4 +1,4 @@
-"""Service days (SPEC §1): a tap belongs to the local date of ``ts - 4 h`` in China Standard Time."""
+"""Service days (SPEC §1): a tap belongs to the local date of ``ts - 4 h``, China Standard Time."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ EPOCH = dt.date(1970, 1, 1)
 
 def service_day_number(ts_ms: np.ndarray | int) -> np.ndarray | int:
     """Days since 1970-01-01 of the service day each ``ts_ms`` belongs to (floor division)."""
-    return (np.asarray(ts_ms, dtype=np.int64) + CST_OFFSET_MS - DAY_START_MS) // DAY_MS if isinstance(
-        ts_ms, np.ndarray
-    ) else (int(ts_ms) + CST_OFFSET_MS - DAY_START_MS) // DAY_MS
+    return (
+        (np.asarray(ts_ms, dtype=np.int64) + CST_OFFSET_MS - DAY_START_MS) // DAY_MS
+        if isinstance(ts_ms, np.ndarray)
+        else (int(ts_ms) + CST_OFFSET_MS - DAY_START_MS) // DAY_MS
+    )
 
 
 def day_number(day: dt.date) -> int:

@@ -1,4 +1,4 @@
-"""Closed vocabularies whose integer values travel in arrays, files and the database (SPEC §3, §5)."""
+"""Closed vocabularies whose integers travel in arrays, files and the database (SPEC §3, §5)."""
 
 from __future__ import annotations
 

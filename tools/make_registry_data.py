@@ -1,4 +1,4 @@
-"""Write the circle registry's CSV files under tariffs/data/registry (run once; output is committed).
+"""Write the registry CSV files under tariffs/data/registry (run once; the output is committed).
 
 Wuhan Metro comes from the OpenStreetMap-derived files in wuhan-metro/ (© OpenStreetMap
 contributors, ODbL 1.0); every other line, stop and distance is synthetic and marked so.
@@ -107,7 +107,9 @@ def main() -> None:
             sid = METRO_STOP_BASE + n
             station_ids[row["station_id"]] = sid
             name = row["name_en"] or row["station_id"]
-            stops.append((sid, name, row["name_zh"], int(row["city_code"]), "osm:" + row["station_id"]))
+            stops.append(
+                (sid, name, row["name_zh"], int(row["city_code"]), "osm:" + row["station_id"])
+            )
     with open(metro_dir / "line_stations.csv", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     for ln in sorted({int(r["line"]) for r in rows}):
@@ -121,7 +123,9 @@ def main() -> None:
                 source = "haversine_x1.15_estimate"
             else:
                 metres, source = MISSING_SPACING_M[ln], "estimated_missing_coordinates"
-            line_stops.append((102, ln, int(r["seq"]), station_ids[r["station_id"]], metres, source))
+            line_stops.append(
+                (102, ln, int(r["seq"]), station_ids[r["station_id"]], metres, source)
+            )
 
     # Synthetic flat bus lines: each line a run of fresh stops plus a few shared hubs.
     for op, n_lines, n_stops, base, city in BUS:
@@ -143,8 +147,10 @@ def main() -> None:
                 line_stops.append((op, ln, seq, sid, metres, "synthetic"))
 
     # Wuhan ferries: two river crossings (synthetic stops).
-    ferry = [(1, [(120001, "Zhonghua Road Pier 中华路码头"), (120002, "Wuhan Guan Pier 武汉关码头")]),
-             (2, [(120003, "Wuchang Pier 武昌码头"), (120004, "Hankou Pier 汉口码头")])]
+    ferry = [
+        (1, [(120001, "Zhonghua Road Pier 中华路码头"), (120002, "Wuhan Guan Pier 武汉关码头")]),
+        (2, [(120003, "Wuchang Pier 武昌码头"), (120004, "Hankou Pier 汉口码头")]),
+    ]
     for ln, piers in ferry:
         lines.append((103, ln, f"Ferry {ln}", "ferry", 0, "synthetic"))
         for seq, (sid, name) in enumerate(piers, start=1):
@@ -152,9 +158,13 @@ def main() -> None:
             line_stops.append((103, ln, seq, sid, 0 if seq == 1 else 1500, "synthetic"))
 
     # Ezhou-Wuhan intercity coach: starts in Ezhou, ends at Wuhan Metro Line 11's Zuoling.
-    coach = [(310001, "Ezhou Coach Station 鄂州客运站", 420700), (310002, "Huarong 华容", 420700),
-             (310003, "Gedian 葛店", 420700), (310004, "Zuoling Coach Stop 左岭", 420100),
-             (310005, "Optics Valley Coach Stop 光谷", 420100)]
+    coach = [
+        (310001, "Ezhou Coach Station 鄂州客运站", 420700),
+        (310002, "Huarong 华容", 420700),
+        (310003, "Gedian 葛店", 420700),
+        (310004, "Zuoling Coach Stop 左岭", 420100),
+        (310005, "Optics Valley Coach Stop 光谷", 420100),
+    ]
     lines.append((302, 1, "Ezhou-Wuhan Intercity 1", "intercity", 2, "synthetic"))
     spacing = [0, 14000, 12000, 9000, 21000]
     for seq, ((sid, name, city), metres) in enumerate(zip(coach, spacing, strict=True), start=1):
@@ -163,8 +173,11 @@ def main() -> None:
 
     _write("stops.csv", ["stop", "name", "name_zh", "city", "source"], stops)
     _write("lines.csv", ["operator", "line", "name", "mode", "network", "source"], lines)
-    _write("line_stops.csv", ["operator", "line", "seq", "stop", "metres_from_previous", "source"],
-           line_stops)
+    _write(
+        "line_stops.csv",
+        ["operator", "line", "seq", "stop", "metres_from_previous", "source"],
+        line_stops,
+    )
 
 
 def _write(name: str, header: list[str], rows: list[tuple]) -> None:
