@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import matplotlib
 
@@ -109,3 +111,29 @@ def signed_chart(
     ax = fig.subplots()
     _hbar(ax, title, items, signed=True)
     return _png(fig)
+
+
+@dataclass(frozen=True, init=False)
+class Chart:
+    """A chart to draw later, perhaps in another process: a chart function's name and arguments."""
+
+    fn: str
+    args: tuple[Any, ...]
+
+    def __init__(self, fn: str, *args: Any) -> None:
+        if fn not in CHARTS:
+            raise ValueError(f"unknown chart {fn!r} (one of: {', '.join(CHARTS)})")
+        object.__setattr__(self, "fn", fn)
+        object.__setattr__(self, "args", args)
+
+
+CHARTS = {
+    "breakdown_chart": breakdown_chart,
+    "stacked_chart": stacked_chart,
+    "signed_chart": signed_chart,
+}
+
+
+def render_chart(chart: Chart) -> bytes:
+    """Draw a ``Chart`` to PNG bytes (a module-level function, so worker processes can run it)."""
+    return CHARTS[chart.fn](*chart.args)  # type: ignore[operator]

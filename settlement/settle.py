@@ -191,3 +191,14 @@ def city_summary(legs: pa.Table, allocated: np.ndarray) -> list[CitySummary]:
         strict=True,
     )
     return sorted(CitySummary(*map(int, row)) for row in rows)  # type: ignore[arg-type]
+
+
+def day_recomputer(
+    read_legs: Callable[[dt.date], pa.Table], tariffs: TariffSet
+) -> Callable[[dt.date], list[Obligation]]:
+    """``verify_ledger``'s ``recompute``: a day's obligations afresh from its stored legs."""
+
+    def recompute(day: dt.date) -> list[Obligation]:
+        return list(compute_day(read_legs(day), tariffs, day).obligations)
+
+    return recompute

@@ -10,15 +10,19 @@ import base64
 import csv
 import datetime as dt
 import html
+import multiprocessing
+import os
+import re
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from settlement import charts
 from settlement.apportion import allocate
+from settlement.charts import Chart, render_chart
 from settlement.netting import Direction
 from settlement.obligations import Component, DiscountLine, Obligation
 from settlement.parties import CENTRE, Party, party_name
@@ -84,9 +88,19 @@ class _Day:
 
 
 def write_statements(
-    out_dir: Path, day: dt.date, legs: pa.Table, result: SettlementResult, registry: Registry | None
+    out_dir: Path,
+    day: dt.date,
+    legs: pa.Table,
+    result: SettlementResult,
+    registry: Registry | None,
+    *,
+    workers: int | None = None,
 ) -> list[Path]:
-    """Write every party's CSV and HTML statement and the overview; returns the paths written."""
+    """Write every party's CSV and HTML statement and the overview; returns the paths written.
+
+    Drawing the charts is most of the work, so they are drawn by ``workers`` processes
+    (default: up to 4, one per core); ``workers=1`` draws them in this process.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     allocated = result.allocated
@@ -95,15 +109,36 @@ def write_statements(
     cols = _Day.of(legs, allocated)
     names = _namer(registry)
     paths: list[Path] = []
+    pages: list[tuple[Path, str]] = []
+    pending: list[Chart] = []
     for party in sorted(result.positions):
         stem = out / f"statement-{day.isoformat()}-{party.tag}"
         paths.append(_write_csv(stem.with_suffix(".csv"), day, party, result, names))
-        paths.append(_write(stem.with_suffix(".html"), party_html(day, party, result, cols, names)))
+        page = party_html(day, party, result, cols, names, pending)
+        pages.append((stem.with_suffix(".html"), page))
     paths.append(_write_overview_csv(out / f"overview-{day.isoformat()}.csv", day, result, names))
-    paths.append(
-        _write(out / f"overview-{day.isoformat()}.html", overview_html(day, result, cols, names))
-    )
-    return paths
+    overview = overview_html(day, result, cols, names, pending)
+    pages.append((out / f"overview-{day.isoformat()}.html", overview))
+    pngs = _render_all(pending, workers)
+    for path, page in pages:
+        paths.append(_write(path, _fill(page, pngs)))
+    return sorted(paths)
+
+
+def _render_all(pending: list[Chart], workers: int | None) -> list[str]:
+    """Every pending chart as base64 PNG, in order; in worker processes when it pays."""
+    n = min(4, os.cpu_count() or 1) if workers is None else max(1, workers)
+    if n == 1 or len(pending) < 16:
+        pngs = [render_chart(c) for c in pending]
+    else:
+        # spawn, not fork: the parent may hold threads (Arrow, numba) that fork would copy badly.
+        with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
+            pngs = list(pool.map(render_chart, pending, chunksize=4))
+    return [base64.b64encode(p).decode("ascii") for p in pngs]
+
+
+def _fill(page: str, pngs: list[str]) -> str:
+    return re.sub("\x00([0-9]+)\x00", lambda m: pngs[int(m.group(1))], page)
 
 
 # ---------------------------------------------------------------- data for one party
@@ -215,8 +250,14 @@ def _fmt(fen: int, signed: bool = False) -> str:
     return f'<span class="{cls}">{text}</span>' if cls else text
 
 
-def _figure(name: str, png: bytes, caption: str) -> str:
-    data = base64.b64encode(png).decode("ascii")
+def _figure(pending: list[Chart] | None, name: str, chart: Chart, caption: str) -> str:
+    """A figure with the chart's PNG, or, when charts are collected for rendering in parallel,
+    a placeholder that ``_fill`` replaces once every chart is drawn."""
+    if pending is None:
+        data = base64.b64encode(render_chart(chart)).decode("ascii")
+    else:
+        data = f"\x00{len(pending)}\x00"
+        pending.append(chart)
     return (
         f'<figure class="chart" data-chart="{name}"><img alt="{html.escape(caption)}" '
         f'src="data:image/png;base64,{data}"><figcaption>{html.escape(caption)}</figcaption></figure>'
@@ -246,7 +287,12 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], numeric: set[i
 
 
 def party_html(
-    day: dt.date, party: Party, result: SettlementResult, cols: _Day, names: Callable[[Party], str]
+    day: dt.date,
+    party: Party,
+    result: SettlementResult,
+    cols: _Day,
+    names: Callable[[Party], str],
+    pending: list[Chart] | None = None,
 ) -> str:
     mask = cols.mask(party)
     net = result.positions.get(party, 0)
@@ -287,28 +333,34 @@ def party_html(
     figures = "".join(
         [
             _figure(
+                pending,
                 "revenue",
-                charts.breakdown_chart(
-                    "Allocated revenue (CNY)", revenue_panels(cols, mask, names)
+                Chart(
+                    "breakdown_chart", "Allocated revenue (CNY)", revenue_panels(cols, mask, names)
                 ),
                 "Allocated revenue of the legs in this statement, by city, mode and medium",
             ),
             _figure(
+                pending,
                 "discounts",
-                charts.stacked_chart("Discounts by component and funder (CNY)", cats, series),
+                Chart("stacked_chart", "Discounts by component and funder (CNY)", cats, series),
                 "Card, transfer and cap discounts, split by who funds them (tariff funders)",
             ),
             _figure(
+                pending,
                 "mismatches",
-                charts.breakdown_chart(
-                    "Reader-debit mismatches, charged - computed (CNY)", mismatch_panels(cols, mask)
+                Chart(
+                    "breakdown_chart",
+                    "Reader-debit mismatches, charged - computed (CNY)",
+                    mismatch_panels(cols, mask),
                 ),
                 f"The {TOP} lines and devices with the largest mismatches; "
                 "a reader on an old tariff shows here",
             ),
             _figure(
+                pending,
                 "position",
-                charts.signed_chart("Net position (CNY)", position_items),
+                Chart("signed_chart", "Net position (CNY)", position_items),
                 "What the party is owed (green) and owes (red), and the net",
             ),
         ]
@@ -322,7 +374,11 @@ def party_html(
 
 
 def overview_html(
-    day: dt.date, result: SettlementResult, cols: _Day, names: Callable[[Party], str]
+    day: dt.date,
+    result: SettlementResult,
+    cols: _Day,
+    names: Callable[[Party], str],
+    pending: list[Chart] | None = None,
 ) -> str:
     everything = np.ones(cols.issuer.shape, dtype=bool)
     cities = _table(
@@ -374,28 +430,36 @@ def overview_html(
     figures = "".join(
         [
             _figure(
+                pending,
                 "positions",
-                charts.signed_chart(
+                Chart(
+                    "signed_chart",
                     "Net positions of all parties (CNY)",
                     [(f"{p.tag} {names(p)}", v) for p, v in result.positions.items()],
                 ),
                 "Every party's net position: green is paid out, red pays in",
             ),
             _figure(
+                pending,
                 "revenue",
-                charts.breakdown_chart(
-                    "Allocated revenue of the day (CNY)", revenue_panels(cols, everything, names)
+                Chart(
+                    "breakdown_chart",
+                    "Allocated revenue of the day (CNY)",
+                    revenue_panels(cols, everything, names),
                 ),
                 "All legs' allocated revenue by city, mode and medium",
             ),
             _figure(
+                pending,
                 "discounts",
-                charts.stacked_chart("Discounts by component and funder (CNY)", cats, series),
+                Chart("stacked_chart", "Discounts by component and funder (CNY)", cats, series),
                 "All discounts, by who funds them",
             ),
             _figure(
+                pending,
                 "mismatches",
-                charts.breakdown_chart(
+                Chart(
+                    "breakdown_chart",
                     "Reader-debit mismatches, charged - computed (CNY)",
                     mismatch_panels(cols, everything),
                 ),
