@@ -27,7 +27,7 @@ from settlement.ledger import (
 )
 from settlement.obligations import Obligation, ObligationKind, day_obligations
 from settlement.parties import CENTRE, government, issuer, operator
-from settlement.settle import settle_day
+from settlement.settle import day_recomputer, settle_day
 
 
 @pytest.fixture
@@ -133,6 +133,8 @@ def test_verify_passes_on_a_sound_ledger_and_lists_differences(engine: Engine) -
     settle_day(engine, other, legs_table(legs_other), TARIFFS)
     fresh = {DAY: _obligations(), other: _obligations(legs_other, other)}
     assert verify_ledger(engine, lambda d: fresh[d]) == []
+    stored = {DAY: legs_table(LEGS), other: legs_table(legs_other)}
+    assert verify_ledger(engine, day_recomputer(stored.__getitem__, TARIFFS)) == []
 
     # A recomputation that disagrees (say the stored legs changed) is listed account by account.
     changed = dict(fresh)
