@@ -69,10 +69,10 @@ CHECKS = ("operator", "issuer", "city", "line", "stop", "tap_type", "product", "
 EXPECTED_CHECK = {
     Invalid.UNKNOWN_ISSUER: "issuer", Invalid.UNKNOWN_CITY: "city", Invalid.UNKNOWN_LINE: "line",
     Invalid.UNKNOWN_STOP: "stop", Invalid.BAD_TAP_TYPE: "tap_type",
-    Invalid.BAD_PRODUCT: "product", Invalid.BAD_MEDIA: "media", Invalid.TS_OUTSIDE_DAY: "ts",
-    Invalid.STOP_NOT_ON_LINE: "on_line", Invalid.STOP0_ON_NETWORK: "on_line",
+    Invalid.BAD_PRODUCT: "product", Invalid.BAD_MEDIA: "media", Invalid.OUTSIDE_SERVICE_DAY: "ts",
+    Invalid.STOP_NOT_ON_LINE: "on_line", Invalid.STOP_ZERO_ON_NETWORK: "on_line",
     Invalid.BAD_DEBIT: "debit", Invalid.CITY_MISMATCH: "city_of_stop",
-    Invalid.WRONG_TAP_KIND: "tap_kind",
+    Invalid.TAP_TYPE_LINE_MISMATCH: "tap_kind",
 }
 
 
@@ -196,6 +196,17 @@ def test_well_formed_rows_pass_and_invalid_rows_fail_where_intended(
         assert rows.sum() == big.invalid[kind.name]
         assert rows.any(), f"no {kind.name} row at {BIG} taps"
         assert (first[rows] == CHECKS.index(EXPECTED_CHECK[kind])).all(), kind.name
+
+
+def test_ingestion_checks_reject_exactly_the_invalid_rows(
+        big: GeneratedDay, tariffs: TariffSet) -> None:
+    """clearing.accept agrees row by row: the code it reports is the corruption injected."""
+    from clearing.accept import check_taps
+
+    accepted, errors = check_taps(big.table, tariffs.registry, DAY)
+    assert (accepted == (big.row_invalid < 0)).all()
+    assert {e.row: e.code for e in errors} == {
+        int(r): Invalid(big.row_invalid[r]).name for r in np.flatnonzero(big.row_invalid >= 0)}
 
 
 def test_keys_unique_counters_increase(big: GeneratedDay) -> None:
