@@ -37,7 +37,8 @@ WUHAN_BUS, WUHAN_METRO, WUHAN_FERRY = 101, 102, 103
 HUANGSHI_BUS, EZHOU_BUS, EZHOU_COACH, XIAOGAN_BUS, XIANNING_BUS = 201, 301, 302, 401, 601
 HANKOU_NORTH, TENGZIGANG, DANSHUICHI, ERQI_ROAD = 100001, 100003, 100006, 100008  # Line 1
 ZHONGNAN_ROAD, GUANGBUTUN, YANGJIAWAN = 100053, 100056, 100058  # Line 2
-YANGCHUNHU, XINTIAN = 100092, 100116  # Line 4
+YANGCHUNHU, XINTIAN, FENGHUANG_ROAD = 100092, 100116, 100120  # Line 4
+WUHAN_BUSINESS_DISTRICT = 100080  # Line 3
 EZHOU_STATION, GEDIAN = 310001, 310003  # Ezhou-Wuhan intercity coach
 
 # Issuers.
@@ -203,6 +204,9 @@ def test_e07_distance_band_edge_is_inclusive() -> None:
 def test_e08_one_metre_past_a_band_edge() -> None:
     at_18001 = Card().metro(at(8), GUANGBUTUN, at(8, 40), YANGCHUNHU, line=2, exit_line=4)
     check(at_18001, [Fen(C, 600, 540, 540, 540)])
+    at_24001 = Card().metro(at(8), WUHAN_BUSINESS_DISTRICT, at(8, 50), FENGHUANG_ROAD, line=3,
+                            exit_line=4)
+    check(at_24001, [Fen(C, 700, 630, 630, 630)])
 
 
 def test_e09_directional_stop_to_stop_matrix() -> None:
@@ -422,7 +426,9 @@ def test_the_tariff_values_and_distances_the_document_quotes() -> None:
     d = reg.distances(1)
     i = reg.stop_index(1)
     for a, b, metres in ((ZHONGNAN_ROAD, GUANGBUTUN, 4000), (YANGJIAWAN, XINTIAN, 32000),
-                         (GUANGBUTUN, YANGCHUNHU, 18001), (HANKOU_NORTH, TENGZIGANG, 5088),
+                         (GUANGBUTUN, YANGCHUNHU, 18001),
+                         (WUHAN_BUSINESS_DISTRICT, FENGHUANG_ROAD, 24001),
+                         (HANKOU_NORTH, TENGZIGANG, 5088),
                          (HANKOU_NORTH, DANSHUICHI, 9254), (HANKOU_NORTH, ERQI_ROAD, 11920)):
         assert d[i[a], i[b]] == metres, (a, b)
     ezhou = ts.version_for(420700, DAY)
