@@ -79,6 +79,8 @@ def test_first_settlement_posts_one_balanced_entry(engine: Engine) -> None:
         0,
     )
     assert n == len(result.posted)
+    # Settling once posts exactly the day's target balances.
+    assert _day_balances(engine, DAY) == target_balances(result.obligations)
     # The ledger's positions are the settlement's positions.
     assert positions_from_balances(account_balances(engine)) == {
         p: v for p, v in result.positions.items() if v
