@@ -342,7 +342,6 @@ _S_TRAVEL, _S_WHERE, _S_COMMUTER, _S_NJ, _S_TMPL, _S_ANOM, _S_DEVICE = 11, 12, 1
 class _Net:
     network: int
     mode: Mode
-    max_minutes: int | None  # max_journey_minutes in force, per day: filled in per call
     stops: np.ndarray  # stop ids
     city: np.ndarray  # each stop's city
     weight: np.ndarray  # popularity of each station as an entry
@@ -442,7 +441,7 @@ def _circle(tariffs: TariffSet) -> _Circle:
         # Interchanges draw more riders; the rest vary around one (fixed, like the registry).
         weight = n_lines * fixed.lognormal(0.0, 0.5, size=len(stops))
         mode = reg.lines[net.lines[0]].mode
-        nets[nid] = _Net(nid, mode, None, stops,
+        nets[nid] = _Net(nid, mode, stops,
                          np.array([reg.stops[s].city for s in net.stops], dtype=np.int64),
                          weight, dist, by_distance, net_lines, n_lines)
 
@@ -517,9 +516,9 @@ def _circle(tariffs: TariffSet) -> _Circle:
 
     readers = [(ln.operator << 32) | (ln.line * 1000 + v)
                for ln in lines if ln.network == FLAT for v in range(BUS_VEHICLES)]
-    for net in nets.values():
-        for i, stop in enumerate(net.stops.tolist()):
-            for g in net.lines[i, : net.n_lines[i]].tolist():
+    for compiled in nets.values():
+        for i, stop in enumerate(compiled.stops.tolist()):
+            for g in compiled.lines[i, : compiled.n_lines[i]].tolist():
                 readers += [(int(line_op[g]) << 32) | (stop * 100 + gate) for gate in _GATE_IDS]
     devices = np.unique(np.array(readers, dtype=np.int64))
 

@@ -176,6 +176,10 @@ def test_write_day_one_file_per_operator(tariffs: TariffSet, tmp_path: Path) -> 
         assert (order == np.arange(part.num_rows)).all()  # file order: by device, device_seq
         total += part.num_rows
     assert total == table.num_rows
+    # Any row order in, the same files out.
+    shuffled = table.take(pa.array(np.random.default_rng(0).permutation(table.num_rows)))
+    again = write_day(tmp_path / "again", shuffled, DAY)
+    assert all(pq.read_table(a).equals(pq.read_table(b)) for a, b in zip(paths, again, strict=True))
     both = pa.concat_tables([pq.read_table(p).replace_schema_metadata(None) for p in paths])
     key = ["operator", "device_id", "device_seq", "card_id", "card_seq", "ts_ms", "stop"]
     assert both.sort_by([(k, "ascending") for k in key]).equals(
