@@ -25,6 +25,7 @@ from tariffs.vocab import Media
 if TYPE_CHECKING:
     from readers.synth import Identities
 
+SOURCE_ROW = "source_row"  # the column name clearing.ingest reads (its SOURCE_ROW)
 MAX_FILE_BYTES = 8 << 30  # 8 GiB: far beyond any plausible day of one operator
 
 
@@ -44,6 +45,11 @@ class ParseResult:
     service_day: dt.date | None
     rows: int = 0  # records read: == taps.num_rows + len(errors)
     source_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def taps_with_source_rows(self) -> pa.Table:
+        """The taps plus an int64 ``source_row`` column: what ``clearing.ingest.ingest_taps``
+        reads to number the rows it rejects by their line in the raw file."""
+        return self.taps.append_column(SOURCE_ROW, pa.array(self.source_rows, type=pa.int64()))
 
 
 @runtime_checkable

@@ -1,5 +1,6 @@
-"""Fuzzing every adapter: random bytes, mutated records, random JSON values never crash one,
-and every record becomes exactly one canonical tap or one row error (rows in = taps out + errors)."""
+"""Fuzzing every adapter: random bytes, mutated records and random JSON values never crash
+one, and every record becomes exactly one canonical tap or one row error (rows in = taps out
++ errors)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,11 @@ from readers.synth import sample_taps, write_raw
 
 CONFIG = ReaderConfig.demo()
 FORMATS = ("card", "nfc", "wearable", "ssc", "qr")
-FUZZ = settings(max_examples=int(os.environ.get("TONGKA_FUZZ_EXAMPLES", "60")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=int(os.environ.get("TONGKA_FUZZ_EXAMPLES", "60")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 @cache
@@ -31,7 +36,9 @@ def valid_lines(fmt: str) -> tuple[bytes, ...]:
     media = tuple(int(m) for m in get_adapter(fmt).media)
     taps = sample_taps(60, seed=7, media=media, day=dt.date(2026, 11, 24))
     with tempfile.TemporaryDirectory() as d:
-        return tuple(ln for p in write_raw(taps, fmt, Path(d), CONFIG) for ln in p.read_bytes().splitlines())
+        return tuple(
+            ln for p in write_raw(taps, fmt, Path(d), CONFIG) for ln in p.read_bytes().splitlines()
+        )
 
 
 def parse_bytes(fmt: str, data: bytes) -> ParseResult:
@@ -67,8 +74,10 @@ def test_random_bytes(fmt: str, data: bytes) -> None:
 
 
 @FUZZ
-@given(fmt=st.sampled_from(FORMATS),
-       lines=st.lists(st.text(alphabet=st.characters(codec="ascii"), max_size=200), max_size=20))
+@given(
+    fmt=st.sampled_from(FORMATS),
+    lines=st.lists(st.text(alphabet=st.characters(codec="ascii"), max_size=200), max_size=20),
+)
 def test_random_text_lines(fmt: str, lines: list[str]) -> None:
     check_contract(fmt, "\n".join(lines).encode())
 
@@ -79,7 +88,9 @@ MUTATIONS = ("flip", "delete", "insert", "truncate", "duplicate", "swap", "blank
 @st.composite
 def mutated(draw: st.DrawFn, fmt: str) -> tuple[bytes, int]:
     base = list(valid_lines(fmt))
-    lines = [base[i] for i in draw(st.lists(st.integers(0, len(base) - 1), min_size=1, max_size=12))]
+    lines = [
+        base[i] for i in draw(st.lists(st.integers(0, len(base) - 1), min_size=1, max_size=12))
+    ]
     n_mut = draw(st.integers(0, 6))
     for _ in range(n_mut):
         kind = draw(st.sampled_from(MUTATIONS))
@@ -120,9 +131,15 @@ def test_mutated_records(data: st.DataObject, fmt: str) -> None:
 
 def json_values() -> st.SearchStrategy[object]:
     return st.one_of(
-        st.none(), st.booleans(), st.integers(), st.integers(min_value=-(2**80), max_value=2**80),
-        st.floats(allow_nan=True), st.text(max_size=30), st.sampled_from(["flat", "entry", "exit", "watch"]),
-        st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.integers(min_value=-(2**80), max_value=2**80),
+        st.floats(allow_nan=True),
+        st.text(max_size=30),
+        st.sampled_from(["flat", "entry", "exit", "watch"]),
+        st.lists(st.integers(), max_size=3),
+        st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
     )
 
 

@@ -43,7 +43,9 @@ def _parse_all(paths: list[Path]) -> tuple[pa.Table, list]:
 
 
 def _sorted(t: pa.Table) -> pa.Table:
-    return t.sort_by([("operator", "ascending"), ("device_id", "ascending"), ("device_seq", "ascending")])
+    return t.sort_by(
+        [("operator", "ascending"), ("device_id", "ascending"), ("device_seq", "ascending")]
+    )
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -58,8 +60,14 @@ def test_round_trip_gives_the_same_taps(fmt: str, tmp_path: Path) -> None:
         if name != "card_id":
             assert a.column(name).equals(b.column(name)), name
     # each card keeps one identity: the old and the new card ids map one to one
-    pairs = set(zip(a.column("issuer").to_pylist(), a.column("card_id").to_pylist(),
-                    b.column("card_id").to_pylist(), strict=True))
+    pairs = set(
+        zip(
+            a.column("issuer").to_pylist(),
+            a.column("card_id").to_pylist(),
+            b.column("card_id").to_pylist(),
+            strict=True,
+        )
+    )
     old = {(i, c) for i, c, _ in pairs}
     new = {(i, c) for i, _, c in pairs}
     assert len(pairs) == len(old) == len(new)
@@ -88,13 +96,20 @@ def test_card_id_is_the_spec_hmac_of_issuer_and_number(fmt: str, tmp_path: Path)
         "qr": [str(a) for a in ids.account],
     }.get(fmt, [ids.asn[i].tobytes().decode() for i in range(taps.num_rows)])
     expected = {
-        (taps["operator"][i].as_py(), taps["device_id"][i].as_py(), taps["device_seq"][i].as_py()):
-            token(key, card_message(int(taps["issuer"][i].as_py()), number[i]))
+        (
+            taps["operator"][i].as_py(),
+            taps["device_id"][i].as_py(),
+            taps["device_seq"][i].as_py(),
+        ): token(key, card_message(int(taps["issuer"][i].as_py()), number[i]))
         for i in range(taps.num_rows)
     }
     back, _ = _parse_all(paths)
-    device_keys = zip(back["operator"].to_pylist(), back["device_id"].to_pylist(),
-                      back["device_seq"].to_pylist(), strict=True)
+    device_keys = zip(
+        back["operator"].to_pylist(),
+        back["device_id"].to_pylist(),
+        back["device_seq"].to_pylist(),
+        strict=True,
+    )
     got = dict(zip(device_keys, back["card_id"].to_pylist(), strict=True))
     assert got == expected
 
@@ -123,4 +138,10 @@ def test_empty_file_is_an_empty_batch(tmp_path: Path) -> None:
     p.write_bytes(b"")
     for fmt in FORMATS:
         r = get_adapter(fmt).parse(p, CONFIG)
-        assert (r.rows, r.taps.num_rows, r.errors, r.operator, r.service_day) == (0, 0, [], None, None)
+        assert (r.rows, r.taps.num_rows, r.errors, r.operator, r.service_day) == (
+            0,
+            0,
+            [],
+            None,
+            None,
+        )

@@ -40,7 +40,9 @@ def parse(fmt: str, lines: list[bytes], tmp_path: Path, config: ReaderConfig = C
     return r
 
 
-def only_error(fmt: str, lines: list[bytes], tmp_path: Path, row: int, **kw: object) -> tuple[str, str]:
+def only_error(
+    fmt: str, lines: list[bytes], tmp_path: Path, row: int, **kw: object
+) -> tuple[str, str]:
     r = parse(fmt, lines, tmp_path, **kw)  # type: ignore[arg-type]
     assert [e.row for e in r.errors] == [row], r.errors
     assert r.errors[0].code in ROW_CODES
@@ -79,11 +81,23 @@ def retac(line: bytes, config: ReaderConfig = CONFIG) -> bytes:
         (lambda ln: put(ln, "card_seq", b" 000000001"), "FIELD_FORMAT", "card_seq"),
         (lambda ln: put(ln, "txn_type", b"07"), "VALUE_UNKNOWN", "txn_type"),
         (lambda ln: put(ln, "direction", b"3"), "VALUE_UNKNOWN", "direction"),
-        (lambda ln: put(put(ln, "txn_type", b"06"), "direction", b"1"), "TXN_MISMATCH", "direction"),
-        (lambda ln: put(put(ln, "txn_type", b"09"), "direction", b"0"), "TXN_MISMATCH", "direction"),
+        (
+            lambda ln: put(put(ln, "txn_type", b"06"), "direction", b"1"),
+            "TXN_MISMATCH",
+            "direction",
+        ),
+        (
+            lambda ln: put(put(ln, "txn_type", b"09"), "direction", b"0"),
+            "TXN_MISMATCH",
+            "direction",
+        ),
         (lambda ln: put(ln, "amount", b"-0000001"), "FIELD_FORMAT", "amount"),
         (lambda ln: put(ln, "time", b"20261324080000000"), "TIME_INVALID", "time"),
-        (lambda ln: put(ln, "time", b"20260229080000000"), "TIME_INVALID", "time"),  # not a leap year
+        (
+            lambda ln: put(ln, "time", b"20260229080000000"),
+            "TIME_INVALID",
+            "time",
+        ),  # not a leap year
         (lambda ln: put(ln, "time", b"20261124246000000"), "TIME_INVALID", "time"),
         (lambda ln: put(ln, "time", b"2026-11-24 08:00:"), "FIELD_FORMAT", "time"),
         (lambda ln: put(ln, "tac", b"ZZZZZZZZ"), "FIELD_FORMAT", "tac"),
@@ -108,11 +122,17 @@ def test_card_retac_keeps_a_changed_record_authentic(tmp_path: Path) -> None:
 
 def test_card_first_failure_wins_in_layout_order(tmp_path: Path) -> None:
     lines = good_lines("card", tmp_path)
-    lines[1] = put(put(put(lines[1], "time", b"2026132408000000x"), "card_seq", b"x000000001"), "tac", b"--------")
+    lines[1] = put(
+        put(put(lines[1], "time", b"2026132408000000x"), "card_seq", b"x000000001"),
+        "tac",
+        b"--------",
+    )
     lines[4] = put(put(lines[4], "stop", b"0000000x"), "tac", b"--------")
     r = parse("card", lines, tmp_path)
     assert [(e.row, e.code, e.field) for e in r.errors] == [
-        (1, "FIELD_FORMAT", "card_seq"), (4, "FIELD_FORMAT", "stop")]
+        (1, "FIELD_FORMAT", "card_seq"),
+        (4, "FIELD_FORMAT", "stop"),
+    ]
 
 
 def test_card_row_numbers_count_blank_lines(tmp_path: Path) -> None:
@@ -133,8 +153,14 @@ def test_a_tac_made_for_another_medium_does_not_verify(tmp_path: Path) -> None:
 
 def test_without_a_tac_key_the_issuers_records_are_quarantined(tmp_path: Path) -> None:
     lines = good_lines("card", tmp_path, issuers=(2,))
-    no_keys = ReaderConfig.model_construct(pii_key=None, tac_keys={}, qr_public_keys={}, qr_signing_keys={},
-                                           qr_clock_skew_ms=60_000, demo_keys=False)
+    no_keys = ReaderConfig.model_construct(
+        pii_key=None,
+        tac_keys={},
+        qr_public_keys={},
+        qr_signing_keys={},
+        qr_clock_skew_ms=60_000,
+        demo_keys=False,
+    )
     with pytest.raises(Exception, match="TONGKA_PII_KEY"):
         parse("card", lines, tmp_path, config=no_keys)
     only_pii = ReaderConfig(pii_key="ab" * 32)
@@ -162,7 +188,11 @@ JSON_CASES = [
     (lambda ln, f: b'"x"', "JSON_INVALID", ""),
     (lambda ln, f: ln + ln, "JSON_INVALID", ""),  # two objects on one line
     (lambda ln, f: b"\xff" + ln, "JSON_INVALID", ""),
-    (lambda ln, f: ln.replace(b':"', b':"\x80', 1), "JSON_INVALID", ""),  # not UTF-8 inside a string
+    (
+        lambda ln, f: ln.replace(b':"', b':"\x80', 1),
+        "JSON_INVALID",
+        "",
+    ),  # not UTF-8 inside a string
     (lambda ln, f: edit(ln, **{f["operator"]: ...}), "FIELD_MISSING", "operator"),
     (lambda ln, f: edit(ln, **{f["operator"]: None}), "FIELD_MISSING", "operator"),
     (lambda ln, f: edit(ln, **{f["operator"]: "101"}), "FIELD_TYPE", "operator"),
@@ -180,10 +210,22 @@ JSON_CASES = [
     (lambda ln, f: edit(ln, issuer=777), "TAC_KEY_UNKNOWN", None),
 ]
 JSON_NAMES = {
-    "nfc": {"operator": "operator", "asn": "virtual_asn", "tap": "txn", "tac": "tac", "amount": "amount_fen",
-            "stop": "stop"},
-    "wearable": {"operator": "operator", "asn": "card_no", "tap": "tap", "tac": "mac", "amount": "fare_fen",
-                 "stop": "stop"},
+    "nfc": {
+        "operator": "operator",
+        "asn": "virtual_asn",
+        "tap": "txn",
+        "tac": "tac",
+        "amount": "amount_fen",
+        "stop": "stop",
+    },
+    "wearable": {
+        "operator": "operator",
+        "asn": "card_no",
+        "tap": "tap",
+        "tac": "mac",
+        "amount": "fare_fen",
+        "stop": "stop",
+    },
 }
 
 
@@ -219,8 +261,12 @@ def test_wearable_time_errors(tmp_path: Path) -> None:
     lines[6] = edit(lines[6], product="child")
     r = parse("wearable", lines, tmp_path)
     assert [(e.row, e.code, e.field) for e in r.errors] == [
-        (1, "TIME_INVALID", "time"), (2, "FIELD_FORMAT", "time"), (3, "TIME_INVALID", "time"),
-        (4, "VALUE_UNKNOWN", "device_kind"), (6, "VALUE_UNKNOWN", "product")]
+        (1, "TIME_INVALID", "time"),
+        (2, "FIELD_FORMAT", "time"),
+        (3, "TIME_INVALID", "time"),
+        (4, "VALUE_UNKNOWN", "device_kind"),
+        (6, "VALUE_UNKNOWN", "product"),
+    ]
 
 
 def test_wearable_time_offset_is_honoured(tmp_path: Path) -> None:
@@ -229,7 +275,10 @@ def test_wearable_time_offset_is_honoured(tmp_path: Path) -> None:
     obj = json.loads(lines[0])
     local = dt.datetime.fromisoformat(obj["time"])
     obj["time"] = local.astimezone(dt.UTC).isoformat(timespec="milliseconds")
-    r1, r2 = parse("wearable", lines, tmp_path), parse("wearable", [json.dumps(obj).encode()], tmp_path)
+    r1, r2 = (
+        parse("wearable", lines, tmp_path),
+        parse("wearable", [json.dumps(obj).encode()], tmp_path),
+    )
     assert r2.errors == [] and r1.taps.equals(r2.taps)
 
 
@@ -273,7 +322,9 @@ def test_ssc_social_security_check_character(tmp_path: Path) -> None:
     for pos in range(17):
         wrong = ssn[:pos] + bytes([48 + (ssn[pos] - 48 + 1) % 10]) + ssn[pos + 1 :]
         assert only_error("ssc", [ssc_put(lines[0], 1, wrong)], tmp_path, row=0) == (
-            "SS_NUMBER_INVALID", "ss_number")
+            "SS_NUMBER_INVALID",
+            "ss_number",
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,8 +335,14 @@ def qr_lines(tmp_path: Path, n: int = 8) -> list[bytes]:
     return good_lines("qr", tmp_path, n=n, issuers=(1,))
 
 
-def recode(line: bytes, *, payload: dict[int, str] | None = None, key: Ed25519PrivateKey | None = None,
-           keep_signature: bool = False, **scan: object) -> bytes:
+def recode(
+    line: bytes,
+    *,
+    payload: dict[int, str] | None = None,
+    key: Ed25519PrivateKey | None = None,
+    keep_signature: bool = False,
+    **scan: object,
+) -> bytes:
     obj = json.loads(line)
     body, sig = obj["code"].split(".")
     parts = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode().split("|")
@@ -316,9 +373,18 @@ def test_qr_codes_verify_and_become_account_based_taps(tmp_path: Path) -> None:
         (lambda ln: recode(ln, payload={0: "TQR9"}), "QR_MALFORMED"),
         (lambda ln: recode(ln, payload={7: "2147483648"}), "QR_MALFORMED"),  # nonce beyond card_seq
         (lambda ln: recode(ln, payload={1: "nobody"}), "QR_UNKNOWN_KEY"),
-        (lambda ln: recode(ln, payload={4: "2"}, keep_signature=True), "QR_FORGED"),  # senior, unsigned
-        (lambda ln: recode(ln, key=Ed25519PrivateKey.generate()), "QR_FORGED"),  # signed by a stranger
-        (lambda ln: recode(ln, payload={1: "demo-2"}, key=CONFIG.qr_signer(2)[1]), "QR_FORGED"),  # 2 for 1
+        (
+            lambda ln: recode(ln, payload={4: "2"}, keep_signature=True),
+            "QR_FORGED",
+        ),  # senior, unsigned
+        (
+            lambda ln: recode(ln, key=Ed25519PrivateKey.generate()),
+            "QR_FORGED",
+        ),  # signed by a stranger
+        (
+            lambda ln: recode(ln, payload={1: "demo-2"}, key=CONFIG.qr_signer(2)[1]),
+            "QR_FORGED",
+        ),  # 2 for 1
         (lambda ln: edit(ln, scan_ms=json.loads(ln)["scan_ms"] + 3_600_000), "QR_EXPIRED"),
         (lambda ln: edit(ln, scan_ms=json.loads(ln)["scan_ms"] - 3_600_000), "QR_NOT_YET_VALID"),
         (lambda ln: edit(ln, tap="in"), "VALUE_UNKNOWN"),
