@@ -1,0 +1,120 @@
+"""Concurrent ingestion with real processes, on PostgreSQL and SQLite: the same file sent by
+two processes at the same moment is one batch; overlapping batches of one day sent at the
+same moment store every distinct tap exactly once."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from sqlalchemy import Engine, func, select
+
+from clearing.batches import Batch
+from clearing.db import make_engine, upgrade
+from clearing.service_day import local_ms
+from clearing.taps import TapType, taps_table
+from clearing.tapstore import read_day_taps
+from tariffs.registry import FLAT, load_registry
+
+REG = load_registry()
+DAY = dt.date(2026, 11, 24)
+BUS = next(ln for ln in REG.lines.values() if ln.network == FLAT)
+
+WORKER = r"""
+import json, os, sys, time
+from pathlib import Path
+import numpy as np
+from clearing import tapstore
+from clearing.db import make_engine
+from clearing.ingest import ingest_file
+from clearing.taps import TAP_SCHEMA
+from tariffs.registry import load_registry
+
+url, data_dir, path, go = sys.argv[1:5]
+reg = load_registry()
+engine = make_engine(url)
+with engine.connect():
+    pass
+keys = TAP_SCHEMA.empty_table().select(list(tapstore.KEY_COLUMNS))
+tapstore.dedup(keys, keys, np.zeros(0, bool))
+print("ready", flush=True)
+while not os.path.exists(go):
+    time.sleep(0.0005)
+r = ingest_file(engine, Path(data_dir), Path(path), reg)
+print(json.dumps({"status": r.status, "batch_id": r.batch_id, "accepted": r.accepted,
+                  "duplicates": r.duplicates}), flush=True)
+"""
+
+
+def tap(i: int) -> dict:
+    stop = BUS.stops[i % len(BUS.stops)]
+    return dict(operator=BUS.operator, device_id=3, device_seq=i, card_id=5000 + i, card_seq=i,
+                issuer=1, product=0, media=0, ts_ms=local_ms(DAY, 7) + i, city=REG.stops[stop].city,
+                line=BUS.line, stop=stop, tap_type=int(TapType.FLAT), debited_fen=160)
+
+
+def write(path: Path, rows: list[dict]) -> Path:
+    meta = {b"tongka.service_day": DAY.isoformat().encode(),
+            b"tongka.operator": str(BUS.operator).encode()}
+    pq.write_table(taps_table(rows).replace_schema_metadata(meta), path)
+    return path
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    eng = make_engine(db_url)
+    upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
+def race(db_url: str, data_dir: Path, files: list[Path], go: Path) -> list[dict]:
+    """Start one process per file, wait until all are warm, then release them at once."""
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, db_url, str(data_dir), str(f),
+                               str(go)], stdout=subprocess.PIPE, text=True) for f in files]
+    try:
+        for p in procs:
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        time.sleep(0.05)
+        go.touch()
+        out = []
+        for p in procs:
+            stdout, _ = p.communicate(timeout=120)
+            assert p.returncode == 0
+            out.append(json.loads(stdout.strip().splitlines()[-1]))
+        return out
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+
+
+def test_four_processes_at_once(engine: Engine, db_url: str, tmp_path: Path) -> None:
+    """Two processes send the same file X; two others send Y and Z, which overlap X and Y."""
+    x = write(tmp_path / "x.parquet", [tap(i) for i in range(0, 2000)])
+    y = write(tmp_path / "y.parquet", [tap(i) for i in range(1000, 3000)])
+    z = write(tmp_path / "z.parquet", [tap(i) for i in range(2000, 4000)])
+    store = tmp_path / "store"
+    rx1, rx2, ry, rz = race(db_url, store, [x, x, y, z], tmp_path / "go")
+    # the same bytes at the same moment: one batch
+    assert sorted([rx1["status"], rx2["status"]]) == ["accepted", "already_ingested"]
+    assert rx1["batch_id"] == rx2["batch_id"]
+    # overlapping batches: every distinct tap stored once, whoever came first
+    fresh = [r for r in (rx1, rx2, ry, rz) if r["status"] == "accepted"]
+    assert len(fresh) == 3
+    assert sum(r["accepted"] for r in fresh) == 4000
+    assert sum(r["duplicates"] for r in fresh) == 2000
+    stored = read_day_taps(store, DAY, engine)
+    assert sorted(stored.column("device_seq").to_pylist()) == list(range(4000))
+    with engine.connect() as c:
+        assert c.execute(select(func.count()).select_from(Batch)).scalar_one() == 3
+        seqs = c.execute(select(Batch.day_seq).order_by(Batch.day_seq)).scalars().all()
+    assert seqs == [1, 2, 3]
+    assert len(list(store.rglob("*.parquet"))) == 3
