@@ -1,0 +1,174 @@
+"""Fast-path kernels and their readable twins in one registry, for equality tests and benchmarks.
+
+Each ``KernelCase`` names a stage of the fast path, how to prepare its input from a day of taps
+and a tariff set (untimed), the fast function, its plain twin, and how to compare their
+outputs. ``tests/test_kernel_equality.py`` runs every case on hypothesis-generated days and
+asserts equality; ``bench/test_bench_clear.py`` times every case's fast side (and its twin where
+the twin can finish) on the same generated days. Adding a kernel means adding a case here, and
+both the tests and the benchmarks pick it up (as numbagg's ``COMPARISONS`` and stumpy's
+``tests/naive.py`` do).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from clearing import reference
+from clearing.fast import match_and_price_fast, match_sorted, tap_arrays
+from clearing.kernel_tables import kernel_tables
+from clearing.legs import Leg, legs_from_table
+from clearing.service_day import day_from_number
+from clearing.sorting import sort_taps, sort_taps_naive
+from tariffs.load import TariffSet
+
+# A matched leg as both twins report it: (LegStatus, boarding row, exit row or -1).
+MatchedRow = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class KernelCase:
+    """A fast stage and its reference twin, fed the same prepared input."""
+
+    name: str
+    spec: str  # the SPEC sections the stage implements
+    prepare: Callable[[pa.Table, TariffSet], Any]  # untimed: the input both sides take
+    fast: Callable[[Any], Any]
+    reference: Callable[[Any], Any]
+    assert_equal: Callable[[Any, Any], None]  # (fast output, reference output); raises if not
+    reference_max_taps: int | None  # the largest day a benchmark times the twin on (None: any)
+
+
+# ---------------------------------------------------------------------------------------------
+# sort: (card_id, issuer, ts_ms, card_seq) order
+
+
+def _sort_input(taps: pa.Table, tariffs: TariffSet) -> tuple[np.ndarray, ...]:
+    cols = tap_arrays(taps)
+    return cols["card_id"], cols["issuer"], cols["ts_ms"], cols["card_seq"]
+
+
+def _assert_same_order(fast: np.ndarray, ref: np.ndarray) -> None:
+    if not np.array_equal(fast, ref):
+        at = int(np.flatnonzero(fast != ref)[0]) if len(fast) == len(ref) else -1
+        raise AssertionError(f"sort orders differ (first at position {at}; "
+                             f"lengths {len(fast)} and {len(ref)})")
+
+
+# ---------------------------------------------------------------------------------------------
+# match: SPEC §5 pairing, as (status, boarding row, exit row)
+
+
+@dataclass(frozen=True)
+class MatchInput:
+    taps: pa.Table
+    tariffs: TariffSet
+    cols: dict[str, np.ndarray]
+    perm: np.ndarray  # the card order (the sort is a case of its own)
+
+
+def _match_input(taps: pa.Table, tariffs: TariffSet) -> MatchInput:
+    cols = tap_arrays(taps)
+    kernel_tables(tariffs)
+    perm = sort_taps(cols["card_id"], cols["issuer"], cols["ts_ms"], cols["card_seq"])
+    return MatchInput(taps, tariffs, cols, perm)
+
+
+def match_fast(inp: MatchInput) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``kernels.match_legs`` on taps in card order: (LegStatus, boarding rows, exit rows)."""
+    _n, board, exit_, status = match_sorted(inp.cols, inp.perm, kernel_tables(inp.tariffs))
+    return status, board, exit_
+
+
+def match_reference(inp: MatchInput) -> list[MatchedRow]:
+    """``reference.match_card_day`` over the reference's own card-days, taps mapped to rows."""
+    cols = inp.cols
+    row_of = {key: i for i, key in enumerate(zip(cols["issuer"].tolist(),
+                                                 cols["card_id"].tolist(),
+                                                 cols["card_seq"].tolist(), strict=True))}
+    out: list[MatchedRow] = []
+    for day_no, card_taps in reference._card_days(inp.taps):
+        for m in reference.match_card_day(card_taps, day_from_number(day_no), inp.tariffs):
+            b = row_of[(m.boarding.issuer, m.boarding.card_id, m.boarding.card_seq)]
+            x = -1 if m.exit is None else row_of[(m.exit.issuer, m.exit.card_id,
+                                                    m.exit.card_seq)]
+            out.append((int(m.status), b, x))
+    return out
+
+
+def _assert_same_matches(fast: tuple[np.ndarray, np.ndarray, np.ndarray],
+                         ref: list[MatchedRow]) -> None:
+    # The reference walks card-days by (day, issuer, card); the kernel by (card, issuer, day).
+    # A leg is identified by its boarding row, so compare in boarding-row order.
+    status, board, exit_ = fast
+    rows = zip(status.tolist(), board.tolist(), exit_.tolist(), strict=True)
+    f, r = sorted(rows, key=lambda m: m[1]), sorted(ref, key=lambda m: m[1])
+    if f != r:
+        diff = [(a, b) for a, b in zip(f, r, strict=False) if a != b][:3]
+        raise AssertionError(f"matched legs differ: {len(f)} fast, {len(r)} reference; "
+                             f"first (fast, reference) differences {diff}")
+
+
+# ---------------------------------------------------------------------------------------------
+# match_and_price: the whole stage, LEG_SCHEMA tables field by field
+
+
+def _stage_input(taps: pa.Table, tariffs: TariffSet) -> tuple[pa.Table, TariffSet]:
+    kernel_tables(tariffs)  # compile the tables outside the timing, as a warm process has
+    return taps, tariffs
+
+
+def assert_legs_equal(fast: pa.Table, ref: pa.Table) -> None:
+    """Leg tables equal in schema, order and every field; the message names the first field."""
+    if fast.schema != ref.schema:
+        raise AssertionError(f"leg schemas differ:\n{fast.schema}\nvs\n{ref.schema}")
+    if fast.num_rows != ref.num_rows:
+        raise AssertionError(f"{fast.num_rows} fast legs, {ref.num_rows} reference legs")
+    if fast.equals(ref):
+        return
+    f_legs, r_legs = legs_from_table(fast), legs_from_table(ref)
+    for i, (a, b) in enumerate(zip(f_legs, r_legs, strict=True)):
+        if a != b:
+            raise AssertionError(f"leg {i} differs: {_field_diff(a, b)}\nfast {a}\nref  {b}")
+    raise AssertionError("leg tables differ in a way the Leg values do not show")
+
+
+def _field_diff(a: Leg, b: Leg) -> str:
+    return ", ".join(f"{f.name}: {getattr(a, f.name)} != {getattr(b, f.name)}"
+                     for f in fields(Leg) if getattr(a, f.name) != getattr(b, f.name))
+
+
+def _run_stage_fast(inp: tuple[pa.Table, TariffSet]) -> pa.Table:
+    return match_and_price_fast(*inp)
+
+
+def _run_stage_reference(inp: tuple[pa.Table, TariffSet]) -> pa.Table:
+    return reference.match_and_price(*inp)
+
+
+KERNELS: tuple[KernelCase, ...] = (
+    KernelCase(
+        name="sort", spec="SPEC §5 order; LEG_SORT_KEYS",
+        prepare=_sort_input,
+        fast=lambda keys: sort_taps(*keys),
+        reference=lambda keys: sort_taps_naive(*keys),
+        assert_equal=_assert_same_order,
+        reference_max_taps=None,  # np.lexsort finishes at any size: the baseline to beat
+    ),
+    KernelCase(
+        name="match", spec="SPEC §5",
+        prepare=_match_input, fast=match_fast, reference=match_reference,
+        assert_equal=_assert_same_matches, reference_max_taps=20_000,
+    ),
+    KernelCase(
+        name="match_and_price", spec="SPEC §5-§6",
+        prepare=_stage_input, fast=_run_stage_fast, reference=_run_stage_reference,
+        assert_equal=assert_legs_equal, reference_max_taps=20_000,
+    ),
+)
+KERNELS_BY_NAME: dict[str, KernelCase] = {case.name: case for case in KERNELS}
+assert len(KERNELS_BY_NAME) == len(KERNELS), "kernel case names must be unique"
