@@ -38,7 +38,7 @@ from readers.tunion import (
     TXN_COMPOUND,
     TXN_SIMPLE,
     build_blocks,
-    check_tacs,
+    check_tacs_at,
     expected_tacs,
     stored_value_columns,
     stored_value_writable,
@@ -168,8 +168,8 @@ def parse_card_bytes(data: bytes, config: ReaderConfig) -> ParseResult:
     # Authenticity last: only records that parsed are worth an HMAC (SPEC: forged -> quarantine).
     live = checks.ok[sel]
     live_idx = np.flatnonzero(live)
-    no_key, forged = check_tacs(
-        rec[live_idx, :BLOCK_WIDTH], values["issuer"][live_idx], col("tac")[live_idx], config
+    no_key, forged = check_tacs_at(
+        data, lines.starts[sel[live_idx]], values["issuer"][live_idx], col("tac")[live_idx], config
     )
     for mask, code, msg in (
         (no_key, RowCode.TAC_KEY_UNKNOWN, "no TAC key is configured for this issuer"),

@@ -118,7 +118,7 @@ def _fast_chunk(lines: Lines, lo: int, hi: int, schema: pa.Schema) -> pa.Table |
     chunk = data[int(starts[0]) : int(ends[-1])]
     if np.any(chunk >= 0x80):  # Arrow does not check UTF-8 inside strings; Python does
         try:
-            codecs.utf_8_decode(memoryview(chunk), "strict", True)
+            codecs.utf_8_decode(chunk.tobytes(), "strict", True)
         except UnicodeDecodeError:
             return None
     buf = pa.py_buffer(chunk)

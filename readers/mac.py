@@ -27,23 +27,35 @@ def _midstates(key: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
     return inner, outer
 
 
-def hmac_rows(key: bytes, block: np.ndarray, nbytes: int) -> np.ndarray:
-    """The first ``nbytes`` of HMAC-SHA256(key, row) of every row of an (n, w) uint8 block."""
-    n, w = block.shape
+def hmac_at(
+    key: bytes, data: bytes | memoryview, starts: np.ndarray, width: int, nbytes: int
+) -> np.ndarray:
+    """The first ``nbytes`` of HMAC-SHA256(key, data[s : s + width]) for each offset ``s``.
+
+    Reading the messages in place (the raw file's bytes) saves copying them into a block.
+    """
+    n = len(starts)
     if n == 0:
         return np.zeros((0, nbytes), dtype=np.uint8)
     inner, outer = _midstates(key)
     icopy, ocopy = inner.copy, outer.copy
-    view = memoryview(np.ascontiguousarray(block).tobytes())
+    view = memoryview(data)
     digests: list[bytes] = []
     append = digests.append
-    for start in range(0, n * w, w):
+    for s in starts.tolist():
         h = icopy()
-        h.update(view[start : start + w])
+        h.update(view[s : s + width])
         o = ocopy()
         o.update(h.digest())
-        append(o.digest()[:nbytes])
-    return np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(n, nbytes)
+        append(o.digest())
+    return np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(n, 32)[:, :nbytes]
+
+
+def hmac_rows(key: bytes, block: np.ndarray, nbytes: int) -> np.ndarray:
+    """The first ``nbytes`` of HMAC-SHA256(key, row) of every row of an (n, w) uint8 block."""
+    n, w = block.shape
+    data = np.ascontiguousarray(block).tobytes()
+    return hmac_at(key, data, np.arange(0, n * w, w, dtype=np.int64), w, nbytes)
 
 
 def hmac_messages(key: bytes, messages: list[bytes], nbytes: int) -> np.ndarray:

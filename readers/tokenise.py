@@ -20,6 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from readers.mac import hmac_rows
+
 
 def card_message(issuer: int, number: str | bytes) -> bytes:
     """The HMAC message of SPEC §3 for one card: ``b"<issuer>:<number>"``."""
@@ -66,10 +68,11 @@ def card_ids(key: bytes, issuers: np.ndarray, numbers: pa.Array) -> np.ndarray:
 
 
 def card_ids_fixed(key: bytes, issuers: np.ndarray, numbers: np.ndarray) -> np.ndarray:
-    """``card_ids`` for card numbers held as an (n, w) ASCII block (the fixed-width format).
+    """``card_ids`` for card numbers held as an (n, w) ASCII block (the fixed-width formats).
 
     The distinct cards are found on the raw bytes (issuer and number side by side as one
-    fixed-size key, hashed by Arrow), so only the distinct ones become Python values.
+    fixed-size key, hashed by Arrow); their messages are built per issuer as one block
+    (``"<issuer>:" + number`` has one width per issuer), so no Python object is made per card.
     """
     n, w = numbers.shape
     if n == 0:
@@ -79,6 +82,16 @@ def card_ids_fixed(key: bytes, issuers: np.ndarray, numbers: np.ndarray) -> np.n
     keyed[:, 2:] = numbers
     fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(2 + w), n, [None, pa.py_buffer(keyed)])
     encoded = fixed.dictionary_encode()
-    distinct = encoded.dictionary.to_pylist()
-    messages = (card_message(int.from_bytes(d[:2], "big"), d[2:]) for d in distinct)
-    return tokens(key, messages)[encoded.indices.to_numpy(zero_copy_only=False)]
+    distinct = np.frombuffer(encoded.dictionary.buffers()[1], dtype=np.uint8)
+    distinct = distinct[encoded.dictionary.offset * (2 + w) :][: len(encoded.dictionary) * (2 + w)]
+    distinct = distinct.reshape(-1, 2 + w)
+    d_issuer = distinct[:, :2].copy().view(">u2").ravel().astype(np.int64)
+    ids = np.empty(len(distinct), dtype=np.uint64)
+    for issuer in np.unique(d_issuer):
+        rows = np.flatnonzero(d_issuer == issuer)
+        prefix = np.frombuffer(str(int(issuer)).encode("ascii") + b":", dtype=np.uint8)
+        block = np.empty((len(rows), len(prefix) + w), dtype=np.uint8)
+        block[:, : len(prefix)] = prefix
+        block[:, len(prefix) :] = distinct[rows, 2:]
+        ids[rows] = hmac_rows(key, block, 8).copy().view(">u8").ravel()
+    return ids[encoded.indices.to_numpy(zero_copy_only=False)]

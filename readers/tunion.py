@@ -20,7 +20,7 @@ import pyarrow as pa
 from clearing.taps import TapType
 from readers.columns import INT32_MAX, UINT16_MAX, hex_bytes, put_compact_time, put_digits
 from readers.config import ReaderConfig
-from readers.mac import hmac_rows
+from readers.mac import hmac_at
 
 RECORD_TAG = b"TU1"  # record type "TU", layout version 1
 TAC_BYTES = 4
@@ -121,8 +121,18 @@ def build_blocks(cols: dict[str, np.ndarray], asn: np.ndarray) -> np.ndarray:
 def expected_tacs(
     blocks: np.ndarray, issuers: np.ndarray, config: ReaderConfig
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The TAC each block should carry, (n, 4) uint8, and whether its issuer has a key at all."""
-    n = len(blocks)
+    """The TAC each (n, BLOCK_WIDTH) block should carry, (n, 4) uint8, and whether its issuer
+    has a key at all."""
+    n, w = blocks.shape
+    data = np.ascontiguousarray(blocks).tobytes()
+    return expected_tacs_at(data, np.arange(0, n * w, w, dtype=np.int64), issuers, config)
+
+
+def expected_tacs_at(
+    data: bytes | memoryview, starts: np.ndarray, issuers: np.ndarray, config: ReaderConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """``expected_tacs`` of the blocks that start at ``starts`` in ``data`` (read in place)."""
+    n = len(starts)
     out = np.zeros((n, TAC_BYTES), dtype=np.uint8)
     has_key = np.zeros(n, dtype=bool)
     issuers = np.asarray(issuers, dtype=np.int64)
@@ -132,7 +142,7 @@ def expected_tacs(
             continue
         rows = np.flatnonzero(issuers == issuer)
         has_key[rows] = True
-        out[rows] = hmac_rows(key, blocks[rows], TAC_BYTES)
+        out[rows] = hmac_at(key, data, starts[rows], BLOCK_WIDTH, TAC_BYTES)
     return out, has_key
 
 
@@ -149,8 +159,24 @@ def check_tacs(
     blocks: np.ndarray, issuers: np.ndarray, tac_text: np.ndarray, config: ReaderConfig
 ) -> tuple[np.ndarray, np.ndarray]:
     """(no key for the issuer, TAC mismatch) masks for rows whose block and hex TAC parsed."""
+    return _compare(tac_text, *expected_tacs(blocks, issuers, config))
+
+
+def check_tacs_at(
+    data: bytes | memoryview,
+    starts: np.ndarray,
+    issuers: np.ndarray,
+    tac_text: np.ndarray,
+    config: ReaderConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``check_tacs`` for blocks read in place from ``data`` at ``starts``."""
+    return _compare(tac_text, *expected_tacs_at(data, starts, issuers, config))
+
+
+def _compare(
+    tac_text: np.ndarray, want: np.ndarray, has_key: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     given, _ = hex_bytes(tac_text)
-    want, has_key = expected_tacs(blocks, issuers, config)
     return ~has_key, has_key & np.any(given != want, axis=1)
 
 
