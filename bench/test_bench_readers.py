@@ -33,7 +33,9 @@ def raw_file(fmt: str, n: int) -> Path:
     path = CACHE / f"readers-{fmt}-{n}{adapter.suffix}"
     if not path.exists():
         media = tuple(int(m) for m in adapter.media)
-        taps = sample_taps(n, seed=20261124, media=media, day=dt.date(2026, 11, 24), cards=max(1, n // 5))
+        taps = sample_taps(
+            n, seed=20261124, media=media, day=dt.date(2026, 11, 24), cards=max(1, n // 5)
+        )
         CACHE.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(adapter.render(taps, identities(taps), CONFIG))
