@@ -52,19 +52,51 @@ CHECKS: tuple[Check, ...] = (
 CODES: tuple[str, ...] = tuple(c.code for c in CHECKS)
 
 
+DENSE_LIMIT = 1 << 24  # a direct-address table up to 16M slots (64 MB) beats binary search
+
+
+class _Index:
+    """Position of each value among sorted keys, for a whole column at once.
+
+    Registry ids are small, so a direct-address table answers with one gather per row; a
+    sorted array with ``np.searchsorted`` is the fallback for ids too large for a table.
+    """
+
+    def __init__(self, keys: np.ndarray) -> None:
+        self.keys = np.asarray(keys, dtype=np.uint64)
+        self.table: np.ndarray | None = None
+        if len(self.keys) and int(self.keys[-1]) < DENSE_LIMIT:
+            # the last slot is never a key: every out-of-range value is clipped onto it
+            self.table = np.full(int(self.keys[-1]) + 2, -1, dtype=np.int32)
+            self.table[self.keys.astype(np.int64)] = np.arange(len(self.keys), dtype=np.int32)
+
+    def find(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(index into the keys, or 0 when absent; whether present)."""
+        if len(self.keys) == 0:
+            return np.zeros(len(values), dtype=np.int64), np.zeros(len(values), dtype=bool)
+        if self.table is not None:
+            pos = self.table[np.minimum(values, len(self.table) - 1)]
+            return np.maximum(pos, 0), pos >= 0
+        v = values.astype(np.uint64)
+        idx = np.minimum(np.searchsorted(self.keys, v), len(self.keys) - 1)
+        return idx, self.keys[idx] == v
+
+
 @dataclass(frozen=True)
 class _Lookup:
-    """The registry as sorted arrays that ``np.searchsorted`` can probe for a whole column."""
+    """The registry compiled into arrays the checks probe a whole column at a time."""
 
     operator_known: np.ndarray  # bool[65536], by operator code (uint16)
     operator_city: np.ndarray  # uint32[65536], 0 for unknown operators
+    operator_index: np.ndarray  # int64[65536]: dense operator number, n_operators if unknown
     issuer_known: np.ndarray  # bool[65536], by issuer code (uint16)
-    cities: np.ndarray  # sorted uint32 city codes
-    line_keys: np.ndarray  # sorted uint64 (operator << 32 | line)
-    line_network: np.ndarray  # int64 network of each line_keys entry (FLAT = 0)
-    stops: np.ndarray  # sorted uint32 stop ids
-    stop_city: np.ndarray  # uint32 city of each stops entry
-    line_stop_keys: np.ndarray  # sorted uint64 (line index << 32 | stop)
+    cities: _Index  # city codes
+    line_stride: int  # lines are keyed operator_index * line_stride + min(line, stride - 1)
+    lines: _Index  # of those keys, in the order of line_network
+    line_network: np.ndarray  # int64 network of each line (FLAT = 0)
+    stops: _Index  # stop ids, in the order of stop_city
+    stop_city: np.ndarray  # uint32 city of each stop
+    on_line: np.ndarray  # bool[line, stop index]: the stop is on the line
 
 
 _LOOKUPS: dict[int, tuple[Registry, _Lookup]] = {}
@@ -75,48 +107,47 @@ def _lookup(registry: Registry) -> _Lookup:
     hit = _LOOKUPS.get(id(registry))
     if hit is not None and hit[0] is registry:
         return hit[1]
+    ops = sorted(c for c in registry.operators if 0 <= c < 1 << 16)
     operator_known = np.zeros(1 << 16, dtype=bool)
     operator_city = np.zeros(1 << 16, dtype=np.uint32)
-    for op in registry.operators.values():
-        if 0 <= op.code < 1 << 16:
-            operator_known[op.code] = True
-            operator_city[op.code] = op.city
+    operator_index = np.full(1 << 16, len(ops), dtype=np.int64)
+    for i, code in enumerate(ops):
+        operator_known[code] = True
+        operator_city[code] = registry.operators[code].city
+        operator_index[code] = i
     issuer_known = np.zeros(1 << 16, dtype=bool)
     for code in registry.issuers:
         if 0 <= code < 1 << 16:
             issuer_known[code] = True
-    lines = sorted(registry.lines.values(), key=lambda ln: (ln.operator << 32) | ln.line)
-    line_keys = np.array([(ln.operator << 32) | ln.line for ln in lines], dtype=np.uint64)
-    line_network = np.array([ln.network for ln in lines], dtype=np.int64)
-    stops = np.array(sorted(registry.stops), dtype=np.uint32)
-    stop_city = np.array([registry.stops[int(s)].city for s in stops], dtype=np.uint32)
-    line_stop_keys = np.array(
-        sorted({(i << 32) | s for i, ln in enumerate(lines) for s in ln.stops}), dtype=np.uint64
-    )
+    # line ids beyond the largest known one all clip onto stride - 1, which is no line
+    stride = max((ln.line for ln in registry.lines.values()), default=0) + 2
+    keyed = sorted((int(operator_index[ln.operator]) * stride + ln.line, ln)
+                   for ln in registry.lines.values()
+                   if 0 <= ln.operator < 1 << 16 and operator_known[ln.operator])
+    stop_ids = np.array(sorted(registry.stops), dtype=np.uint64)
+    stops = _Index(stop_ids)
+    on_line = np.zeros((max(len(keyed), 1), max(len(stop_ids), 1)), dtype=bool)
+    for i, (_, ln) in enumerate(keyed):
+        if ln.stops:
+            idx, known = stops.find(np.array(ln.stops, dtype=np.uint64))
+            on_line[i, idx[known]] = True
     lookup = _Lookup(
         operator_known=operator_known,
         operator_city=operator_city,
+        operator_index=operator_index,
         issuer_known=issuer_known,
-        cities=np.array(sorted(registry.cities), dtype=np.uint32),
-        line_keys=line_keys,
-        line_network=line_network,
+        cities=_Index(np.array(sorted(registry.cities), dtype=np.uint64)),
+        line_stride=stride,
+        lines=_Index(np.array([k for k, _ in keyed], dtype=np.uint64)),
+        line_network=np.array([ln.network for _, ln in keyed], dtype=np.int64),
         stops=stops,
-        stop_city=stop_city,
-        line_stop_keys=line_stop_keys,
+        stop_city=np.array([registry.stops[int(s)].city for s in stop_ids], dtype=np.uint32),
+        on_line=on_line,
     )
     if len(_LOOKUPS) > 16:  # registries are few and long-lived; never grow without bound
         _LOOKUPS.clear()
     _LOOKUPS[id(registry)] = (registry, lookup)
     return lookup
-
-
-def _find(sorted_keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Index of each value in ``sorted_keys`` and whether it is there (vectorised membership)."""
-    if len(sorted_keys) == 0:
-        return np.zeros(len(values), dtype=np.int64), np.zeros(len(values), dtype=bool)
-    idx = np.searchsorted(sorted_keys, values)
-    idx = np.minimum(idx, len(sorted_keys) - 1)
-    return idx, sorted_keys[idx] == values
 
 
 def _column(table: pa.Table, name: str, dtype: type) -> tuple[np.ndarray, np.ndarray]:
@@ -160,13 +191,14 @@ def check_taps(
 
     op, stop, city = cols["operator"], cols["stop"], cols["city"]
     tap_type = cols["tap_type"]
-    line_idx, line_known = _find(lk.line_keys, (op.astype(np.uint64) << np.uint64(32))
-                                 | cols["line"].astype(np.uint64))
+    stride = lk.line_stride
+    line_key = (lk.operator_index[op] * stride).astype(np.uint64) + np.minimum(
+        cols["line"], stride - 1).astype(np.uint64)
+    line_idx, line_known = lk.lines.find(line_key)
     network = np.where(line_known, lk.line_network[line_idx], FLAT)
-    stop_idx, stop_known = _find(lk.stops, stop)
-    _, on_line = _find(lk.line_stop_keys, (line_idx.astype(np.uint64) << np.uint64(32))
-                       | stop.astype(np.uint64))
-    _, city_known = _find(lk.cities, city)
+    stop_idx, stop_known = lk.stops.find(stop)
+    on_line = lk.on_line[line_idx, stop_idx] & stop_known
+    _, city_known = lk.cities.find(city)
     start, end = day_bounds_ms(service_day)
     ts = cols["ts_ms"]
     zero = stop == 0
