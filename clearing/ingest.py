@@ -255,9 +255,7 @@ def ingest_taps(
                 return _report(existing, ALREADY_INGESTED)
             tapstore.remove_strays(data_dir, window, tapstore.committed_paths(s, window))
             _checkpoint("cleaned")
-            stored_keys = tapstore.read_keys(data_dir, s, window)
-            status = tapstore.dedup(stored_keys, taps, candidate)
-            del stored_keys
+            status = tapstore.dedup(tapstore.iter_keys(data_dir, s, window), taps, candidate)
             accepted_mask = status == tapstore.ACCEPTED
             accepted = int(np.count_nonzero(accepted_mask))
             duplicates = int(np.count_nonzero(status == tapstore.DUPLICATE))

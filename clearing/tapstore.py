@@ -10,12 +10,12 @@ a crash and is removed by the next ingestion that locks its day.
 has its device key ``(operator, device_id, device_seq)`` or its card key ``(issuer, card_id,
 card_seq)``. The index is not a separate structure: it is the key columns of the stored tap
 files of the days a duplicate can reach, read column-wise from Parquet (6 of 14 columns,
-about 32 bytes a tap) when a batch is ingested, and loaded with the batch's own keys into two
-open-addressing hash tables inside one numba pass (``dedup``) that also applies the SPEC's
-within-batch file order. Why this and not a SQL table of keys:
+about 32 bytes a tap) a row group at a time. ``dedup`` builds exact hash tables over the
+*batch's* keys (numba), streams the stored keys through them, then walks the batch in file
+order; so memory follows the batch, and time follows the batch plus the reachable days
+(about a second per ten million keys). Why this and not a SQL table of keys:
 
-- cost grows with the taps of the reachable days plus the batch, never with the length of
-  history, and is about one second per ten million keys;
+- cost never grows with the length of history, only with the days a duplicate can reach;
 - a SQL key table would take 20 million index inserts for a day of 10 million taps, slower
   than the whole rest of ingestion, and would duplicate what the tap files already hold;
 - the files are immutable and named by content, so the index needs no crash recovery of its
@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -54,9 +54,6 @@ DEDUP_REACH_DAYS = 1  # neighbouring service days, each side, a duplicate key ca
 DEVICE_KEY = ("operator", "device_id", "device_seq")
 CARD_KEY = ("issuer", "card_id", "card_seq")
 KEY_COLUMNS = DEVICE_KEY + CARD_KEY
-# The kernel hashes every field as uint64 and compares it at its own width.
-KEY_DTYPES = {"operator": np.uint64, "device_id": np.int64, "device_seq": np.int64,
-              "issuer": np.uint64, "card_id": np.uint64, "card_seq": np.int64}
 
 META_DAY = b"tongka.service_day"
 META_OPERATOR = b"tongka.operator"
@@ -193,39 +190,73 @@ def read_day_taps(data_dir: Path, day: dt.date, engine: Engine | None = None) ->
     return pa.concat_tables(tables).cast(TAP_SCHEMA).combine_chunks()
 
 
-def read_keys(data_dir: Path, session: Session, days: Sequence[dt.date]) -> pa.Table:
-    """The de-duplication keys of every committed tap of ``days`` (the key index, see above)."""
+def iter_keys(data_dir: Path, session: Session, days: Sequence[dt.date],
+              chunk_rows: int = 1 << 20) -> Iterator[pa.RecordBatch]:
+    """The de-duplication keys of every committed tap of ``days``, a chunk at a time.
+
+    Only the six key columns are decoded, one row group at a time, so memory does not grow
+    with the number of stored taps.
+    """
     root = Path(data_dir)
-    tables = [_read(root / rel, KEY_COLUMNS) for _, _, rel in _committed_files(session, days)]
-    if not tables:
-        return TAP_SCHEMA.empty_table().select(list(KEY_COLUMNS))
-    return pa.concat_tables(tables)
+    for _, _, rel in _committed_files(session, days):
+        path = root / rel
+        if not path.is_file():
+            _read(path)  # raises TAPSTORE_MISSING
+        yield from pq.ParquetFile(path).iter_batches(batch_size=chunk_rows,
+                                                     columns=list(KEY_COLUMNS))
 
 
 # --------------------------------------------------------------------------- de-duplication
 
 
-def _np(table: pa.Table, name: str) -> np.ndarray:
-    return np.ascontiguousarray(table.column(name).to_numpy())
+def _np(data: pa.Table | pa.RecordBatch, name: str) -> np.ndarray:
+    return np.ascontiguousarray(data.column(name).to_numpy())
 
 
-def dedup(stored: pa.Table, batch: pa.Table, candidate: np.ndarray) -> np.ndarray:
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the de-duplication kernels ahead of first use."""
+    keys = pa.table({k: pa.array([1], TAP_SCHEMA.field(k).type) for k in KEY_COLUMNS})
+    dedup([keys], keys, np.ones(1, dtype=bool))
+
+
+def dedup(stored: Iterable[pa.Table | pa.RecordBatch], batch: pa.Table,
+          candidate: np.ndarray) -> np.ndarray:
     """SPEC §4 de-duplication of a batch against stored taps and itself, in file order.
 
-    ``stored`` holds the keys of previously accepted taps, ``batch`` the batch's rows (key
-    columns at least), ``candidate`` the rows that passed the acceptance checks. Returns per
-    batch row ``ACCEPTED``, ``DUPLICATE`` or ``NOT_CANDIDATE``. A candidate is a duplicate when
-    a stored tap, or an earlier accepted row of the batch, shares its device key or its card
-    key; only accepted rows register keys, so a duplicate blocks nothing.
+    ``stored`` yields the keys of previously accepted taps (any number of chunks), ``batch``
+    has the batch's rows (key columns at least), ``candidate`` marks the rows that passed the
+    acceptance checks. Returns per batch row ``ACCEPTED``, ``DUPLICATE`` or
+    ``NOT_CANDIDATE``: a candidate is a duplicate when a stored tap, or an earlier accepted
+    row of the batch, has its device key or its card key; only accepted rows register keys,
+    so a duplicate blocks nothing.
+
+    Three passes, all O(rows): (1) hash tables over the batch's own keys give each
+    candidate the first candidate row with the same device key and the same card key (its
+    key groups); (2) stored keys stream through those tables and mark the groups they hit,
+    so memory is the batch's, whatever the number of stored taps; (3) candidates in file
+    order: a row whose groups are marked is a duplicate, otherwise it is accepted and marks
+    them.
     """
-    n_stored = stored.num_rows
+    candidate = np.ascontiguousarray(candidate, dtype=np.bool_)
     if batch.num_rows == 0:
         return np.zeros(0, dtype=np.int8)
-    cols = [np.concatenate([_np(stored, c), _np(batch, c)]).astype(KEY_DTYPES[c], copy=False)
-            if n_stored else _np(batch, c).astype(KEY_DTYPES[c], copy=False)
-            for c in KEY_COLUMNS]
-    return _dedup_kernel(  # type: ignore[call-arg]
-        *cols, n_stored, np.ascontiguousarray(candidate, dtype=np.bool_))
+    d = [_np(batch, c) for c in DEVICE_KEY]
+    c = [_np(batch, c) for c in CARD_KEY]
+    dtab, dgroup = _group_kernel(d[0], d[1], d[2], candidate, _DEVICE_SEED)
+    ctab, cgroup = _group_kernel(c[0], c[1], c[2], candidate, _CARD_SEED)
+    dhit = np.zeros(batch.num_rows, dtype=np.bool_)
+    chit = np.zeros(batch.num_rows, dtype=np.bool_)
+    for chunk in stored:
+        if chunk.num_rows:
+            _probe_kernel(dtab, d[0], d[1], d[2],  # type: ignore[call-arg]
+                          *(_np(chunk, k) for k in DEVICE_KEY), dhit, _DEVICE_SEED)
+            _probe_kernel(ctab, c[0], c[1], c[2],  # type: ignore[call-arg]
+                          *(_np(chunk, k) for k in CARD_KEY), chit, _CARD_SEED)
+    return _decide_kernel(candidate, dgroup, cgroup, dhit, chit)
+
+
+_DEVICE_SEED = np.uint64(0x9E3779B97F4A7C15)
+_CARD_SEED = np.uint64(0x6A09E667F3BCC909)
 
 
 @njit(inline="always")
@@ -239,57 +270,69 @@ def _mix(h: np.uint64, x: np.uint64) -> np.uint64:  # pragma: no cover - compile
     return h
 
 
-@njit(cache=True, nogil=True)
-def _dedup_kernel(d0, d1, d2, c0, c1, c2, n_stored, candidate):  # type: ignore[no-untyped-def]  # pragma: no cover
-    """One pass: stored rows register their keys, then batch candidates in file order.
+@njit(inline="always")
+def _hash(seed, a, b, c):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+    return _mix(_mix(_mix(seed, np.uint64(a)), np.uint64(b)), np.uint64(c))
 
-    Two open-addressing tables (load <= 1/2) hold row indices; a probe compares the full
-    key columns, so the result is exact whatever the hash does.
-    """
-    n = len(d0)
+
+@njit(cache=True, nogil=True)
+def _group_kernel(k0, k1, k2, candidate, seed):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """Open addressing (load <= 1/2) over the candidates' keys; a probe compares the full
+    key, so groups are exact whatever the hash does. Returns the table (row indices, -1
+    empty) and, per candidate, the first candidate row with the same key."""
+    n = len(k0)
     size = 2
     while size < 2 * n + 2:
         size <<= 1
     mask = np.uint64(size - 1)
-    dtab = np.full(size, -1, np.int32)  # row indices; batches are far below 2**31 rows
-    ctab = np.full(size, -1, np.int32)
-    out = np.zeros(n - n_stored, np.int8)
+    table = np.full(size, -1, np.int32)  # row indices; batches are far below 2**31 rows
+    group = np.full(n, -1, np.int32)
     for i in range(n):
-        if i >= n_stored and not candidate[i - n_stored]:
+        if not candidate[i]:
             continue
-        h = _mix(_mix(_mix(np.uint64(0x9E3779B97F4A7C15), d0[i]), np.uint64(d1[i])),
-                 np.uint64(d2[i]))
-        dslot = h & mask
-        dfound = False
+        slot = _hash(seed, k0[i], k1[i], k2[i]) & mask
         while True:
-            j = dtab[dslot]
+            j = table[slot]
+            if j < 0:
+                table[slot] = i
+                group[i] = i
+                break
+            if k0[j] == k0[i] and k1[j] == k1[i] and k2[j] == k2[i]:
+                group[i] = j
+                break
+            slot = (slot + np.uint64(1)) & mask
+    return table, group
+
+
+@njit(cache=True, nogil=True)
+def _probe_kernel(table, k0, k1, k2, s0, s1, s2, hit, seed):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """Mark the batch key groups that stored keys (s0, s1, s2) hit."""
+    mask = np.uint64(len(table) - 1)
+    for i in range(len(s0)):
+        slot = _hash(seed, s0[i], s1[i], s2[i]) & mask
+        while True:
+            j = table[slot]
             if j < 0:
                 break
-            if d0[j] == d0[i] and d1[j] == d1[i] and d2[j] == d2[i]:
-                dfound = True
+            if k0[j] == s0[i] and k1[j] == s1[i] and k2[j] == s2[i]:
+                hit[j] = True
                 break
-            dslot = (dslot + np.uint64(1)) & mask
-        h = _mix(_mix(_mix(np.uint64(0x6A09E667F3BCC909), c0[i]), c1[i]),
-                 np.uint64(c2[i]))
-        cslot = h & mask
-        cfound = False
-        while True:
-            j = ctab[cslot]
-            if j < 0:
-                break
-            if c0[j] == c0[i] and c1[j] == c1[i] and c2[j] == c2[i]:
-                cfound = True
-                break
-            cslot = (cslot + np.uint64(1)) & mask
-        if i < n_stored:  # previously accepted: registers whatever is new
-            if not dfound:
-                dtab[dslot] = i
-            if not cfound:
-                ctab[cslot] = i
-        elif dfound or cfound:
-            out[i - n_stored] = 2  # DUPLICATE
+            slot = (slot + np.uint64(1)) & mask
+
+
+@njit(cache=True, nogil=True)
+def _decide_kernel(candidate, dgroup, cgroup, dhit, chit):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """File order: blocked groups make duplicates; an accepted row blocks its groups."""
+    out = np.zeros(len(candidate), np.int8)
+    for i in range(len(candidate)):
+        if not candidate[i]:
+            continue
+        dg = dgroup[i]
+        cg = cgroup[i]
+        if dhit[dg] or chit[cg]:
+            out[i] = 2  # DUPLICATE
         else:
-            dtab[dslot] = i
-            ctab[cslot] = i
-            out[i - n_stored] = 1  # ACCEPTED
+            dhit[dg] = True
+            chit[cg] = True
+            out[i] = 1  # ACCEPTED
     return out

@@ -30,11 +30,9 @@ BUS = next(ln for ln in REG.lines.values() if ln.network == FLAT)
 WORKER = r"""
 import json, os, sys, time
 from pathlib import Path
-import numpy as np
 from clearing import tapstore
 from clearing.db import make_engine
 from clearing.ingest import ingest_file
-from clearing.taps import TAP_SCHEMA
 from tariffs.registry import load_registry
 
 url, data_dir, path, go = sys.argv[1:5]
@@ -42,8 +40,7 @@ reg = load_registry()
 engine = make_engine(url)
 with engine.connect():
     pass
-keys = TAP_SCHEMA.empty_table().select(list(tapstore.KEY_COLUMNS))
-tapstore.dedup(keys, keys, np.zeros(0, bool))
+tapstore.warm_up()
 print("ready", flush=True)
 while not os.path.exists(go):
     time.sleep(0.0005)

@@ -57,7 +57,7 @@ keys = st.tuples(
 def test_dedup_equals_the_reference(stored: list[tuple], batch: list[tuple]) -> None:
     rows = [k for k, _ in batch]
     candidate = [ok for _, ok in batch]
-    got = tapstore.dedup(key_table(stored), key_table(rows), np.array(candidate, dtype=bool))
+    got = tapstore.dedup([key_table(stored)], key_table(rows), np.array(candidate, dtype=bool))
     assert got.tolist() == reference_dedup(stored, rows, candidate)
 
 
@@ -70,7 +70,8 @@ def test_dedup_at_scale_with_a_planted_pattern() -> None:
     all_keys = [tuple(int(c[i]) for c in raw) for i in range(n)]
     stored, batch = all_keys[: n // 4], all_keys[n // 4:]
     candidate = (rng.random(len(batch)) < 0.9).tolist()
-    got = tapstore.dedup(key_table(stored), key_table(batch), np.array(candidate))
+    got = tapstore.dedup([key_table(stored[:1000]), key_table(stored[1000:])],
+                         key_table(batch), np.array(candidate))
     want = reference_dedup(stored, batch, candidate)
     assert got.tolist() == want
     assert {tapstore.ACCEPTED, tapstore.DUPLICATE, tapstore.NOT_CANDIDATE} <= set(want)
