@@ -27,7 +27,7 @@ from clearing.service_day import day_bounds_ms, day_from_number, service_day_num
 from clearing.taps import ACCOUNT_BASED, TAP_SCHEMA, TapType
 from readers.base import RawWriter, most_common
 from readers.columns import put_digits
-from readers.config import ReaderConfig
+from readers.config import ReaderConfig, ReaderConfigError
 from tariffs.registry import FLAT, Registry, load_registry
 from tariffs.vocab import Media
 
@@ -127,6 +127,11 @@ def write_raw(taps: pa.Table, fmt: str, out_dir: Path, config: ReaderConfig) -> 
     """
     from readers.registry import adapter_names, get_adapter
 
+    if not (config.demo_keys or config.tac_keys or config.qr_signing_keys):
+        raise ReaderConfigError(
+            "synthetic raw files are signed with the issuers' keys: set TONGKA_DEMO_KEYS=1 for "
+            "the demo key set, or TONGKA_TAC_KEYS / TONGKA_QR_SIGNING_KEYS"
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     taps = taps.select(list(TAP_SCHEMA.names)).cast(TAP_SCHEMA)
