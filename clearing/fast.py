@@ -17,7 +17,7 @@ from clearing import kernels
 from clearing.errors import InputError, TongkaError
 from clearing.kernel_tables import KernelTables, kernel_tables
 from clearing.legs import LEG_COLUMNS, LEG_SCHEMA, LEG_TYPES
-from clearing.sorting import sort_taps
+from clearing.sorting import sort_tap_records
 from clearing.taps import TAP_SCHEMA
 from tariffs.load import TariffSet
 
@@ -42,20 +42,22 @@ def match_and_price_fast(taps: pa.Table, tariffs: TariffSet) -> pa.Table:
 
     Same contract and same result as ``clearing.reference.match_and_price``.
     """
-    cols = tap_arrays(taps)
-    return match_and_price_arrays(cols, kernel_tables(tariffs))
+    return match_and_price_chunks(tap_chunks(taps), kernel_tables(tariffs))
 
 
-def tap_arrays(taps: pa.Table) -> dict[str, np.ndarray]:
-    """The needed tap columns as numpy arrays of the TAP_SCHEMA dtypes (zero-copy when possible).
+Chunk = dict[str, np.ndarray]  # one consecutive piece of the input: column -> numpy array
 
-    Raises ``InputError`` naming the column and the fix when a column is missing, of another
-    type or holds nulls.
+
+def tap_chunks(taps: pa.Table) -> list[Chunk]:
+    """The needed tap columns as numpy arrays of the TAP_SCHEMA dtypes, chunk by chunk.
+
+    Zero-copy: a table read from Parquet comes in row groups, and concatenating ten million
+    rows would only double the memory. Raises ``InputError`` naming the column and the fix
+    when a column is missing, of another type or holds nulls.
     """
     if not isinstance(taps, pa.Table):
         raise InputError(f"taps must be a pyarrow Table, not {type(taps).__name__}: build one "
                          "with clearing.taps.taps_table or read a batch Parquet file")
-    out: dict[str, np.ndarray] = {}
     for name in NEEDED_COLUMNS:
         want = TAP_SCHEMA.field(name).type
         if name not in taps.column_names:
@@ -70,42 +72,51 @@ def tap_arrays(taps: pa.Table) -> dict[str, np.ndarray]:
             raise InputError(f"taps column {name!r} has {column.null_count} nulls: every tap "
                              "field is required (SPEC §3); quarantine those rows at ingestion",
                              code="TAPS_NULL")
-        array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
-        out[name] = array.to_numpy(zero_copy_only=False)
-    lengths = {len(a) for a in out.values()}
-    if len(lengths) > 1:  # a pyarrow Table cannot do this; a hand-made dict of arrays can
-        raise InputError("taps columns differ in length", code="TAPS_RAGGED")
-    return out
+    table = taps.select(list(NEEDED_COLUMNS))
+    layouts = {tuple(len(c) for c in table.column(name).chunks) for name in NEEDED_COLUMNS}
+    if len(layouts) > 1:  # columns chunked differently (a hand-built table): align them once
+        table = table.combine_chunks()
+    chunks = [{name: batch.column(i).to_numpy(zero_copy_only=False)
+               for i, name in enumerate(NEEDED_COLUMNS)}
+              for batch in table.to_batches() if batch.num_rows]
+    for chunk in chunks:
+        if len({len(a) for a in chunk.values()}) > 1:  # impossible for a pyarrow table
+            raise InputError("taps columns differ in length", code="TAPS_RAGGED")
+    return chunks
 
 
-def match_and_price_arrays(cols: dict[str, np.ndarray], tb: KernelTables) -> pa.Table:
-    """Sort, match and price taps given as TAP_SCHEMA-typed numpy arrays (see ``tap_arrays``)."""
-    n = len(cols["card_id"])
-    perm = sort_taps(cols["card_id"], cols["issuer"], cols["ts_ms"], cols["card_seq"])
-    legs = match_sorted(cols, perm, tb)
-    n_legs, leg_board, leg_exit, leg_status = legs
+def tap_arrays(taps: pa.Table) -> Chunk:
+    """All rows as one chunk (concatenated): for tests and the kernel registry."""
+    chunks = tap_chunks(taps)
+    if len(chunks) == 1:
+        return chunks[0]
+    if not chunks:
+        return {name: np.empty(0, dtype=TAP_SCHEMA.field(name).type.to_pandas_dtype())
+                for name in NEEDED_COLUMNS}
+    return {name: np.concatenate([c[name] for c in chunks]) for name in NEEDED_COLUMNS}
+
+
+def match_and_price_chunks(chunks: list[Chunk], tb: KernelTables) -> pa.Table:
+    """Sort, match and price taps given as chunks of numpy arrays (see ``tap_chunks``)."""
+    records = sort_tap_records(chunks)
+    n_legs, leg_board, leg_exit, leg_status = match_records(records, tb, chunks)
     out = kernels.LegArrays(*(np.empty(n_legs, dtype=_LEG_DTYPES[c]) for c in LEG_COLUMNS))
-    status, row = kernels.price_legs(
-        n_legs, leg_board, leg_exit, leg_status, cols["operator"], cols["device_id"],
-        cols["card_id"], cols["card_seq"], cols["issuer"], cols["product"], cols["media"],
-        cols["ts_ms"], cols["line"], cols["stop"], cols["debited_fen"], tb, out)
-    _check(status, row, cols)
-    del perm, legs, leg_board, leg_exit, leg_status
-    assert n >= n_legs
+    status, row = kernels.price_legs(n_legs, leg_board, leg_exit, leg_status, records, tb, out)
+    _check(status, row, chunks)
     return pa.Table.from_arrays([pa.array(a) for a in out], schema=LEG_SCHEMA)
 
 
-def match_sorted(cols: dict[str, np.ndarray], perm: np.ndarray,
-                 tb: KernelTables) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
-    """SPEC §5 on taps in card order: (n_legs, boarding rows, exit rows or -1, LegStatus)."""
-    n = len(perm)
-    leg_board = np.empty(n, dtype=np.int64)
-    leg_exit = np.empty(n, dtype=np.int64)
+def match_records(records: np.ndarray, tb: KernelTables, chunks: list[Chunk]
+                  ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """SPEC §5 on tap records in card order: (n_legs, boarding and exit record positions, the
+    exit -1 when the leg has none, LegStatus)."""
+    n = records.shape[0]
+    position = np.int32 if n < 2**31 else np.int64  # 80 MB less at ten million taps
+    leg_board = np.empty(n, dtype=position)
+    leg_exit = np.empty(n, dtype=position)
     leg_status = np.empty(n, dtype=np.uint8)
-    n_legs, status, row = kernels.match_legs(
-        perm, cols["card_id"], cols["issuer"], cols["ts_ms"], cols["tap_type"],
-        cols["operator"], cols["line"], tb, leg_board, leg_exit, leg_status)
-    _check(status, row, cols)
+    n_legs, status, row = kernels.match_legs(records, tb, leg_board, leg_exit, leg_status)
+    _check(status, row, chunks)
     return n_legs, leg_board[:n_legs], leg_exit[:n_legs], leg_status[:n_legs]
 
 
@@ -125,9 +136,16 @@ _HINTS = {
 }
 
 
-def _check(status: int, row: int, cols: dict[str, np.ndarray]) -> None:
+def _check(status: int, row: int, chunks: list[Chunk]) -> None:
     if status == kernels.OK:
         return
-    tap = {name: int(a[row]) for name, a in cols.items()} if row >= 0 else {}
+    tap: dict[str, int] = {}
+    at = row
+    for chunk in chunks:  # the input row's values, for the message
+        size = len(chunk["card_id"])
+        if 0 <= at < size:
+            tap = {name: int(a[at]) for name, a in chunk.items()}
+            break
+        at -= size
     raise PricingError(f"cannot price input row {row} {tap}: {_HINTS[status]}",
                        code=kernels.STATUS_NAMES[status])

@@ -19,11 +19,11 @@ import numpy as np
 import pyarrow as pa
 
 from clearing import reference
-from clearing.fast import match_and_price_fast, match_sorted, tap_arrays
+from clearing.fast import match_and_price_fast, match_records, tap_arrays
 from clearing.kernel_tables import kernel_tables
 from clearing.legs import Leg, legs_from_table
 from clearing.service_day import day_from_number
-from clearing.sorting import sort_taps, sort_taps_naive
+from clearing.sorting import W_ROW, sort_tap_records, sort_taps, sort_taps_naive
 from tariffs.load import TariffSet
 
 # A matched leg as both twins report it: (LegStatus, boarding row, exit row or -1).
@@ -68,20 +68,20 @@ class MatchInput:
     taps: pa.Table
     tariffs: TariffSet
     cols: dict[str, np.ndarray]
-    perm: np.ndarray  # the card order (the sort is a case of its own)
+    records: np.ndarray  # the taps in card order (the sort is a case of its own)
 
 
 def _match_input(taps: pa.Table, tariffs: TariffSet) -> MatchInput:
     cols = tap_arrays(taps)
     kernel_tables(tariffs)
-    perm = sort_taps(cols["card_id"], cols["issuer"], cols["ts_ms"], cols["card_seq"])
-    return MatchInput(taps, tariffs, cols, perm)
+    return MatchInput(taps, tariffs, cols, sort_tap_records([cols]))
 
 
 def match_fast(inp: MatchInput) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``kernels.match_legs`` on taps in card order: (LegStatus, boarding rows, exit rows)."""
-    _n, board, exit_, status = match_sorted(inp.cols, inp.perm, kernel_tables(inp.tariffs))
-    return status, board, exit_
+    """``kernels.match_legs`` on records in card order: (LegStatus, boarding rows, exit rows)."""
+    _n, board, exit_, status = match_records(inp.records, kernel_tables(inp.tariffs), [inp.cols])
+    rows = inp.records[:, W_ROW].astype(np.int64)
+    return status, rows[board], np.where(exit_ >= 0, rows[exit_], -1)
 
 
 def match_reference(inp: MatchInput) -> list[MatchedRow]:

@@ -6,9 +6,10 @@ them in order and turns a status into an exception with a fix hint. They are the
 ``clearing.reference`` (``match_legs`` of ``match_card_day``, ``price_legs`` of
 ``price_card_day``) and are tested equal to it field by field (``clearing.kernel_registry``).
 
-Taps are read through ``perm``, the card order of ``clearing.sorting.sort_taps``: a card's day
-is one run of ``perm``, and legs come out in ``LEG_SORT_KEYS`` order. Every money value is
-int64 fen; no Python object is made per tap.
+Taps are read as the records of ``clearing.sorting.sort_tap_records``, in card order: a card's
+day is one run of records, read in order, and legs come out in ``LEG_SORT_KEYS`` order. A leg
+names its taps by record position; a status names the input row. Every money value is int64
+fen; no Python object is made per tap.
 """
 
 from __future__ import annotations
@@ -20,6 +21,21 @@ from numba import njit
 
 from clearing.legs import LEG_COLUMNS, NO_CHAIN, DebitKind, LegStatus
 from clearing.service_day import CST_OFFSET_MS, DAY_MS, DAY_START_MS
+from clearing.sorting import (
+    W_CARD,
+    rec_card_seq,
+    rec_debit,
+    rec_device,
+    rec_issuer,
+    rec_line,
+    rec_media,
+    rec_operator,
+    rec_product,
+    rec_row,
+    rec_stop,
+    rec_tap_type,
+    rec_ts,
+)
 from clearing.taps import ACCOUNT_BASED, TapType
 from tariffs.compile import NO_CAP, PriceKind, StepKind
 from tariffs.vocab import Product
@@ -78,54 +94,66 @@ def apply_rate(amount: np.int64, bp: np.int64) -> np.int64:
 
 
 @njit(cache=True, nogil=True, inline="always")
-def line_of(tb, operator: np.int64, line: np.int64) -> np.int64:
+def line_of(operator_index, line_index, operator: np.int64, line: np.int64) -> np.int64:
     """Dense line of a raw (operator, line), or -1 when the registry has no such line."""
-    if operator < 0 or operator >= tb.operator_index.size:
+    if operator < 0 or operator >= operator_index.size:
         return -1
-    o = tb.operator_index[operator]
-    if o < 0 or line < 0 or line >= tb.line_index.shape[1]:
+    o = operator_index[operator]
+    if o < 0 or line < 0 or line >= line_index.shape[1]:
         return -1
-    return tb.line_index[o, line]
+    return line_index[o, line]
 
 
 @njit(cache=True, nogil=True, inline="always")
-def version_of(tb, area: np.int64, day: np.int64) -> np.int64:
+def version_of(area_version_start, area_version_stop, version_valid_from, area: np.int64,
+               day: np.int64) -> np.int64:
     """SPEC §6: the dense version of ``area`` in force on ``day`` (the last valid_from <= day)."""
     found = -1
-    for v in range(tb.area_version_start[area], tb.area_version_stop[area]):
-        if tb.version_valid_from[v] <= day:
+    for v in range(area_version_start[area], area_version_stop[area]):
+        if version_valid_from[v] <= day:
             found = v
     return found
 
 
 @njit(cache=True, nogil=True)
-def match_legs(perm, card_id, issuer, ts_ms, tap_type, operator, line, tb,
-               leg_board, leg_exit, leg_status):
-    """SPEC §5 over every card-day: write (boarding row, exit row or -1, LegStatus) per leg.
+def match_legs(rec, tb, leg_board, leg_exit, leg_status):
+    """SPEC §5 over every card-day: write (boarding record, exit record or -1, LegStatus).
 
-    ``leg_*`` must hold ``len(perm)`` rows (a day has at most one leg per tap). Returns
+    ``leg_*`` must hold one row per record (a day has at most one leg per tap). Returns
     ``(n_legs, status, row)``: ``status`` is OK or the code of the first problem, ``row`` the
     input row it concerns (-1 when OK).
     """
-    n = perm.size
+    # Arrays leave their namedtuples once: reading a field of a tuple of arrays costs a
+    # reference-count round trip on every access inside the loop.
+    operator_index = tb.operator_index
+    line_index = tb.line_index
+    line_area = tb.line_area
+    line_network = tb.line_network
+    area_version_start = tb.area_version_start
+    area_version_stop = tb.area_version_stop
+    version_valid_from = tb.version_valid_from
+    fare_table = tb.fare_table
+    fare_max_journey_ms = tb.fare_max_journey_ms
+
+    n = rec.shape[0]
     n_legs = 0
     i = 0
     while i < n:
-        first = perm[i]
-        card = card_id[first]
-        iss = issuer[first]
-        day = service_day(ts_ms[first])
-        open_row = -1  # at most one open entry (its input row)
+        card = rec[i, W_CARD]
+        iss = rec_issuer(rec, i)
+        day = service_day(rec_ts(rec, i))
+        open_row = -1  # at most one open entry (its record)
         open_line = -1
         k = i
         while k < n:
-            r = perm[k]
-            if card_id[r] != card or issuer[r] != iss or service_day(ts_ms[r]) != day:
+            r = k
+            if rec[r, W_CARD] != card or rec_issuer(rec, r) != iss or \
+                    service_day(rec_ts(rec, r)) != day:
                 break  # the next card, or this card's next service day
-            ln = line_of(tb, np.int64(operator[r]), np.int64(line[r]))
+            ln = line_of(operator_index, line_index, rec_operator(rec, r), rec_line(rec, r))
             if ln < 0:
-                return n_legs, UNKNOWN_LINE, r
-            tt = tap_type[r]
+                return n_legs, UNKNOWN_LINE, rec_row(rec, r)
+            tt = rec_tap_type(rec, r)
             if tt == _FLAT:  # rule 1
                 if open_row >= 0:
                     leg_board[n_legs] = open_row
@@ -145,17 +173,18 @@ def match_legs(perm, card_id, issuer, ts_ms, tap_type, operator, line, tb,
                     n_legs += 1
                 open_row = r
                 open_line = ln
-            elif open_row >= 0 and tb.line_network[open_line] == tb.line_network[ln]:  # rule 3
-                net = tb.line_network[open_line]
+            elif open_row >= 0 and line_network[open_line] == line_network[ln]:  # rule 3
+                net = line_network[open_line]
                 if net < 0:
-                    return n_legs, NETWORK_NOT_PRICED, open_row
-                v = version_of(tb, tb.line_area[open_line], day)
+                    return n_legs, NETWORK_NOT_PRICED, rec_row(rec, open_row)
+                v = version_of(area_version_start, area_version_stop, version_valid_from,
+                               line_area[open_line], day)
                 if v < 0:
-                    return n_legs, NO_VERSION, open_row
-                t = tb.fare_table[v, net]
+                    return n_legs, NO_VERSION, rec_row(rec, open_row)
+                t = fare_table[v, net]
                 if t < 0:
-                    return n_legs, NETWORK_NOT_PRICED, open_row
-                within = ts_ms[r] - ts_ms[open_row] <= tb.fare_max_journey_ms[t]  # inclusive
+                    return n_legs, NETWORK_NOT_PRICED, rec_row(rec, open_row)
+                within = rec_ts(rec, r) - rec_ts(rec, open_row) <= fare_max_journey_ms[t]
                 leg_board[n_legs] = open_row
                 leg_exit[n_legs] = r
                 leg_status[n_legs] = S_COMPLETE if within else S_OVERTIME
@@ -196,13 +225,78 @@ def transfer_fare(kind: np.int64, value: np.int64, f: np.int64, base: np.int64,
 
 
 @njit(cache=True, nogil=True)
-def price_legs(n_legs, leg_board, leg_exit, leg_status, operator, device_id, card_id, card_seq,
-               issuer, product, media, ts_ms, line, stop, debited_fen, tb, out):
+def price_legs(n_legs, leg_board, leg_exit, leg_status, rec, tb, out):
     """SPEC §6 over matched legs in card order: fill every ``out`` column of ``n_legs`` rows.
 
     Returns ``(status, row)`` as ``match_legs`` does.
     """
-    spent = np.zeros(tb.area_version_start.size, dtype=np.int64)  # step 5: S per area
+    # Arrays leave their namedtuples once: reading a field of a tuple of arrays costs a
+    # reference-count round trip on every access inside the loop.
+    operator_index = tb.operator_index
+    line_index = tb.line_index
+    line_mode = tb.line_mode
+    line_network = tb.line_network
+    line_area = tb.line_area
+    area_codes = tb.area_codes
+    network_codes = tb.network_codes
+    issuer_index = tb.issuer_index
+    stop_index = tb.stop_index
+    network_stop_pos = tb.network_stop_pos
+    area_version_start = tb.area_version_start
+    area_version_stop = tb.area_version_stop
+    version_valid_from = tb.version_valid_from
+    apportionment = tb.apportionment
+    line_fare = tb.line_fare
+    fare_table = tb.fare_table
+    fare_matrix = tb.fare_matrix
+    fare_max = tb.fare_max
+    fare_same_station = tb.fare_same_station
+    accepted = tb.accepted
+    concession = tb.concession
+    visitor_rate_bp = tb.visitor_rate_bp
+    price_kind = tb.price_kind
+    price_value = tb.price_value
+    transfer_steps = tb.transfer_steps
+    transfer_window_ms = tb.transfer_window_ms
+    transfer_from_first = tb.transfer_from_first
+    transfer_allowed = tb.transfer_allowed
+    step_kind = tb.step_kind
+    step_value = tb.step_value
+    cap_fen = tb.cap_fen
+    o_service_day = out.service_day
+    o_card_id = out.card_id
+    o_issuer = out.issuer
+    o_product = out.product
+    o_honoured_product = out.honoured_product
+    o_media = out.media
+    o_operator = out.operator
+    o_line = out.line
+    o_mode = out.mode
+    o_area = out.area
+    o_network = out.network
+    o_status = out.status
+    o_board_stop = out.board_stop
+    o_exit_stop = out.exit_stop
+    o_board_ts_ms = out.board_ts_ms
+    o_last_ts_ms = out.last_ts_ms
+    o_board_card_seq = out.board_card_seq
+    o_board_device_id = out.board_device_id
+    o_version = out.version
+    o_apportionment = out.apportionment
+    o_chain = out.chain
+    o_transfer_no = out.transfer_no
+    o_base_fen = out.base_fen
+    o_product_fare_fen = out.product_fare_fen
+    o_transfer_fare_fen = out.transfer_fare_fen
+    o_computed_fen = out.computed_fen
+    o_card_discount_fen = out.card_discount_fen
+    o_transfer_discount_fen = out.transfer_discount_fen
+    o_cap_discount_fen = out.cap_discount_fen
+    o_charged_fen = out.charged_fen
+    o_mismatch_fen = out.mismatch_fen
+    o_debit_kind = out.debit_kind
+
+    spent = np.zeros(area_version_start.size, dtype=np.int64)  # step 5: S per area
     # the card-day being priced
     cur_card = np.uint64(0)
     cur_issuer = -1
@@ -221,124 +315,128 @@ def price_legs(n_legs, leg_board, leg_exit, leg_status, operator, device_id, car
         b = leg_board[k]
         x = leg_exit[k]
         status = leg_status[k]
-        ts = ts_ms[b]
+        ts = rec_ts(rec, b)
         day = service_day(ts)
-        if card_id[b] != cur_card or np.int64(issuer[b]) != cur_issuer or day != cur_day:
-            cur_card = card_id[b]
-            cur_issuer = np.int64(issuer[b])
+        iss = rec_issuer(rec, b)
+        if rec[b, W_CARD] != cur_card or iss != cur_issuer or day != cur_day:
+            cur_card = rec[b, W_CARD]
+            cur_issuer = iss
             cur_day = day
             have_prev = False
             chains_started = 0
             spent[:] = 0  # nine areas: cheaper than tracking which ones the card touched
-        ln = line_of(tb, np.int64(operator[b]), np.int64(line[b]))
+        prod = rec_product(rec, b)
+        board_stop = rec_stop(rec, b)
+        exit_stop = rec_stop(rec, x) if x >= 0 else np.int64(0)
+        ln = line_of(operator_index, line_index, rec_operator(rec, b), rec_line(rec, b))
         if ln < 0:
-            return UNKNOWN_LINE, b
-        area = tb.line_area[ln]
-        mode = np.int64(tb.line_mode[ln])
-        net = tb.line_network[ln]
-        v = version_of(tb, area, day)
+            return UNKNOWN_LINE, rec_row(rec, b)
+        area = line_area[ln]
+        mode = np.int64(line_mode[ln])
+        net = line_network[ln]
+        v = version_of(area_version_start, area_version_stop, version_valid_from, area, day)
         if v < 0:
-            return NO_VERSION, b
-        last_ts = ts_ms[x] if x >= 0 else ts
+            return NO_VERSION, rec_row(rec, b)
+        last_ts = rec_ts(rec, x) if x >= 0 else ts
 
-        out.service_day[k] = day
-        out.card_id[k] = card_id[b]
-        out.issuer[k] = issuer[b]
-        out.product[k] = product[b]
-        out.media[k] = media[b]
-        out.operator[k] = operator[b]
-        out.line[k] = line[b]
-        out.mode[k] = mode
-        out.area[k] = tb.area_codes[area]
-        out.network[k] = tb.network_codes[net] if net >= 0 else 0
-        out.status[k] = status
-        out.board_stop[k] = stop[b]
-        out.exit_stop[k] = stop[x] if x >= 0 else 0
-        out.board_ts_ms[k] = ts
-        out.last_ts_ms[k] = last_ts
-        out.board_card_seq[k] = card_seq[b]
-        out.board_device_id[k] = device_id[b]
-        out.version[k] = tb.version_valid_from[v]
-        out.apportionment[k] = tb.apportionment[v]
+        o_service_day[k] = day
+        o_card_id[k] = rec[b, W_CARD]
+        o_issuer[k] = iss
+        o_product[k] = prod
+        o_media[k] = rec_media(rec, b)
+        o_operator[k] = rec_operator(rec, b)
+        o_line[k] = rec_line(rec, b)
+        o_mode[k] = mode
+        o_area[k] = area_codes[area]
+        o_network[k] = network_codes[net] if net >= 0 else 0
+        o_status[k] = status
+        o_board_stop[k] = board_stop
+        o_exit_stop[k] = exit_stop
+        o_board_ts_ms[k] = ts
+        o_last_ts_ms[k] = last_ts
+        o_board_card_seq[k] = rec_card_seq(rec, b)
+        o_board_device_id[k] = rec_device(rec, b)
+        o_version[k] = version_valid_from[v]
+        o_apportionment[k] = apportionment[v]
 
         if status != S_FLAT and status != S_COMPLETE:
             # Step 1: a penalty leg computes exactly max_fare; nothing below applies, and it
             # neither starts nor joins a chain nor counts toward a cap.
             if net < 0:
-                return NETWORK_NOT_PRICED, b
-            t = tb.fare_table[v, net]
+                return NETWORK_NOT_PRICED, rec_row(rec, b)
+            t = fare_table[v, net]
             if t < 0:
-                return NETWORK_NOT_PRICED, b
-            fare = tb.fare_max[t]
-            out.honoured_product[k] = product[b]
-            out.chain[k] = _NO_CHAIN
-            out.transfer_no[k] = 0
-            out.base_fen[k] = fare
-            out.product_fare_fen[k] = fare
-            out.transfer_fare_fen[k] = fare
-            out.computed_fen[k] = fare
-            out.card_discount_fen[k] = 0
-            out.transfer_discount_fen[k] = 0
-            out.cap_discount_fen[k] = 0
-            _charge(out, k, debited_fen, b, x, fare)
+                return NETWORK_NOT_PRICED, rec_row(rec, b)
+            fare = fare_max[t]
+            o_honoured_product[k] = prod
+            o_chain[k] = _NO_CHAIN
+            o_transfer_no[k] = 0
+            o_base_fen[k] = fare
+            o_product_fare_fen[k] = fare
+            o_transfer_fare_fen[k] = fare
+            o_computed_fen[k] = fare
+            o_card_discount_fen[k] = 0
+            o_transfer_discount_fen[k] = 0
+            o_cap_discount_fen[k] = 0
+            _charge(o_charged_fen, o_mismatch_fen, o_debit_kind, k, rec, b, x, fare)
             have_prev = False
             continue
 
         # Step 1: base fare
         if status == S_FLAT:
-            base = tb.line_fare[v, ln]
+            base = line_fare[v, ln]
             if base < 0:
-                return LINE_NOT_PRICED, b
+                return LINE_NOT_PRICED, rec_row(rec, b)
         else:
             if net < 0:
-                return NETWORK_NOT_PRICED, b
-            t = tb.fare_table[v, net]
+                return NETWORK_NOT_PRICED, rec_row(rec, b)
+            t = fare_table[v, net]
             if t < 0:
-                return NETWORK_NOT_PRICED, b
-            if stop[b] == stop[x]:  # checked before any stop lookup, as in the reference
-                base = tb.fare_same_station[t]
+                return NETWORK_NOT_PRICED, rec_row(rec, b)
+            if board_stop == exit_stop:  # checked before any stop lookup, as in the reference
+                base = fare_same_station[t]
             else:
-                i_pos = _stop_pos(tb, net, np.int64(stop[b]))
-                j_pos = _stop_pos(tb, net, np.int64(stop[x]))
+                i_pos = _stop_pos(stop_index, network_stop_pos, net, board_stop)
+                j_pos = _stop_pos(stop_index, network_stop_pos, net, exit_stop)
                 if i_pos < 0:
-                    return STOP_NOT_IN_NETWORK, b
+                    return STOP_NOT_IN_NETWORK, rec_row(rec, b)
                 if j_pos < 0:
-                    return STOP_NOT_IN_NETWORK, x
-                base = tb.fare_matrix[t, i_pos, j_pos]
+                    return STOP_NOT_IN_NETWORK, rec_row(rec, x)
+                base = fare_matrix[t, i_pos, j_pos]
 
         # Steps 2-3: honoured product and product fare
-        d = np.int64(issuer[b])
-        di = tb.issuer_index[d] if d < tb.issuer_index.size else -1
-        p = np.int64(product[b])
-        if di < 0 or not tb.accepted[v, di]:  # not accepted: visitor rate, as ORDINARY
+        d = iss
+        di = issuer_index[d] if d < issuer_index.size else -1
+        p = prod
+        if di < 0 or not accepted[v, di]:  # not accepted: visitor rate, as ORDINARY
             honoured = _ORDINARY
-            f = apply_rate(base, tb.visitor_rate_bp[v])
+            f = apply_rate(base, visitor_rate_bp[v])
         else:
-            honoured = p if tb.concession[v, di] else _ORDINARY
+            honoured = p if concession[v, di] else _ORDINARY
             q = honoured if honoured < _N_PRODUCTS else _ORDINARY  # no price: ORDINARY's
-            kind = tb.price_kind[v, mode, q]
-            value = tb.price_value[v, mode, q]
+            kind = price_kind[v, mode, q]
+            value = price_value[v, mode, q]
             if kind == _RATE:
                 f = apply_rate(base, value)
             elif kind == _FIXED:
                 f = min(base, value)
             else:
-                return NO_PRICE, b
+                return NO_PRICE, rec_row(rec, b)
 
         # Step 4: does this leg join P's chain?
         tf = f
         transfer_no = 0
-        steps = tb.transfer_steps[v]
+        steps = transfer_steps[v]
         joins = False
         if (have_prev and steps > 0 and prev_area == area
-                and tb.transfer_allowed[v, prev_mode, mode]):
-            start = chain_first_ms if tb.transfer_from_first[v] else prev_last_ts
-            if ts - start <= tb.transfer_window_ms[v] and chain_legs < 1 + steps:
+                and transfer_allowed[v, prev_mode, mode]):
+            start = chain_first_ms if transfer_from_first[v] else prev_last_ts
+            if ts - start <= transfer_window_ms[v] and chain_legs < 1 + steps:
                 joins = True
         if joins:
             transfer_no = chain_legs
-            tf = transfer_fare(np.int64(tb.step_kind[v, transfer_no - 1]),
-                               tb.step_value[v, transfer_no - 1], f, base, prev_f)
+            tf = transfer_fare(np.int64(step_kind[v, transfer_no - 1]),
+                               step_value[v, transfer_no - 1], f, base, prev_f)
             chain_legs += 1
         else:
             chain_ordinal = chains_started
@@ -348,21 +446,21 @@ def price_legs(n_legs, leg_board, leg_exit, leg_status, operator, device_id, car
 
         # Step 5: daily cap by honoured product over the area's earlier legs, any product
         s = spent[area]
-        cap = tb.cap_fen[v, honoured] if honoured < _N_PRODUCTS else _NO_CAP
+        cap = cap_fen[v, honoured] if honoured < _N_PRODUCTS else _NO_CAP
         computed = tf if cap == _NO_CAP else min(tf, max(np.int64(0), cap - s))
         spent[area] = s + computed
 
-        out.honoured_product[k] = honoured
-        out.chain[k] = chain_ordinal
-        out.transfer_no[k] = transfer_no
-        out.base_fen[k] = base
-        out.product_fare_fen[k] = f
-        out.transfer_fare_fen[k] = tf
-        out.computed_fen[k] = computed
-        out.card_discount_fen[k] = base - f
-        out.transfer_discount_fen[k] = f - tf
-        out.cap_discount_fen[k] = tf - computed
-        _charge(out, k, debited_fen, b, x, computed)
+        o_honoured_product[k] = honoured
+        o_chain[k] = chain_ordinal
+        o_transfer_no[k] = transfer_no
+        o_base_fen[k] = base
+        o_product_fare_fen[k] = f
+        o_transfer_fare_fen[k] = tf
+        o_computed_fen[k] = computed
+        o_card_discount_fen[k] = base - f
+        o_transfer_discount_fen[k] = f - tf
+        o_cap_discount_fen[k] = tf - computed
+        _charge(o_charged_fen, o_mismatch_fen, o_debit_kind, k, rec, b, x, computed)
 
         have_prev = True
         prev_area = area
@@ -373,21 +471,21 @@ def price_legs(n_legs, leg_board, leg_exit, leg_status, operator, device_id, car
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _stop_pos(tb, net: np.int64, stop: np.int64) -> np.int64:
+def _stop_pos(stop_index, network_stop_pos, net: np.int64, stop: np.int64) -> np.int64:
     """Row/column of a raw stop in network ``net``'s fare matrix, or -1."""
-    if stop >= tb.stop_index.size:
+    if stop >= stop_index.size:
         return -1
-    s = tb.stop_index[stop]
+    s = stop_index[stop]
     if s < 0:
         return -1
-    return tb.network_stop_pos[net, s]
+    return network_stop_pos[net, s]
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _charge(out, k, debited_fen, b, x, computed) -> None:
+def _charge(o_charged_fen, o_mismatch_fen, o_debit_kind, k, rec, b, x, computed) -> None:
     """SPEC §6, stored value vs account-based: the leg's charged amount, mismatch, debit kind."""
-    d0 = np.int64(debited_fen[b])
-    d1 = np.int64(debited_fen[x]) if x >= 0 else d0  # a one-tap leg: its tap alone decides
+    d0 = rec_debit(rec, b)
+    d1 = rec_debit(rec, x) if x >= 0 else d0  # a one-tap leg: its tap alone decides
     stored = d0 >= 0 and d1 >= 0
     if stored:
         charged = d0 + (d1 if x >= 0 else 0)
@@ -398,6 +496,6 @@ def _charge(out, k, debited_fen, b, x, computed) -> None:
     else:  # MIXED_DEBIT: charged the non-negative debits, reported as an error
         charged = max(d0, np.int64(0)) + (max(d1, np.int64(0)) if x >= 0 else 0)
         kind = _MIXED
-    out.charged_fen[k] = charged
-    out.mismatch_fen[k] = charged - computed
-    out.debit_kind[k] = kind
+    o_charged_fen[k] = charged
+    o_mismatch_fen[k] = charged - computed
+    o_debit_kind[k] = kind

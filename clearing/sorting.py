@@ -12,9 +12,17 @@ top bits of ``card_id - min(card_id)`` scatters the taps into about ``n / 8`` bu
 cards each, and a bucket is finished by insertion sort on the full key (a merge sort when a
 bucket is large, so clustered ids such as 1, 2, 3 stay O(n log n)). Every step is stable, so
 equal keys keep their input order, exactly as ``np.lexsort`` does.
+
+Why records: taps arrive in reader order, so putting them in card order is one random access
+per tap whatever the method. ``sort_tap_records`` makes that access move a whole tap as one
+64-byte record (a cache line) during the scatter; matching and pricing then read the records
+in order. Gathering the tap columns one by one instead costs a cache miss per tap per column,
+and made pricing ten times slower.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from numba import njit
@@ -22,9 +30,28 @@ from numba import njit
 # The sort packs (issuer, ts_ms - min ts_ms) into one uint64: 16 bits of issuer and 48 bits of
 # milliseconds (8 900 years). A wider span of ts_ms (never in real data) falls back to lexsort.
 TS_BITS = 48
-MAX_BUCKET_BITS = 22  # 4M buckets: the counting array stays 32 MB
+MAX_BUCKET_BITS = 24  # at most 16M buckets
+TOP_BITS = 11  # 2048 top buckets: the scatter's write streams and counters stay in cache
 TAPS_PER_BUCKET = 8  # target mean bucket size: a few cards, finished by insertion sort
 INSERTION_MAX = 48  # larger buckets are merge-sorted
+
+# One tap as a row of uint64 words. Words 0-2 are the sort key (card_id; issuer and ts offset;
+# card_seq in the low half of word 2); word 3 is the input row. ``sort_taps`` sorts only these
+# KEY_WORDS; ``sort_tap_records`` carries the fields matching and pricing read (TAP_WORDS).
+W_CARD = 0  # card_id
+W_KEY = 1  # issuer << 48 | (ts_ms - min ts_ms); after the lexsort fallback: issuer << 48 only
+W_SEQ_STOP = 2  # card_seq (low 32 bits, two's complement) | stop << 32
+W_ROW = 3  # the tap's row in the input
+W_DEVICE = 4  # device_id (int64 bits)
+W_LINE = 5  # operator | tap_type << 16 | product << 24 | line << 32
+W_DEBIT = 6  # debited_fen (low 32 bits, two's complement) | media << 32
+W_TS = 7  # ts_ms (int64 bits)
+KEY_WORDS = 4
+TAP_WORDS = 8
+RECORD_COLUMNS: tuple[str, ...] = (
+    "card_id", "issuer", "ts_ms", "card_seq", "stop", "device_id", "operator", "tap_type",
+    "product", "line", "debited_fen", "media",
+)
 
 
 def sort_taps(card_id: np.ndarray, issuer: np.ndarray, ts_ms: np.ndarray,
@@ -42,18 +69,16 @@ def sort_taps(card_id: np.ndarray, issuer: np.ndarray, ts_ms: np.ndarray,
     card_seq = np.ascontiguousarray(card_seq, dtype=np.int32)
     if n == 0:
         return np.empty(0, dtype=np.int64)
-    span = int(ts_ms.max()) - int(ts_ms.min())
-    if span >= 1 << TS_BITS:
+    tmin, tmax = int(ts_ms.min()), int(ts_ms.max())
+    if tmax - tmin >= 1 << TS_BITS:
         return sort_taps_naive(card_id, issuer, ts_ms, card_seq)
-    bits = 1  # at least 1: a shift stays below 64
-    while bits < MAX_BUCKET_BITS and (TAPS_PER_BUCKET << bits) < n:
-        bits += 1
-    # numpy allocates the big scratch arrays (it asks the kernel for huge pages, numba's
-    # allocator does not): the random-access scatter below is TLB-bound without them.
-    records = np.empty((n, 3), dtype=np.uint64)
-    perm = np.empty(n, dtype=np.int64)
-    _bucket_sort(card_id, issuer, ts_ms, card_seq, bits, records, perm)
-    return perm
+    # numpy allocates the big arrays (it asks the kernel for huge pages, numba's allocator
+    # does not): the random-access scatter is TLB-bound without them.
+    records = np.empty((n, KEY_WORDS), dtype=np.uint64)
+    plan, top = _bucketing([card_id])
+    _scatter_keys(card_id, issuer, ts_ms, card_seq, plan, top[:-1].copy(), tmin, records)
+    _refine(records, plan, top, _scratch(top, KEY_WORDS))
+    return records[:, W_ROW].astype(np.int64)
 
 
 def sort_taps_naive(card_id: np.ndarray, issuer: np.ndarray, ts_ms: np.ndarray,
@@ -62,156 +87,348 @@ def sort_taps_naive(card_id: np.ndarray, issuer: np.ndarray, ts_ms: np.ndarray,
     return np.lexsort((card_seq, ts_ms, issuer, card_id)).astype(np.int64)
 
 
-@njit(cache=True, nogil=True)
-def _bucket_sort(card_id: np.ndarray, issuer: np.ndarray, ts_ms: np.ndarray,
-                 card_seq: np.ndarray, bits: int, records: np.ndarray, perm: np.ndarray) -> None:
-    """Counting sort on the top ``bits`` of the card id's offset, then a sort of each bucket.
+def sort_tap_records(chunks: Sequence[Mapping[str, np.ndarray]]) -> np.ndarray:
+    """uint64[n, TAP_WORDS]: the taps as records in the order of ``sort_taps``.
 
-    ``records[i] = (card_id, issuer << 48 | ts_ms - min, input row)`` in bucket order.
+    ``chunks`` are consecutive pieces of the input (Parquet row groups, Arrow chunks: nothing
+    is concatenated), each holding the ``RECORD_COLUMNS`` with their TAP_SCHEMA dtypes; a
+    record's ``W_ROW`` counts rows across the pieces. Read fields with the ``rec_*`` functions.
     """
-    n = card_id.size
+    pieces = [[np.ascontiguousarray(chunk[name]) for name in RECORD_COLUMNS]
+              for chunk in chunks if len(chunk["card_id"])]
+    n = sum(len(p[0]) for p in pieces)
+    records = np.empty((n, TAP_WORDS), dtype=np.uint64)
+    if n == 0:
+        return records
+    tmin = min(int(p[2].min()) for p in pieces)
+    tmax = max(int(p[2].max()) for p in pieces)
+    if tmax - tmin >= 1 << TS_BITS:
+        whole = [np.concatenate([p[k] for p in pieces]) for k in range(len(RECORD_COLUMNS))]
+        _pack_taps(*whole, sort_taps_naive(*whole[:4]), records)
+        return records
+    plan, top = _bucketing([p[0] for p in pieces])
+    fill = top[:-1].copy()  # shared by the pieces: each scatters after the ones before it
+    row0 = 0
+    for p in pieces:
+        _scatter_taps(*p, plan, fill, row0, tmin, records)
+        row0 += len(p[0])
+    _refine(records, plan, top, _scratch(top, TAP_WORDS))
+    return records
+
+
+def _bucketing(card_ids: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(plan, top starts) of the two-level bucketing of the card ids of every piece.
+
+    ``plan`` is uint64[4]: (min card id, shift, top bits, sub bits). A tap's bucket is
+    ``key = (card_id - min) >> shift``, about ``n / TAPS_PER_BUCKET`` buckets. The top
+    ``top bits`` of the key pick one of at most ``2**TOP_BITS`` top buckets (the scatter from
+    the input: few enough write streams to stay in cache), the low ``sub bits`` a bucket
+    inside it (refined while the top bucket sits in cache). ``top`` is int64[top buckets + 1]:
+    where each top bucket starts.
+    """
+    ranges = [_card_range(c) for c in card_ids]
+    cmin = min(int(r[0]) for r in ranges)
+    cmax = max(int(r[1]) for r in ranges)
+    width = (cmax - cmin).bit_length()
+    # significant bits of a bucket key; at least 1 when ids differ, so a shift stays below 64
+    bits = min(max(_bucket_bits(sum(len(c) for c in card_ids)), 1), width)
+    sub = max(0, bits - TOP_BITS)
+    plan = np.array([cmin, width - bits, bits - sub, sub], dtype=np.uint64)
+    top = np.zeros((1 << (bits - sub)) + 1, dtype=np.int64)
+    for c in card_ids:
+        _count_tops(c, plan, top)
+    np.cumsum(top, out=top)
+    return plan, top
+
+
+def _scratch(top: np.ndarray, words: int) -> np.ndarray:
+    """Room for the largest top bucket (a few hundred KB on hashed ids)."""
+    largest = int(np.diff(top).max()) if len(top) > 1 else 0
+    return np.empty((max(largest, 1), words), dtype=np.uint64)
+
+
+def _bucket_bits(n: int) -> int:
+    bits = 0
+    while bits < MAX_BUCKET_BITS and (TAPS_PER_BUCKET << bits) < n:
+        bits += 1
+    return bits
+
+
+# ---------------------------------------------------------------------------------------------
+# Record fields, for the kernels
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _low32_signed(word: np.uint64) -> np.int64:
+    v = np.int64(word & np.uint64(0xFFFFFFFF))
+    return v - np.int64(1 << 32) if v >= np.int64(1 << 31) else v
+
+
+@njit(cache=True, nogil=True, inline="always")
+def rec_issuer(rec: np.ndarray, i: int) -> np.int64:
+    return np.int64(rec[i, W_KEY] >> np.uint64(48))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def rec_card_seq(rec: np.ndarray, i: int) -> np.int64:
+    return _low32_signed(rec[i, W_SEQ_STOP])
+
+
+@njit(cache=True, nogil=True, inline="always")
+def rec_stop(rec: np.ndarray, i: int) -> np.int64:
+    return np.int64(rec[i, W_SEQ_STOP] >> np.uint64(32))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def rec_row(rec: np.ndarray, i: int) -> np.int64:
+    return np.int64(rec[i, W_ROW])
+
+
+@njit(cache=True, nogil=True, inline="always")
+def rec_device(rec: np.ndarray, i: int) -> np.int64:
+    return np.int64(rec[i, W_DEVICE])
+
+
+@njit(cache=True, nogil=True, inline="always")
+def rec_operator(rec: np.ndarray, i: int) -> np.int64:
+    return np.int64(rec[i, W_LINE] & np.uint64(0xFFFF))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def rec_tap_type(rec: np.ndarray, i: int) -> np.int64:
+    return np.int64((rec[i, W_LINE] >> np.uint64(16)) & np.uint64(0xFF))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def rec_product(rec: np.ndarray, i: int) -> np.int64:
+    return np.int64((rec[i, W_LINE] >> np.uint64(24)) & np.uint64(0xFF))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def rec_line(rec: np.ndarray, i: int) -> np.int64:
+    return np.int64(rec[i, W_LINE] >> np.uint64(32))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def rec_debit(rec: np.ndarray, i: int) -> np.int64:
+    return _low32_signed(rec[i, W_DEBIT])
+
+
+@njit(cache=True, nogil=True, inline="always")
+def rec_media(rec: np.ndarray, i: int) -> np.int64:
+    return np.int64((rec[i, W_DEBIT] >> np.uint64(32)) & np.uint64(0xFF))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def rec_ts(rec: np.ndarray, i: int) -> np.int64:
+    return np.int64(rec[i, W_TS])
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernels
+
+
+@njit(cache=True, nogil=True)
+def _card_range(card_id: np.ndarray):
     cmin = card_id[0]
     cmax = card_id[0]
-    tmin = ts_ms[0]
-    for i in range(n):
+    for i in range(card_id.size):
         c = card_id[i]
         if c < cmin:
             cmin = c
         if c > cmax:
             cmax = c
-        if ts_ms[i] < tmin:
-            tmin = ts_ms[i]
-    span = cmax - cmin
-    width = 0  # bit length of span; never shift by 64 (undefined in LLVM)
-    while width < 64 and (span >> np.uint64(width)) != np.uint64(0):
-        width += 1
-    shift = np.uint64(max(0, width - bits))
-    n_buckets = np.int64(1) << bits
-    start = np.zeros(n_buckets + 1, dtype=np.int64)
-    for i in range(n):
-        start[np.int64((card_id[i] - cmin) >> shift) + 1] += 1
-    for b in range(n_buckets):
-        start[b + 1] += start[b]
-    fill = start[:-1].copy()
-    ts_shift = np.uint64(TS_BITS)
-    for i in range(n):
-        b = np.int64((card_id[i] - cmin) >> shift)
-        p = fill[b]
-        fill[b] = p + 1
-        records[p, 0] = card_id[i]
-        records[p, 1] = (np.uint64(issuer[i]) << ts_shift) | np.uint64(ts_ms[i] - tmin)
-        records[p, 2] = np.uint64(i)
-    scratch = np.empty((0, 3), dtype=np.uint64)
-    for b in range(n_buckets):
-        lo = start[b]
-        hi = start[b + 1]
-        if hi - lo <= INSERTION_MAX:
-            _insertion_sort(records, lo, hi, card_seq)
-        else:
-            if scratch.shape[0] < hi - lo:
-                scratch = np.empty((hi - lo, 3), dtype=np.uint64)
-            _merge_sort(records, lo, hi, card_seq, scratch)
-    for i in range(n):
-        perm[i] = np.int64(records[i, 2])
+    return cmin, cmax
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _before(records: np.ndarray, a: int, b: int, card_seq: np.ndarray) -> bool:
-    """Strictly before: row a's key < row b's key (card_seq read only on a full tie)."""
-    ca = records[a, 0]
-    cb = records[b, 0]
-    if ca != cb:
-        return ca < cb
-    sa = records[a, 1]
-    sb = records[b, 1]
-    if sa != sb:
-        return sa < sb
-    return card_seq[np.int64(records[a, 2])] < card_seq[np.int64(records[b, 2])]
+def _top_of(card: np.uint64, plan: np.ndarray) -> np.int64:
+    return np.int64(((card - plan[0]) >> plan[1]) >> plan[3])
 
 
 @njit(cache=True, nogil=True)
-def _insertion_sort(records: np.ndarray, lo: int, hi: int, card_seq: np.ndarray) -> None:
-    """Stable insertion sort of records[lo:hi]; buckets hold a few cards, often already ordered."""
+def _count_tops(card_id: np.ndarray, plan: np.ndarray, top: np.ndarray) -> None:
+    """Add each tap to the count of its top bucket (``top[b + 1]``, for the prefix sum)."""
+    for i in range(card_id.size):
+        top[_top_of(card_id[i], plan) + 1] += 1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _key_words(card: np.uint64, issuer: np.int64, ts: np.int64, tmin: np.int64,
+               seq: np.int64) -> tuple[np.uint64, np.uint64]:
+    key = (np.uint64(issuer) << np.uint64(TS_BITS)) | np.uint64(ts - tmin)
+    return key, np.uint64(seq & 0xFFFFFFFF)
+
+
+@njit(cache=True, nogil=True)
+def _scatter_keys(card_id, issuer, ts_ms, card_seq, plan, fill, tmin, records) -> None:
+    """Counting-sort scatter of (card, key, card_seq, row) records into top-bucket order."""
+    for i in range(card_id.size):
+        b = _top_of(card_id[i], plan)
+        p = fill[b]
+        fill[b] = p + 1
+        key, seq = _key_words(card_id[i], np.int64(issuer[i]), ts_ms[i], tmin,
+                              np.int64(card_seq[i]))
+        records[p, W_CARD] = card_id[i]
+        records[p, W_KEY] = key
+        records[p, W_SEQ_STOP] = seq
+        records[p, W_ROW] = np.uint64(i)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _put_tap(records, p, i, row, card_id, issuer, ts_ms, card_seq, stop, device_id, operator,
+             tap_type, product, line, debited_fen, media, tmin) -> None:
+    key, seq = _key_words(card_id[i], np.int64(issuer[i]), ts_ms[i], tmin, np.int64(card_seq[i]))
+    records[p, W_CARD] = card_id[i]
+    records[p, W_KEY] = key
+    records[p, W_SEQ_STOP] = seq | (np.uint64(stop[i]) << np.uint64(32))
+    records[p, W_ROW] = np.uint64(row)
+    records[p, W_DEVICE] = np.uint64(device_id[i])
+    records[p, W_LINE] = (np.uint64(operator[i]) | (np.uint64(tap_type[i]) << np.uint64(16))
+                          | (np.uint64(product[i]) << np.uint64(24))
+                          | (np.uint64(line[i]) << np.uint64(32)))
+    records[p, W_DEBIT] = (np.uint64(np.int64(debited_fen[i]) & 0xFFFFFFFF)
+                           | (np.uint64(media[i]) << np.uint64(32)))
+    records[p, W_TS] = np.uint64(ts_ms[i])
+
+
+@njit(cache=True, nogil=True)
+def _scatter_taps(card_id, issuer, ts_ms, card_seq, stop, device_id, operator, tap_type,
+                  product, line, debited_fen, media, plan, fill, row0, tmin, records) -> None:
+    """Counting-sort scatter of whole tap records into top-bucket order (the one pass that
+    moves taps across memory: each record is written as one cache line)."""
+    for i in range(card_id.size):
+        b = _top_of(card_id[i], plan)
+        p = fill[b]
+        fill[b] = p + 1
+        _put_tap(records, p, i, row0 + i, card_id, issuer, ts_ms, card_seq, stop, device_id,
+                 operator, tap_type, product, line, debited_fen, media, tmin)
+
+
+@njit(cache=True, nogil=True)
+def _pack_taps(card_id, issuer, ts_ms, card_seq, stop, device_id, operator, tap_type,
+               product, line, debited_fen, media, perm, records) -> None:
+    """Records in a given order (the lexsort fallback): only the issuer stays in W_KEY."""
+    for p in range(perm.size):
+        i = perm[p]
+        _put_tap(records, p, i, i, card_id, issuer, ts_ms, card_seq, stop, device_id, operator,
+                 tap_type, product, line, debited_fen, media, ts_ms[i])
+
+
+@njit(cache=True, nogil=True)
+def _refine(records, plan, top, scratch) -> None:
+    """Sort each top bucket: counting sort on the sub bits (through ``scratch``), then
+    insertion sort of each small bucket (merge sort of a large one)."""
+    width = records.shape[1]
+    row = np.empty(width, dtype=np.uint64)  # one buffer for every insertion
+    n_sub = np.int64(1) << np.int64(plan[3])
+    sub_mask = np.uint64(n_sub - 1)
+    sub_start = np.zeros(n_sub + 1, dtype=np.int64)
+    for t in range(top.size - 1):
+        lo = top[t]
+        hi = top[t + 1]
+        if hi - lo <= INSERTION_MAX:
+            _insertion_sort(records, lo, hi, row)
+            continue
+        if n_sub == 1:
+            _merge_sort(records, lo, hi, scratch, row)
+            continue
+        sub_start[:] = 0
+        for i in range(lo, hi):
+            sub_start[np.int64(((records[i, W_CARD] - plan[0]) >> plan[1]) & sub_mask) + 1] += 1
+        for b in range(n_sub):
+            sub_start[b + 1] += sub_start[b]
+        for i in range(lo, hi):  # scatter into scratch, by sub-bucket, keeping order
+            b = np.int64(((records[i, W_CARD] - plan[0]) >> plan[1]) & sub_mask)
+            p = sub_start[b]
+            sub_start[b] = p + 1
+            for w in range(width):
+                scratch[p, w] = records[i, w]
+        for i in range(hi - lo):
+            for w in range(width):
+                records[lo + i, w] = scratch[i, w]
+        a = lo  # sub_start[b] now holds the end of sub-bucket b
+        for b in range(n_sub):
+            e = lo + sub_start[b]
+            if e - a <= INSERTION_MAX:
+                _insertion_sort(records, a, e, row)
+            else:
+                _merge_sort(records, a, e, scratch, row)
+            a = e
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _less(c0: np.uint64, k0: np.uint64, s0: np.uint64, c1: np.uint64, k1: np.uint64,
+          s1: np.uint64) -> bool:
+    """(card, key, signed card_seq) strictly less."""
+    if c0 != c1:
+        return c0 < c1
+    if k0 != k1:
+        return k0 < k1
+    return _low32_signed(s0) < _low32_signed(s1)
+
+
+@njit(cache=True, nogil=True)
+def _insertion_sort(records, lo: int, hi: int, row) -> None:
+    """Stable insertion sort of records[lo:hi]; buckets hold a few cards, often in order."""
+    width = records.shape[1]
     for i in range(lo + 1, hi):
-        c = records[i, 0]
-        s = records[i, 1]
-        r = records[i, 2]
-        q = card_seq[np.int64(r)]
+        c = records[i, W_CARD]
+        k = records[i, W_KEY]
+        s = records[i, W_SEQ_STOP]
         j = i - 1
-        while j >= lo:
-            cj = records[j, 0]
-            if c > cj:
-                break
-            if c == cj:
-                sj = records[j, 1]
-                if s > sj:
-                    break
-                if s == sj and q >= card_seq[np.int64(records[j, 2])]:
-                    break  # equal keys keep input order: stable
-            records[j + 1, 0] = cj
-            records[j + 1, 1] = records[j, 1]
-            records[j + 1, 2] = records[j, 2]
+        if not _less(c, k, s, records[j, W_CARD], records[j, W_KEY], records[j, W_SEQ_STOP]):
+            continue  # already in place: the common case
+        for w in range(width):
+            row[w] = records[i, w]
+        while j >= lo and _less(c, k, s, records[j, W_CARD], records[j, W_KEY],
+                                records[j, W_SEQ_STOP]):
+            for w in range(width):
+                records[j + 1, w] = records[j, w]
             j -= 1
-        records[j + 1, 0] = c
-        records[j + 1, 1] = s
-        records[j + 1, 2] = r
+        for w in range(width):
+            records[j + 1, w] = row[w]
 
 
 @njit(cache=True, nogil=True)
-def _merge_sort(records: np.ndarray, lo: int, hi: int, card_seq: np.ndarray,
-                scratch: np.ndarray) -> None:
+def _merge_sort(records, lo: int, hi: int, scratch, row) -> None:
     """Stable bottom-up merge sort of records[lo:hi] (runs of 16 start insertion-sorted)."""
+    width = records.shape[1]
     run = 16
     for a in range(lo, hi, run):
-        _insertion_sort(records, a, min(a + run, hi), card_seq)
-    width = run
+        _insertion_sort(records, a, min(a + run, hi), row)
+    step = run
     n = hi - lo
-    while width < n:
-        for a in range(lo, hi, 2 * width):
-            mid = min(a + width, hi)
-            end = min(a + 2 * width, hi)
-            if mid >= end or not _before(records, mid, mid - 1, card_seq):
-                continue  # already in order
+    while step < n:
+        for a in range(lo, hi, 2 * step):
+            mid = min(a + step, hi)
+            end = min(a + 2 * step, hi)
+            if mid >= end or not _less(records[mid, W_CARD], records[mid, W_KEY],
+                                       records[mid, W_SEQ_STOP], records[mid - 1, W_CARD],
+                                       records[mid - 1, W_KEY], records[mid - 1, W_SEQ_STOP]):
+                continue  # the two runs are already in order
             m = mid - a
             for k in range(m):
-                scratch[k, 0] = records[a + k, 0]
-                scratch[k, 1] = records[a + k, 1]
-                scratch[k, 2] = records[a + k, 2]
+                for w in range(width):
+                    scratch[k, w] = records[a + k, w]
             i = 0
             j = mid
             out = a
             while i < m and j < end:
-                # take from the right run only when strictly before: stable
-                if _right_first(records, j, scratch, i, card_seq):
-                    records[out, 0] = records[j, 0]
-                    records[out, 1] = records[j, 1]
-                    records[out, 2] = records[j, 2]
+                # the right run goes first only when strictly less: stable
+                if _less(records[j, W_CARD], records[j, W_KEY], records[j, W_SEQ_STOP],
+                         scratch[i, W_CARD], scratch[i, W_KEY], scratch[i, W_SEQ_STOP]):
+                    for w in range(width):
+                        records[out, w] = records[j, w]
                     j += 1
                 else:
-                    records[out, 0] = scratch[i, 0]
-                    records[out, 1] = scratch[i, 1]
-                    records[out, 2] = scratch[i, 2]
+                    for w in range(width):
+                        records[out, w] = scratch[i, w]
                     i += 1
                 out += 1
             while i < m:
-                records[out, 0] = scratch[i, 0]
-                records[out, 1] = scratch[i, 1]
-                records[out, 2] = scratch[i, 2]
+                for w in range(width):
+                    records[out, w] = scratch[i, w]
                 i += 1
                 out += 1
-        width *= 2
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _right_first(records: np.ndarray, j: int, scratch: np.ndarray, i: int,
-                 card_seq: np.ndarray) -> bool:
-    """records[j] strictly before scratch[i]."""
-    ca = records[j, 0]
-    cb = scratch[i, 0]
-    if ca != cb:
-        return ca < cb
-    sa = records[j, 1]
-    sb = scratch[i, 1]
-    if sa != sb:
-        return sa < sb
-    return card_seq[np.int64(records[j, 2])] < card_seq[np.int64(scratch[i, 2])]
+        step *= 2
