@@ -115,3 +115,39 @@ def test_four_processes_at_once(engine: Engine, db_url: str, tmp_path: Path) -> 
         seqs = c.execute(select(Batch.day_seq).order_by(Batch.day_seq)).scalars().all()
     assert seqs == [1, 2, 3]
     assert len(list(store.rglob("*.parquet"))) == 3
+
+
+UPGRADER = r"""
+import os, sys, time
+from clearing.db import current_revision, head_revision, make_engine, upgrade
+
+url, go = sys.argv[1:3]
+engine = make_engine(url)
+print("ready", flush=True)
+while not os.path.exists(go):
+    time.sleep(0.0005)
+upgrade(engine)
+assert current_revision(engine) == head_revision()
+print("{}", flush=True)
+"""
+
+
+def test_processes_upgrading_a_fresh_database_at_once(db_url: str, tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", UPGRADER, db_url, str(go)],
+                              stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    try:
+        for p in procs:
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        go.touch()
+        for p in procs:
+            p.communicate(timeout=120)
+            assert p.returncode == 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    engine = make_engine(db_url)
+    with engine.connect() as c:
+        assert c.execute(select(func.count()).select_from(Batch)).scalar_one() == 0
+    engine.dispose()

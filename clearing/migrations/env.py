@@ -11,15 +11,26 @@ engine = config.attributes.get("engine")
 if engine is None:
     engine = make_engine(config.get_main_option("sqlalchemy.url"))
 
-# Two processes upgrading one PostgreSQL database at once (two CLI commands on a fresh
-# database) must not both create the tables: the second waits here, then finds the schema at
-# head and does nothing. The lock is transaction-scoped, so it ends with the migration.
+# Two processes upgrading one database at once (two CLI commands on a fresh database) must
+# not both create the tables: the second waits here, then finds the schema at head and does
+# nothing. PostgreSQL: a transaction-scoped advisory lock. SQLite: the database write lock,
+# taken before alembic reads the version (a reader that writes later would fail instead).
 _PG_MIGRATION_LOCK = 7_000
+_SQLITE_VERSION_TABLE = (
+    "CREATE TABLE IF NOT EXISTS alembic_version (version_num VARCHAR(32) NOT NULL, "
+    "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+)
 
 with engine.connect() as connection:
-    context.configure(connection=connection, render_as_batch=connection.dialect.name == "sqlite")
+    # Both backends have transactional DDL (alembic assumes not for SQLite and would commit
+    # after each revision): all pending revisions are applied in one transaction, or none.
+    context.configure(connection=connection, render_as_batch=connection.dialect.name == "sqlite",
+                      transactional_ddl=True)
     with context.begin_transaction():
         if connection.dialect.name == "postgresql":
             connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
+        elif connection.dialect.name == "sqlite":
+            connection.exec_driver_sql(_SQLITE_VERSION_TABLE)
+            connection.exec_driver_sql("DELETE FROM alembic_version WHERE 0 = 1")
         context.run_migrations()
     connection.commit()
