@@ -10,6 +10,7 @@ disabled) each runs once on a small file as a smoke test.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,7 @@ def raw_file(fmt: str, n: int) -> Path:
             n, seed=20261124, media=media, day=dt.date(2026, 11, 24), cards=max(1, n // 5)
         )
         CACHE.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # parallel workers never share one
         tmp.write_bytes(adapter.render(taps, identities(taps), CONFIG))
         tmp.replace(path)
     return path
