@@ -293,6 +293,8 @@ def ingest_taps(
                                  QuarantinedRow.status == QuarantineStatus.OPEN)
                           .values(status=QuarantineStatus.RESUBMITTED,
                                   resubmitted_batch_id=batch.id))
+            # SPEC §4: a late batch re-opens its settled day; one that adds no tap (all
+            # duplicates or rejected) changes nothing to settle, and leaves the day settled.
             if accepted or not batch.late:
                 mark_needs_settlement(s, service_day)
             report = _report(batch, BatchStatus.ACCEPTED)

@@ -314,6 +314,17 @@ def test_a_batch_for_a_settled_day_is_late(engine: Engine, tmp_path: Path) -> No
     assert [b.late for b in list_batches(engine)] == [False, True]
 
 
+def test_a_late_batch_that_adds_no_tap_leaves_the_day_settled(engine: Engine,
+                                                              tmp_path: Path) -> None:
+    ingest_file(engine, tmp_path, write_batch(tmp_path / "a.parquet", [tap(1)]), REG)
+    with transaction(engine) as s:
+        mark_settled(s, DAY)
+    report = ingest_file(engine, tmp_path, write_batch(tmp_path / "b.parquet",
+                                                       [tap(1), tap(2, media=9)]), REG)
+    assert report.late and (report.accepted, report.duplicates, report.quarantined) == (0, 1, 1)
+    assert is_settled(engine, DAY)
+
+
 def test_settling_with_a_stale_revision_keeps_the_day_open(engine: Engine, tmp_path: Path) -> None:
     from clearing.days import day_revision
 
