@@ -1,4 +1,4 @@
-"""The fast path's one sort equals a stable 4-key lexsort, whatever the card ids look like."""
+"""The fast path's sort equals a stable 4-key lexsort, and its tap records keep every field."""
 
 from __future__ import annotations
 
@@ -8,7 +8,27 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from clearing.sorting import INSERTION_MAX, sort_taps, sort_taps_naive
+from clearing.sorting import (
+    INSERTION_MAX,
+    RECORD_COLUMNS,
+    TAP_WORDS,
+    W_CARD,
+    W_ROW,
+    rec_card_seq,
+    rec_debit,
+    rec_device,
+    rec_issuer,
+    rec_line,
+    rec_media,
+    rec_operator,
+    rec_product,
+    rec_stop,
+    rec_tap_type,
+    rec_ts,
+    sort_tap_records,
+    sort_taps,
+    sort_taps_naive,
+)
 
 UINT64_MAX = 2**64 - 1
 
@@ -72,3 +92,62 @@ def test_lengths_must_agree() -> None:
     with pytest.raises(ValueError, match="one length"):
         sort_taps(np.zeros(2, np.uint64), np.zeros(1, np.uint16), np.zeros(2, np.int64),
                   np.zeros(2, np.int32))
+
+
+# ---------------------------------------------------------------------------------------------
+# sort_tap_records: the fast path's sort, whole taps as 64-byte records, chunk by chunk
+
+_DECODE = {
+    "card_id": lambda r, i: int(r[i, W_CARD]), "issuer": rec_issuer, "ts_ms": rec_ts,
+    "card_seq": rec_card_seq, "stop": rec_stop, "device_id": rec_device,
+    "operator": rec_operator, "tap_type": rec_tap_type, "product": rec_product,
+    "line": rec_line, "debited_fen": rec_debit, "media": rec_media,
+}
+_DTYPES = {"card_id": np.uint64, "issuer": np.uint16, "ts_ms": np.int64, "card_seq": np.int32,
+           "stop": np.uint32, "device_id": np.int64, "operator": np.uint16, "tap_type": np.uint8,
+           "product": np.uint8, "line": np.uint32, "debited_fen": np.int32, "media": np.uint8}
+
+
+def _extremes(dtype: type) -> st.SearchStrategy[int]:
+    info = np.iinfo(dtype)
+    return st.one_of(st.sampled_from((int(info.min), int(info.max), 0, 1)),
+                     st.integers(int(info.min), int(info.max)))
+
+
+@st.composite
+def tap_chunks(draw: st.DrawFn) -> list[dict[str, np.ndarray]]:
+    """Tap columns at their dtype extremes, split into 1-4 chunks (some empty)."""
+    card, issuer, ts, seq = draw(tap_keys())
+    n = len(card)
+    cols = {"card_id": card, "issuer": issuer, "ts_ms": ts, "card_seq": seq}
+    for name in RECORD_COLUMNS:
+        if name not in cols:
+            cols[name] = draw(hnp.arrays(_DTYPES[name], n, elements=_extremes(_DTYPES[name])))
+    cuts = sorted(draw(st.lists(st.integers(0, n), max_size=3)))
+    bounds = [0, *cuts, n]
+    return [{k: v[a:b] for k, v in cols.items()} for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(tap_chunks())
+def test_records_are_the_taps_in_sort_order(chunks: list[dict[str, np.ndarray]]) -> None:
+    whole = {k: np.concatenate([c[k] for c in chunks]) for k in RECORD_COLUMNS}
+    records = sort_tap_records(chunks)
+    order = sort_taps_naive(whole["card_id"], whole["issuer"], whole["ts_ms"], whole["card_seq"])
+    assert records.shape == (len(order), TAP_WORDS)
+    assert records[:, W_ROW].astype(np.int64).tolist() == order.tolist()
+    for i, row in enumerate(order.tolist()):
+        for name, decode in _DECODE.items():
+            assert decode(records, i) == int(whole[name][row]), (name, i, row)
+
+
+def test_records_fall_back_when_the_ts_span_is_too_wide() -> None:
+    n = 3
+    cols = {name: np.zeros(n, dtype=_DTYPES[name]) for name in RECORD_COLUMNS}
+    cols["card_id"][:] = 9
+    cols["ts_ms"][:] = [2**62, -(2**62), 0]
+    cols["debited_fen"][:] = [-1, 5, -(2**31)]
+    records = sort_tap_records([cols])
+    assert records[:, W_ROW].tolist() == [1, 2, 0]
+    assert [rec_ts(records, i) for i in range(n)] == [-(2**62), 0, 2**62]
+    assert [rec_debit(records, i) for i in range(n)] == [5, -(2**31), -1]
