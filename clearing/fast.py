@@ -10,6 +10,9 @@ an exception. No Python object is made per tap.
 
 from __future__ import annotations
 
+import os
+from functools import partial
+
 import numpy as np
 import pyarrow as pa
 
@@ -17,7 +20,7 @@ from clearing import kernels
 from clearing.errors import InputError, TongkaError
 from clearing.kernel_tables import KernelTables, kernel_tables
 from clearing.legs import LEG_COLUMNS, LEG_SCHEMA, LEG_TYPES
-from clearing.sorting import sort_tap_records
+from clearing.sorting import run_parallel, sort_tap_records
 from clearing.taps import TAP_SCHEMA
 from tariffs.load import TariffSet
 
@@ -96,14 +99,46 @@ def tap_arrays(taps: pa.Table) -> Chunk:
     return {name: np.concatenate([c[name] for c in chunks]) for name in NEEDED_COLUMNS}
 
 
-def match_and_price_chunks(chunks: list[Chunk], tb: KernelTables) -> pa.Table:
-    """Sort, match and price taps given as chunks of numpy arrays (see ``tap_chunks``)."""
-    records = sort_tap_records(chunks)
-    n_legs, leg_board, leg_exit, leg_status = match_records(records, tb, chunks)
+def match_and_price_chunks(chunks: list[Chunk], tb: KernelTables,
+                           threads: int | None = None) -> pa.Table:
+    """Sort, match and price taps given as chunks of numpy arrays (see ``tap_chunks``).
+
+    The records are cut at card-day boundaries into one part per thread: a card-day never
+    needs another's taps (ARCHITECTURE "Scale"), so each part is matched and priced alone,
+    into its own slice of the output columns.
+    """
+    n = sum(len(c["card_id"]) for c in chunks)
+    threads = thread_count(n) if threads is None else max(1, threads)
+    records = sort_tap_records(chunks, threads=threads)
+    cuts = sorted({0, n, *(int(kernels.card_day_start(records, n * k // threads))
+                           for k in range(1, threads))})
+    parts = [records[a:b] for a, b in zip(cuts, cuts[1:], strict=False) if a < b]
+    matched = run_parallel([partial(match_records, part, tb, chunks) for part in parts])
+    n_legs = sum(m[0] for m in matched)
     out = kernels.LegArrays(*(np.empty(n_legs, dtype=_LEG_DTYPES[c]) for c in LEG_COLUMNS))
-    status, row = kernels.price_legs(n_legs, leg_board, leg_exit, leg_status, records, tb, out)
-    _check(status, row, chunks)
+    jobs, at = [], 0
+    for part, (k, board, exit_, status) in zip(parts, matched, strict=True):
+        piece = kernels.LegArrays(*(column[at:at + k] for column in out))
+        jobs.append(partial(kernels.price_legs, k, board, exit_, status, part, tb, piece))
+        at += k
+    for status, row in run_parallel(jobs):
+        _check(status, row, chunks)
     return pa.Table.from_arrays([pa.array(a) for a in out], schema=LEG_SCHEMA)
+
+
+THREADS_ENV = "TONGKA_THREADS"
+PARALLEL_MIN_TAPS = 200_000  # below this, threads cost more than they save
+
+
+def thread_count(n_taps: int) -> int:
+    """Threads for a day of ``n_taps``: ``TONGKA_THREADS``, else one per CPU (1 for small days)."""
+    configured = os.environ.get(THREADS_ENV, "")
+    if configured:
+        return max(1, int(configured))
+    if n_taps < PARALLEL_MIN_TAPS:
+        return 1
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+               else (os.cpu_count() or 1))
 
 
 def match_records(records: np.ndarray, tb: KernelTables, chunks: list[Chunk]

@@ -211,6 +211,21 @@ def match_legs(rec, tb, leg_board, leg_exit, leg_status):
     return n_legs, OK, -1
 
 
+@njit(cache=True, nogil=True)
+def card_day_start(rec, i):
+    """The first record at or after ``i`` that begins a card-day (``rec.shape[0]`` if none):
+    where the records can be cut into parts that match and price independently."""
+    n = rec.shape[0]
+    if i <= 0:
+        return 0
+    while i < n:
+        if rec[i, W_CARD] != rec[i - 1, W_CARD] or rec_issuer(rec, i) != rec_issuer(rec, i - 1) \
+                or service_day(rec_ts(rec, i)) != service_day(rec_ts(rec, i - 1)):
+            return i
+        i += 1
+    return n
+
+
 @njit(cache=True, nogil=True, inline="always")
 def transfer_fare(kind: np.int64, value: np.int64, f: np.int64, base: np.int64,
                   previous_f: np.int64) -> np.int64:

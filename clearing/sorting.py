@@ -23,6 +23,8 @@ and made pricing ten times slower.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import numpy as np
 from numba import njit
@@ -87,12 +89,14 @@ def sort_taps_naive(card_id: np.ndarray, issuer: np.ndarray, ts_ms: np.ndarray,
     return np.lexsort((card_seq, ts_ms, issuer, card_id)).astype(np.int64)
 
 
-def sort_tap_records(chunks: Sequence[Mapping[str, np.ndarray]]) -> np.ndarray:
+def sort_tap_records(chunks: Sequence[Mapping[str, np.ndarray]], threads: int = 1) -> np.ndarray:
     """uint64[n, TAP_WORDS]: the taps as records in the order of ``sort_taps``.
 
     ``chunks`` are consecutive pieces of the input (Parquet row groups, Arrow chunks: nothing
     is concatenated), each holding the ``RECORD_COLUMNS`` with their TAP_SCHEMA dtypes; a
     record's ``W_ROW`` counts rows across the pieces. Read fields with the ``rec_*`` functions.
+    With ``threads > 1`` the scatter and the bucket sorts run on that many threads (the
+    kernels release the GIL); the result is the same.
     """
     pieces = [[np.ascontiguousarray(chunk[name]) for name in RECORD_COLUMNS]
               for chunk in chunks if len(chunk["card_id"])]
@@ -106,25 +110,83 @@ def sort_tap_records(chunks: Sequence[Mapping[str, np.ndarray]]) -> np.ndarray:
         whole = [np.concatenate([p[k] for p in pieces]) for k in range(len(RECORD_COLUMNS))]
         _pack_taps(*whole, sort_taps_naive(*whole[:4]), records)
         return records
-    plan, top = _bucketing([p[0] for p in pieces])
-    fill = top[:-1].copy()  # shared by the pieces: each scatters after the ones before it
-    row0 = 0
-    for p in pieces:
-        _scatter_taps(*p, plan, fill, row0, tmin, records)
-        row0 += len(p[0])
-    _refine(records, plan, top, _scratch(top, TAP_WORDS))
+    plan = _plan([p[0] for p in pieces])
+    parts = _split_rows(pieces, threads)  # consecutive row ranges, one per thread
+    counts = run_parallel([partial(_part_counts, part, plan) for part in parts])
+    top = np.cumsum(np.sum(counts, axis=0))  # where each top bucket starts
+    fill = top[:-1].copy()
+    jobs = []
+    for part, count in zip(parts, counts, strict=True):
+        # a part writes each bucket after the parts before it: the scatter stays stable
+        jobs.append(partial(_scatter_part, part, plan, fill.copy(), tmin, records))
+        fill += count[1:]
+    run_parallel(jobs)
+    run_parallel([partial(_refine_range, records, plan, top[lo:hi + 1])
+                  for lo, hi in _split_buckets(top, threads)])
     return records
 
 
-def _bucketing(card_ids: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(plan, top starts) of the two-level bucketing of the card ids of every piece.
+def run_parallel(jobs: Sequence) -> list:  # type: ignore[type-arg]
+    """Run no-argument callables, on threads when there are several; their results in order.
 
-    ``plan`` is uint64[4]: (min card id, shift, top bits, sub bits). A tap's bucket is
-    ``key = (card_id - min) >> shift``, about ``n / TAPS_PER_BUCKET`` buckets. The top
-    ``top bits`` of the key pick one of at most ``2**TOP_BITS`` top buckets (the scatter from
-    the input: few enough write streams to stay in cache), the low ``sub bits`` a bucket
-    inside it (refined while the top bucket sits in cache). ``top`` is int64[top buckets + 1]:
-    where each top bucket starts.
+    The kernels are ``nogil``: threads run them side by side.
+    """
+    if len(jobs) <= 1:
+        return [job() for job in jobs]
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        return list(pool.map(lambda job: job(), jobs))
+
+
+def _split_rows(pieces: list[list[np.ndarray]], parts: int) -> list[list[tuple[int, list]]]:
+    """The pieces cut into ``parts`` runs of about equal rows: [(first row, columns), ...]."""
+    n = sum(len(p[0]) for p in pieces)
+    bounds = [n * k // max(parts, 1) for k in range(max(parts, 1) + 1)]
+    out: list[list[tuple[int, list]]] = []
+    for k in range(len(bounds) - 1):
+        lo, hi = bounds[k], bounds[k + 1]
+        run, row0 = [], 0
+        for p in pieces:
+            a, b = max(lo, row0), min(hi, row0 + len(p[0]))
+            if a < b:
+                run.append((a, [col[a - row0:b - row0] for col in p]))
+            row0 += len(p[0])
+        if run:
+            out.append(run)
+    return out
+
+
+def _part_counts(part: list[tuple[int, list]], plan: np.ndarray) -> np.ndarray:
+    top = np.zeros((1 << int(plan[2])) + 1, dtype=np.int64)
+    for _row0, cols in part:
+        _count_tops(cols[0], plan, top)
+    return top
+
+
+def _scatter_part(part: list[tuple[int, list]], plan: np.ndarray, fill: np.ndarray,
+                  tmin: int, records: np.ndarray) -> None:
+    for row0, cols in part:
+        _scatter_taps(*cols, plan, fill, row0, tmin, records)
+
+
+def _refine_range(records: np.ndarray, plan: np.ndarray, top: np.ndarray) -> None:
+    _refine(records, plan, top, _scratch(top, records.shape[1]))
+
+
+def _split_buckets(top: np.ndarray, parts: int) -> list[tuple[int, int]]:
+    """Top-bucket ranges [lo, hi) holding about equal records, one per thread."""
+    n_top = len(top) - 1
+    cuts = np.searchsorted(top, [top[-1] * k // parts for k in range(1, parts)])
+    bounds = sorted({0, n_top, *(int(min(max(c, 0), n_top)) for c in cuts)})
+    return [(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if a < b]
+
+
+def _plan(card_ids: Sequence[np.ndarray]) -> np.ndarray:
+    """uint64[4]: (min card id, shift, top bits, sub bits) of the two-level bucketing.
+
+    A tap's bucket is ``key = (card_id - min) >> shift``, about ``n / TAPS_PER_BUCKET``
+    buckets. The top ``top bits`` of the key pick one of at most ``2**TOP_BITS`` top buckets
+    (the scatter from the input: few enough write streams to stay in cache), the low ``sub
+    bits`` a bucket inside it (refined while the top bucket sits in cache).
     """
     ranges = [_card_range(c) for c in card_ids]
     cmin = min(int(r[0]) for r in ranges)
@@ -133,8 +195,13 @@ def _bucketing(card_ids: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     # significant bits of a bucket key; at least 1 when ids differ, so a shift stays below 64
     bits = min(max(_bucket_bits(sum(len(c) for c in card_ids)), 1), width)
     sub = max(0, bits - TOP_BITS)
-    plan = np.array([cmin, width - bits, bits - sub, sub], dtype=np.uint64)
-    top = np.zeros((1 << (bits - sub)) + 1, dtype=np.int64)
+    return np.array([cmin, width - bits, bits - sub, sub], dtype=np.uint64)
+
+
+def _bucketing(card_ids: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(plan, top starts): ``top`` is int64[top buckets + 1], where each top bucket starts."""
+    plan = _plan(card_ids)
+    top = np.zeros((1 << int(plan[2])) + 1, dtype=np.int64)
     for c in card_ids:
         _count_tops(c, plan, top)
     np.cumsum(top, out=top)

@@ -21,8 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clearing.errors import InputError
-from clearing.fast import PricingError, match_and_price_fast
+from clearing.fast import PricingError, match_and_price_chunks, match_and_price_fast, tap_chunks
 from clearing.kernel_registry import KERNELS, KERNELS_BY_NAME, KernelCase, assert_legs_equal
+from clearing.kernel_tables import kernel_tables
 from clearing.legs import LEG_SCHEMA
 from clearing.reference import match_and_price
 from clearing.service_day import day_bounds_ms
@@ -135,6 +136,16 @@ def test_kernel_equals_its_reference_twin(case: KernelCase) -> None:
         _check(case, *drawn)
 
     check()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=HEALTH)
+@given(priced_days(), st.integers(2, 5))
+def test_threaded_fast_path_equals_reference(drawn: tuple[TariffSet, pa.Table],
+                                             threads: int) -> None:
+    """Cut into parts at card-day boundaries, sorted and priced on threads: the same legs."""
+    tariffs, taps = drawn
+    fast = match_and_price_chunks(tap_chunks(taps), kernel_tables(tariffs), threads=threads)
+    assert_legs_equal(fast, match_and_price(taps, tariffs))
 
 
 def test_every_case_has_an_example_count() -> None:
