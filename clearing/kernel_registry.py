@@ -19,7 +19,13 @@ import numpy as np
 import pyarrow as pa
 
 from clearing import reference
-from clearing.fast import match_and_price_fast, match_records, tap_arrays
+from clearing.fast import (
+    match_and_price_chunks,
+    match_and_price_fast,
+    match_records,
+    tap_arrays,
+    tap_chunks,
+)
 from clearing.kernel_tables import kernel_tables
 from clearing.legs import Leg, legs_from_table
 from clearing.service_day import day_from_number
@@ -146,6 +152,11 @@ def _run_stage_fast(inp: tuple[pa.Table, TariffSet]) -> pa.Table:
     return match_and_price_fast(*inp)
 
 
+def _run_stage_serial(inp: tuple[pa.Table, TariffSet]) -> pa.Table:
+    taps, tariffs = inp
+    return match_and_price_chunks(tap_chunks(taps), kernel_tables(tariffs), threads=1)
+
+
 def _run_stage_reference(inp: tuple[pa.Table, TariffSet]) -> pa.Table:
     return reference.match_and_price(*inp)
 
@@ -168,6 +179,11 @@ KERNELS: tuple[KernelCase, ...] = (
         name="match_and_price", spec="SPEC §5-§6",
         prepare=_stage_input, fast=_run_stage_fast, reference=_run_stage_reference,
         assert_equal=assert_legs_equal, reference_max_taps=20_000,
+    ),
+    KernelCase(  # the same on one thread: what one core does (the default uses every CPU)
+        name="match_and_price_1thread", spec="SPEC §5-§6",
+        prepare=_stage_input, fast=_run_stage_serial, reference=_run_stage_reference,
+        assert_equal=assert_legs_equal, reference_max_taps=0,  # the twin is timed above
     ),
 )
 KERNELS_BY_NAME: dict[str, KernelCase] = {case.name: case for case in KERNELS}

@@ -40,7 +40,7 @@ MINUTE_MS = 60_000
 
 # Examples per registry case; match_and_price is the SPEC §9 property "the fast path equals
 # the reference", run on at least 2000 generated days.
-EXAMPLES = {"sort": 300, "match": 400, "match_and_price": 2000}
+EXAMPLES = {"sort": 300, "match": 400, "match_and_price": 2000, "match_and_price_1thread": 200}
 HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]
 
 
