@@ -115,15 +115,16 @@ def match_and_price_chunks(chunks: list[Chunk], tb: KernelTables,
     parts = [records[a:b] for a, b in zip(cuts, cuts[1:], strict=False) if a < b]
     matched = run_parallel([partial(match_records, part, tb, chunks) for part in parts])
     n_legs = sum(m[0] for m in matched)
-    out = kernels.LegArrays(*(np.empty(n_legs, dtype=_LEG_DTYPES[c]) for c in LEG_COLUMNS))
-    jobs, at = [], 0
+    columns: list[np.ndarray] = [np.empty(n_legs, dtype=_LEG_DTYPES[c]) for c in LEG_COLUMNS]
+    jobs: list[partial[tuple[int, int]]] = []
+    at = 0
     for part, (k, board, exit_, status) in zip(parts, matched, strict=True):
-        piece = kernels.LegArrays(*(column[at:at + k] for column in out))
+        piece = kernels.LegArrays(*(column[at:at + k] for column in columns))  # views: no copy
         jobs.append(partial(kernels.price_legs, k, board, exit_, status, part, tb, piece))
         at += k
     for status, row in run_parallel(jobs):
         _check(status, row, chunks)
-    return pa.Table.from_arrays([pa.array(a) for a in out], schema=LEG_SCHEMA)
+    return pa.Table.from_arrays([pa.array(column) for column in columns], schema=LEG_SCHEMA)
 
 
 THREADS_ENV = "TONGKA_THREADS"

@@ -1,3 +1,5 @@
+# mypy: disable-error-code="return-value,arg-type,operator,call-arg"
+# (numba kernels compute on numpy scalars: int64 where mypy expects int, uint64 keys)
 """The numba kernels of the fast path: SPEC §5 matching and §6 pricing over 1-D tap columns.
 
 Each kernel is ``@njit(cache=True)``, makes one pass, writes into arrays the caller allocated and
@@ -82,19 +84,19 @@ LegArrays = namedtuple("LegArrays", LEG_COLUMNS)  # type: ignore[misc]
 
 
 @njit(cache=True, nogil=True, inline="always")
-def service_day(ts_ms: np.int64) -> np.int64:
+def service_day(ts_ms: int) -> int:
     """SPEC §1: days since 1970-01-01 of the local date of ``ts - 4 h`` (floor division)."""
     return (ts_ms + CST_OFFSET_MS - DAY_START_MS) // DAY_MS
 
 
 @njit(cache=True, nogil=True, inline="always")
-def apply_rate(amount: np.int64, bp: np.int64) -> np.int64:
+def apply_rate(amount: int, bp: int) -> int:
     """SPEC §1, the twin of ``tariffs.fares.apply_rate``: int64 floor, rounded half up."""
     return (amount * (10_000 - bp) + 5_000) // 10_000
 
 
 @njit(cache=True, nogil=True, inline="always")
-def line_of(operator_index, line_index, operator: np.int64, line: np.int64) -> np.int64:
+def line_of(operator_index, line_index, operator: int, line: int) -> int:
     """Dense line of a raw (operator, line), or -1 when the registry has no such line."""
     if operator < 0 or operator >= operator_index.size:
         return -1
@@ -105,8 +107,8 @@ def line_of(operator_index, line_index, operator: np.int64, line: np.int64) -> n
 
 
 @njit(cache=True, nogil=True, inline="always")
-def version_of(area_version_start, area_version_stop, version_valid_from, area: np.int64,
-               day: np.int64) -> np.int64:
+def version_of(area_version_start, area_version_stop, version_valid_from, area: int,
+               day: int) -> int:
     """SPEC §6: the dense version of ``area`` in force on ``day`` (the last valid_from <= day)."""
     found = -1
     for v in range(area_version_start[area], area_version_stop[area]):
@@ -227,8 +229,8 @@ def card_day_start(rec, i):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def transfer_fare(kind: np.int64, value: np.int64, f: np.int64, base: np.int64,
-                  previous_f: np.int64) -> np.int64:
+def transfer_fare(kind: int, value: int, f: int, base: int,
+                  previous_f: int) -> int:
     """SPEC §6.4: the k-th transfer's fare from its step-3 fare ``f`` by steps[k-1]."""
     if kind == _FREE:
         return np.int64(0)
@@ -486,7 +488,7 @@ def price_legs(n_legs, leg_board, leg_exit, leg_status, rec, tb, out):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _stop_pos(stop_index, network_stop_pos, net: np.int64, stop: np.int64) -> np.int64:
+def _stop_pos(stop_index, network_stop_pos, net: int, stop: int) -> int:
     """Row/column of a raw stop in network ``net``'s fare matrix, or -1."""
     if stop >= stop_index.size:
         return -1

@@ -1,3 +1,5 @@
+# mypy: disable-error-code="return-value,arg-type,operator,call-arg"
+# (numba kernels compute on numpy scalars: int64 where mypy expects int, uint64 keys)
 """The one sort of the fast path: a day's taps in card order (card_id, issuer, ts_ms, card_seq).
 
 SPEC §5 walks each card's taps in ``(ts_ms, card_seq)`` order, and the leg table is sorted by
@@ -226,68 +228,68 @@ def _bucket_bits(n: int) -> int:
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _low32_signed(word: np.uint64) -> np.int64:
+def _low32_signed(word: int) -> int:
     v = np.int64(word & np.uint64(0xFFFFFFFF))
     return v - np.int64(1 << 32) if v >= np.int64(1 << 31) else v
 
 
 @njit(cache=True, nogil=True, inline="always")
-def rec_issuer(rec: np.ndarray, i: int) -> np.int64:
+def rec_issuer(rec: np.ndarray, i: int) -> int:
     return np.int64(rec[i, W_KEY] >> np.uint64(48))
 
 
 @njit(cache=True, nogil=True, inline="always")
-def rec_card_seq(rec: np.ndarray, i: int) -> np.int64:
+def rec_card_seq(rec: np.ndarray, i: int) -> int:
     return _low32_signed(rec[i, W_SEQ_STOP])
 
 
 @njit(cache=True, nogil=True, inline="always")
-def rec_stop(rec: np.ndarray, i: int) -> np.int64:
+def rec_stop(rec: np.ndarray, i: int) -> int:
     return np.int64(rec[i, W_SEQ_STOP] >> np.uint64(32))
 
 
 @njit(cache=True, nogil=True, inline="always")
-def rec_row(rec: np.ndarray, i: int) -> np.int64:
+def rec_row(rec: np.ndarray, i: int) -> int:
     return np.int64(rec[i, W_ROW])
 
 
 @njit(cache=True, nogil=True, inline="always")
-def rec_device(rec: np.ndarray, i: int) -> np.int64:
+def rec_device(rec: np.ndarray, i: int) -> int:
     return np.int64(rec[i, W_DEVICE])
 
 
 @njit(cache=True, nogil=True, inline="always")
-def rec_operator(rec: np.ndarray, i: int) -> np.int64:
+def rec_operator(rec: np.ndarray, i: int) -> int:
     return np.int64(rec[i, W_LINE] & np.uint64(0xFFFF))
 
 
 @njit(cache=True, nogil=True, inline="always")
-def rec_tap_type(rec: np.ndarray, i: int) -> np.int64:
+def rec_tap_type(rec: np.ndarray, i: int) -> int:
     return np.int64((rec[i, W_LINE] >> np.uint64(16)) & np.uint64(0xFF))
 
 
 @njit(cache=True, nogil=True, inline="always")
-def rec_product(rec: np.ndarray, i: int) -> np.int64:
+def rec_product(rec: np.ndarray, i: int) -> int:
     return np.int64((rec[i, W_LINE] >> np.uint64(24)) & np.uint64(0xFF))
 
 
 @njit(cache=True, nogil=True, inline="always")
-def rec_line(rec: np.ndarray, i: int) -> np.int64:
+def rec_line(rec: np.ndarray, i: int) -> int:
     return np.int64(rec[i, W_LINE] >> np.uint64(32))
 
 
 @njit(cache=True, nogil=True, inline="always")
-def rec_debit(rec: np.ndarray, i: int) -> np.int64:
+def rec_debit(rec: np.ndarray, i: int) -> int:
     return _low32_signed(rec[i, W_DEBIT])
 
 
 @njit(cache=True, nogil=True, inline="always")
-def rec_media(rec: np.ndarray, i: int) -> np.int64:
+def rec_media(rec: np.ndarray, i: int) -> int:
     return np.int64((rec[i, W_DEBIT] >> np.uint64(32)) & np.uint64(0xFF))
 
 
 @njit(cache=True, nogil=True, inline="always")
-def rec_ts(rec: np.ndarray, i: int) -> np.int64:
+def rec_ts(rec: np.ndarray, i: int) -> int:
     return np.int64(rec[i, W_TS])
 
 
@@ -309,7 +311,7 @@ def _card_range(card_id: np.ndarray):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _top_of(card: np.uint64, plan: np.ndarray) -> np.int64:
+def _top_of(card: int, plan: np.ndarray) -> int:
     return np.int64(((card - plan[0]) >> plan[1]) >> plan[3])
 
 
@@ -321,8 +323,8 @@ def _count_tops(card_id: np.ndarray, plan: np.ndarray, top: np.ndarray) -> None:
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _key_words(card: np.uint64, issuer: np.int64, ts: np.int64, tmin: np.int64,
-               seq: np.int64) -> tuple[np.uint64, np.uint64]:
+def _key_words(card: int, issuer: int, ts: int, tmin: int,
+               seq: int) -> tuple[int, int]:
     key = (np.uint64(issuer) << np.uint64(TS_BITS)) | np.uint64(ts - tmin)
     return key, np.uint64(seq & 0xFFFFFFFF)
 
@@ -406,9 +408,9 @@ def _refine(records, plan, top, scratch) -> None:
         for b in range(n_sub):
             sub_start[b + 1] += sub_start[b]
         for i in range(lo, hi):  # scatter into scratch, by sub-bucket, keeping order
-            b = np.int64(((records[i, W_CARD] - plan[0]) >> plan[1]) & sub_mask)
-            p = sub_start[b]
-            sub_start[b] = p + 1
+            s = np.int64(((records[i, W_CARD] - plan[0]) >> plan[1]) & sub_mask)
+            p = sub_start[s]
+            sub_start[s] = p + 1
             for w in range(width):
                 scratch[p, w] = records[i, w]
         for i in range(hi - lo):
@@ -425,8 +427,8 @@ def _refine(records, plan, top, scratch) -> None:
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _less(c0: np.uint64, k0: np.uint64, s0: np.uint64, c1: np.uint64, k1: np.uint64,
-          s1: np.uint64) -> bool:
+def _less(c0: int, k0: int, s0: int, c1: int, k1: int,
+          s1: int) -> bool:
     """(card, key, signed card_seq) strictly less."""
     if c0 != c1:
         return c0 < c1
