@@ -70,7 +70,7 @@ def clear_day_file(n: int) -> Path:
         day = generate(BENCH_DAY, n, SEED, load_tariff_set(), price=match_and_price_fast)
         taps = day.table.filter(pa.array(day.accepted_mask))
         CACHE.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # xdist workers may race
         pq.write_table(taps, tmp, compression="zstd")
         tmp.replace(path)
     return path

@@ -112,18 +112,22 @@ def _ingested_store(n: int, clear_file: Path, day) -> Path:  # type: ignore[no-u
     from clearing.ingest import ingest_file
 
     store = clear_file.with_name(clear_file.stem + "-store")
-    if (store / "ready").exists():
+    if store.exists():
         return store
-    shutil.rmtree(store, ignore_errors=True)
-    batches = write_day(store / "batches", pq.read_table(clear_file), day)
-    engine = make_engine(f"sqlite:///{store / 'tongka.sqlite'}")
+    build = store.with_name(f"{store.name}.{os.getpid()}.tmp")  # xdist workers may race
+    shutil.rmtree(build, ignore_errors=True)
+    batches = write_day(build / "batches", pq.read_table(clear_file), day)
+    engine = make_engine(f"sqlite:///{build / 'tongka.sqlite'}")
     upgrade(engine)
     for path in batches:
-        report = ingest_file(engine, store / "data", path, TARIFFS.registry)
+        report = ingest_file(engine, build / "data", path, TARIFFS.registry)
         assert report.quarantined == 0 and report.duplicates == 0
     engine.dispose()
-    shutil.rmtree(store / "batches")
-    (store / "ready").touch()
+    shutil.rmtree(build / "batches")
+    try:
+        build.rename(store)  # atomic: a store directory is complete or absent
+    except OSError:  # another worker finished first
+        shutil.rmtree(build, ignore_errors=True)
     return store
 
 
