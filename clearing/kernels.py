@@ -1,6 +1,6 @@
 # mypy: disable-error-code="return-value,arg-type,operator,call-arg"
 # (numba kernels compute on numpy scalars: int64 where mypy expects int, uint64 keys)
-"""The numba kernels of the fast path: SPEC §5 matching and §6 pricing over 1-D tap columns.
+"""The numba kernels of the fast path: SPEC §5 matching and §6 pricing over taps in card order.
 
 Each kernel is ``@njit(cache=True)``, makes one pass, writes into arrays the caller allocated and
 returns a status code instead of raising (STYLE §6); ``clearing.fast`` checks the input, calls
