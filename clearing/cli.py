@@ -55,7 +55,7 @@ T = TypeVar("T")
 
 class _State:
     settings: Settings = Settings()
-    url_flag: str | None = None
+    demo_keys: bool = False  # the demo's public reader keys (never for real data)
 
 
 DataDir = Annotated[
@@ -77,28 +77,27 @@ def main(data_dir: DataDir = None, db: DbUrl = None) -> None:
 
 def run() -> None:
     """Console entry point: typed errors become a message and a documented exit code."""
+    from typer._click.exceptions import ClickException
+
     try:
-        app(standalone_mode=False)
+        rv = app(standalone_mode=False)
     except TariffError as exc:
-        err_console.print(f"[red]error:[/red] invalid tariff set [{exc.code}]")
+        err_console.print(f"error: invalid tariff set [{exc.code}]", style="red")
         for problem in exc.problems:
             err_console.print(f"  {problem}", markup=False)
         sys.exit(EXIT_TARIFF)
     except TongkaError as exc:
         err_console.print(f"error: {exc}", markup=False, style="red")
         sys.exit(exc.exit_code)
+    except ClickException as exc:  # usage errors: bad option, missing argument
+        exc.show()
+        sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("aborted")
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(2)
-        raise
+    sys.exit(rv if isinstance(rv, int) else 0)
 
 
 # --------------------------------------------------------------------------- plumbing
@@ -118,6 +117,13 @@ def _engine():  # type: ignore[no-untyped-def]
     engine = make_engine(_State.settings.resolved_url())
     upgrade(engine)
     return engine
+
+
+def _reader_config():  # type: ignore[no-untyped-def]
+    """Reader keys from the environment (TONGKA_PII_KEY, ...); the demo uses its public set."""
+    from readers.config import ReaderConfig
+
+    return ReaderConfig.demo() if _State.demo_keys else ReaderConfig()
 
 
 def _tariffs():  # type: ignore[no-untyped-def]
@@ -169,19 +175,26 @@ def generate(
     ] = None,
 ) -> None:
     """Generate a deterministic synthetic service day: one Parquet batch per operator."""
-    from clearing.generate import generate_day, write_day
+    from clearing.fast import match_and_price_fast
+    from clearing.generate import generate as generate_taps
+    from clearing.generate import write_day
 
     day = date.date()
     tariffs = _tariffs()
     generated = _timed(
-        f"generate {taps:,} taps for {day}", lambda: generate_day(day, taps, seed, tariffs)
+        f"generate {taps:,} taps for {day}",
+        lambda: generate_taps(day, taps, seed, tariffs, price=match_and_price_fast),
     )
-    table = getattr(generated, "table", generated)
+    table = generated.table
+    err_console.print(
+        f"  injected: {generated.duplicates:,} resent rows, {sum(generated.invalid.values()):,} "
+        f"invalid rows, {generated.missing_exits:,} missing exits, "
+        f"{generated.orphan_exits:,} orphan exits, {generated.overtime:,} overtime trips"
+    )
     if raw:
-        from readers.config import ReaderConfig
         from readers.synth import write_raw
 
-        paths = write_raw(table, raw, out, ReaderConfig())
+        paths = write_raw(table, raw, out, _reader_config())
     else:
         paths = write_day(out, table, day)
     for p in paths:
@@ -237,24 +250,31 @@ def _ingest_raw(
     import hashlib
 
     from clearing.ingest import ingest_taps
-    from readers.config import ReaderConfig
     from readers.registry import detect_format, get_adapter
 
     if not path.exists():
         raise InputError(f"{path}: no such file", code="INPUT_MISSING")
     name = fmt or detect_format(path)
-    result = get_adapter(name).parse(path, ReaderConfig())
+    result = get_adapter(name).parse(path, _reader_config())
+    day = day or result.service_day
+    operator = operator if operator is not None else result.operator
+    if day is None or operator is None:
+        raise InputError(
+            f"{path}: no row could be read, so the batch's service day and operator are unknown: "
+            "pass --date and --operator",
+            code="INPUT_METADATA",
+        )
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     return ingest_taps(
         engine,
         home,
-        result.taps,
+        result.taps_with_source_rows(),
         result.errors,
         file_sha256=digest,
         source_format=name,
         source_name=path.name,
-        service_day=day or result.service_day,
-        operator=operator if operator is not None else result.operator,
+        service_day=day,
+        operator=operator,
         registry=tariffs.registry,
     )
 
@@ -303,7 +323,14 @@ def clear(
 @app.command()
 def settle(
     date: DateOpt,
-    reason: Annotated[str, typer.Option("--reason", help="Reason for an adjustment entry.")] = "",
+    reason: Annotated[
+        str,
+        typer.Option(
+            "--reason",
+            help="Why a settled day is settled again: late_batch, tariff_correction or "
+            "manual_correction (default: late_batch when new batches arrived, else initial).",
+        ),
+    ] = "",
 ) -> None:
     """Settle a cleared day: obligations, netting, payments, one balanced journal entry."""
     result = _settle(date.date(), reason)
@@ -311,34 +338,53 @@ def settle(
 
 
 def _settle(day: dt.date, reason: str) -> Any:
+    """Settle ``day``; a day settled before and changed since is re-settled as a late batch
+    unless the caller names another reason (SPEC §8: adjustments name their reason)."""
     from clearing.day import read_day_legs
+    from clearing.days import DayStatus, day_revision, day_status
+    from clearing.db import session_factory
+    from settlement.payments import write_payments_csv
     from settlement.settle import settle_day
 
     engine = _engine()
-    legs = read_day_legs(_home(), day)
-    kwargs = {"reason": reason} if reason else {}
-    result = _timed(f"settle {day}", lambda: settle_day(engine, day, legs, _tariffs(), **kwargs))
-    from settlement.payments import write_payments_csv
+    tariffs = _tariffs()
+    with session_factory(engine)() as session:
+        revision = day_revision(session, day)
+        status = day_status(session, day)
+    if not reason:
+        from settlement.ledger import Scope, has_entries
 
+        with session_factory(engine)() as session:
+            settled_before = has_entries(session, day, Scope.DAY)
+        changed = status is DayStatus.NEEDS_SETTLEMENT
+        reason = "late_batch" if settled_before and changed else "initial"
+    legs = read_day_legs(_home(), day)
+    result = _timed(
+        f"settle {day}",
+        lambda: settle_day(engine, day, legs, tariffs, reason=reason, revision=revision),
+    )
     out = _home() / "payments" / f"{day.isoformat()}.csv"
-    write_payments_csv(out, result.payments)
+    write_payments_csv(out, result.payments, day=day, registry=tariffs.registry)
     return result
 
 
 def _print_settlement(result: Any) -> None:
-    positions = Table(title=f"Net positions {result.day} (fen)")
-    positions.add_column("party")
-    positions.add_column("net", justify="right")
-    for party, fen in sorted(result.positions.items(), key=lambda kv: (int(kv[0][0]), kv[0][1])):
-        positions.add_row(_party_name(party), f"{fen:,}")
-    console.print(positions)
-    total = sum(result.positions.values())
+    _print_positions(f"Net positions {result.day} (fen)", result.positions)
     entry = result.entry_id
     console.print(
-        f"net positions sum: {total} fen; journal entry: "
+        f"net positions sum: {sum(result.positions.values())} fen; journal entry: "
         f"{entry if entry is not None else 'nothing to post (day unchanged)'}; "
-        f"entry balance: {getattr(result, 'entry_balance', 0)} fen"
+        f"entry balance: {result.entry_balance} fen"
     )
+
+
+def _print_positions(title: str, positions: dict) -> None:
+    table = Table(title=title)
+    table.add_column("party")
+    table.add_column("net", justify="right")
+    for party, fen in sorted(positions.items(), key=lambda kv: (int(kv[0][0]), kv[0][1])):
+        table.add_row(_party_name(party), f"{fen:,}")
+    console.print(table)
 
 
 def _party_name(party: Any) -> str:
@@ -437,3 +483,198 @@ def _print_city_summary(result: Any) -> None:
             f"{row.discount_fen:,}",
         )
     console.print(table)
+
+
+# --------------------------------------------------------------------------- operators
+
+
+@batches_app.command("list")
+def batches_list(
+    date: Annotated[dt.datetime | None, typer.Option("--date", formats=["%Y-%m-%d"])] = None,
+) -> None:
+    """Every stored batch (or one day's): status and counts."""
+    from clearing.batches import list_batches
+
+    rows = list_batches(_engine(), day=date.date() if date else None)
+    table = Table(title="Batches")
+    for col in (
+        "id",
+        "day",
+        "op",
+        "file",
+        "format",
+        "rows",
+        "accepted",
+        "dup",
+        "quarantined",
+        "status",
+    ):
+        table.add_column(col, overflow="fold")
+    for b in rows:
+        status = b.status + (" late" if b.late else "")
+        table.add_row(
+            str(b.id),
+            str(b.service_day),
+            str(b.operator),
+            b.source_name,
+            b.source_format,
+            f"{b.received:,}",
+            f"{b.accepted:,}",
+            f"{b.duplicates:,}",
+            f"{b.quarantined:,}",
+            status,
+        )
+    console.print(table)
+
+
+@batches_app.command("show")
+def batches_show(batch: Annotated[str, typer.Argument(help="Batch id or SHA-256 prefix.")]) -> None:
+    """One batch: counts, and its rejected rows grouped by error code with examples."""
+    from clearing.batches import batch_detail
+
+    detail = batch_detail(_engine(), int(batch) if batch.isdigit() else batch)
+    b = detail.batch
+    console.print(f"batch {b.id} {b.source_name} ({b.source_format}) sha256 {b.file_sha256}")
+    console.print(
+        f"operator {b.operator}, service day {b.service_day}, status {b.status}"
+        + (" (late)" if b.late else "")
+    )
+    console.print(
+        f"received {b.received:,}, accepted {b.accepted:,}, duplicates "
+        f"{b.duplicates:,}, quarantined {b.quarantined:,}"
+    )
+    for group in detail.errors:
+        console.print(f"[bold]{group.code}[/bold]: {group.count:,} rows")
+        for q in group.examples:
+            console.print(f"  row {q.row} {q.field}: {q.message}", markup=False)
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    batch: Annotated[str | None, typer.Option("--batch", help="Batch id or SHA prefix.")] = None,
+    code: Annotated[str | None, typer.Option("--code", help="Only this error code.")] = None,
+    limit: Annotated[int, typer.Option("--limit")] = 50,
+) -> None:
+    """Rejected rows waiting for a correction."""
+    from clearing.batches import quarantined_rows
+
+    ref = int(batch) if batch and batch.isdigit() else batch
+    rows = quarantined_rows(_engine(), ref, code=code, limit=limit)
+    table = Table(title="Quarantined rows")
+    for col in ("id", "batch", "row", "code", "field", "message"):
+        table.add_column(col, overflow="fold")
+    for q in rows:
+        table.add_row(str(q.id), str(q.batch_id), str(q.row), q.code, q.field, q.message)
+    console.print(table)
+
+
+@quarantine_app.command("export")
+def quarantine_export(
+    out: Annotated[Path, typer.Argument(help="JSON Lines file to write.")],
+    batch: Annotated[str | None, typer.Option("--batch")] = None,
+    code: Annotated[str | None, typer.Option("--code")] = None,
+) -> None:
+    """Write rejected rows as JSON Lines, to correct and resubmit."""
+    from clearing.batches import export_quarantine
+
+    ref = int(batch) if batch and batch.isdigit() else batch
+    n = export_quarantine(_engine(), out, batch_id=ref, code=code)
+    console.print(f"{n:,} rows written to {out}")
+
+
+@quarantine_app.command("resubmit")
+def quarantine_resubmit(
+    corrected: Annotated[Path, typer.Argument(help="The exported file, corrected.")],
+) -> None:
+    """Resubmit corrected rows: they go through the same checks as any batch."""
+    from clearing.ingest import resubmit
+
+    result = resubmit(_engine(), _home(), corrected, _tariffs().registry)
+    _print_batch_reports(list(result.reports))
+    if result.skipped:
+        console.print(f"{len(result.skipped)} rows were already resubmitted before")
+
+
+# --------------------------------------------------------------------------- finance
+
+
+@ledger_app.command("balances")
+def ledger_balances_cmd() -> None:
+    """Every account's balance (debit positive), and each party's net position."""
+    from settlement.ledger import account_balances, positions_from_balances
+
+    balances = account_balances(_engine())
+    table = Table(title="Ledger balances (fen)")
+    table.add_column("account")
+    table.add_column("balance", justify="right")
+    for key, fen in sorted(balances.items(), key=lambda kv: kv[0].code):
+        table.add_row(key.code, f"{fen:,}")
+    console.print(table)
+    _print_positions("Net positions, all periods (fen)", positions_from_balances(balances))
+    console.print(f"sum of balances: {sum(balances.values())} fen")
+
+
+@ledger_app.command("verify")
+def ledger_verify_cmd() -> None:
+    """Every entry balances and the balances equal a fresh recomputation from stored legs."""
+    from clearing.day import read_day_legs
+    from settlement.ledger import verify_ledger
+    from settlement.month_close import month_obligations
+    from settlement.settle import day_recomputer
+
+    tariffs = _tariffs()
+    home = _home()
+    problems = verify_ledger(
+        _engine(),
+        day_recomputer(lambda d: read_day_legs(home, d), tariffs),
+        lambda m: month_obligations(_month_legs(m), tariffs, m),
+    )
+    for p in problems:
+        err_console.print(p, markup=False)
+    if problems:
+        raise TongkaError(f"{len(problems)} ledger problems", code="LEDGER_MISMATCH")
+    console.print("ledger verified: every entry balances; balances equal a fresh recomputation")
+
+
+def _month_legs(month: dt.date) -> Any:
+    """The stored legs of every cleared day of a calendar month (days never cleared are empty)."""
+    import pyarrow as pa
+
+    from clearing.day import legs_path, read_day_legs
+    from clearing.legs import LEG_SCHEMA
+    from settlement.month_close import month_days
+
+    first, last = month_days(month)
+    tables = []
+    day = first
+    while day <= last:
+        if legs_path(_home(), day).exists():
+            tables.append(read_day_legs(_home(), day))
+        day += dt.timedelta(days=1)
+    return pa.concat_tables(tables) if tables else LEG_SCHEMA.empty_table()
+
+
+@app.command("close-month")
+def close_month_cmd(
+    month: Annotated[str, typer.Argument(help="YYYY-MM")],
+    reason: Annotated[str, typer.Option("--reason")] = "initial",
+) -> None:
+    """Month close: rebates (operator owes issuer), netted and posted; card-load files."""
+    from settlement.month_close import close_month, parse_month, write_card_loads
+    from settlement.payments import write_payments_csv
+
+    first = parse_month(month)
+    tariffs = _tariffs()
+    result = _timed(
+        f"close {month}",
+        lambda: close_month(_engine(), first, _month_legs(first), tariffs, reason=reason),
+    )
+    out = _home() / "month-close" / f"{first:%Y-%m}"
+    write_payments_csv(out / "payments.csv", result.payments, registry=tariffs.registry)
+    loads = write_card_loads(out, first, result.rebates)
+    console.print(
+        f"{len(result.rebates):,} rebates, {sum(r.rebate_fen for r in result.rebates):,}"
+        f" fen; card-load files: {len(loads)} in {out}; entry "
+        f"{result.entry_id if result.entry_id is not None else 'none (unchanged)'}"
+    )
+    _print_positions(f"Month-close net positions {first:%Y-%m} (fen)", result.positions)

@@ -7,7 +7,8 @@ stops a command is a ``TongkaError`` subclass, each with its own stable ``code``
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,7 +19,8 @@ class RowError:
     row: int  # 0-based row number in the source file (line number - 1 for text formats)
     field: str  # the field the check concerns, "" when it concerns the whole row
     message: str  # words an operator can act on; never a raw card or social-security number
-    record: dict = field(default_factory=dict)  # the original record, PII already tokenised
+    # the original record, PII already tokenised
+    record: dict = dataclasses.field(default_factory=dict)
 
 
 class TongkaError(Exception):

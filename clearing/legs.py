@@ -8,7 +8,7 @@ order, so a list of ``Leg`` and a leg table compare field by field.
 from __future__ import annotations
 
 import enum
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 
 import pyarrow as pa
 
@@ -124,15 +124,11 @@ LEG_SORT_KEYS: tuple[str, ...] = ("card_id", "issuer", "board_ts_ms", "board_car
 
 def legs_table(legs: list[Leg]) -> pa.Table:
     """An Arrow leg table from reference legs, in the order given."""
-    columns = (
-        list(zip(*(astuple(leg) for leg in legs), strict=True))
-        if legs
-        else [[] for _ in LEG_COLUMNS]
-    )
+    # getattr per column, not dataclasses.astuple: astuple deep-copies every field.
     return pa.Table.from_arrays(
         [
-            pa.array(col, type=LEG_TYPES[name])
-            for name, col in zip(LEG_COLUMNS, columns, strict=True)
+            pa.array([getattr(leg, name) for leg in legs], type=LEG_TYPES[name])
+            for name in LEG_COLUMNS
         ],
         schema=LEG_SCHEMA,
     )

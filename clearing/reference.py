@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cache
+from functools import lru_cache
 
 import pyarrow as pa
 
@@ -149,7 +149,7 @@ class _Rules:
     steps: tuple[TransferStep, ...]
 
 
-@cache
+@lru_cache(maxsize=64)  # bounded: property tests build many tariff sets
 def _rules_cached(tariffs: TariffSet, area: int, day: dt.date) -> _Rules:
     v = tariffs.version_for(area, day)
     reg = tariffs.registry
