@@ -229,7 +229,13 @@ def _ingest_files(
             if fmt in (None, "canonical", "parquet") and (fmt or path.suffix == ".parquet"):
                 reports.append(
                     ingest_file(
-                        engine, home, path, tariffs.registry, service_day=day, operator=operator
+                        engine,
+                        home,
+                        path,
+                        tariffs.registry,
+                        service_day=day,
+                        operator=operator,
+                        input_dir=_State.settings.input_dir,
                     )
                 )
             else:
@@ -249,11 +255,11 @@ def _ingest_raw(
 ) -> Any:
     import hashlib
 
-    from clearing.ingest import ingest_taps
+    from clearing.ingest import ingest_taps, read_input_bytes
     from readers.registry import detect_format, get_adapter
 
-    if not path.exists():
-        raise InputError(f"{path}: no such file", code="INPUT_MISSING")
+    # The same guards as canonical batches: inside the input directory, a regular file, bounded.
+    digest = hashlib.sha256(read_input_bytes(path, input_dir=_State.settings.input_dir)).hexdigest()
     name = fmt or detect_format(path)
     result = get_adapter(name).parse(path, _reader_config())
     day = day or result.service_day
@@ -264,7 +270,6 @@ def _ingest_raw(
             "pass --date and --operator",
             code="INPUT_METADATA",
         )
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
     return ingest_taps(
         engine,
         home,
@@ -463,6 +468,7 @@ def demo(
     report(date=date, out=home / "reports")
     _print_city_summary(result)
     _print_settlement(result)
+    ledger_verify_cmd()
     if keep is None:
         console.print(f"(data directory {home} kept for inspection; delete it when done)")
 

@@ -11,12 +11,13 @@ DB_FILE = "tongka.sqlite"
 
 
 class Settings(BaseSettings):
-    """``TONGKA_HOME`` (data directory) and ``TONGKA_DATABASE_URL``; flags override both."""
+    """``TONGKA_HOME``, ``TONGKA_DATABASE_URL`` (flags override both) and ``TONGKA_INPUT_DIR``."""
 
     model_config = SettingsConfigDict(env_prefix="TONGKA_", extra="ignore")
 
     home: Path = DEFAULT_HOME
     database_url: str | None = None
+    input_dir: Path | None = None  # when set, batches may only be read from under it
 
     def resolved_url(self) -> str:
         """The database URL; the default is a SQLite file inside the data directory."""

@@ -1,4 +1,4 @@
-"""The worked example of docs/qa.md runs: every ``python`` block there is executed as a test.
+"""The worked example of the README's QA section runs: every ``python`` block there is executed as a test.
 
 The README's QA section shows how to write a property test against the engine's public API;
 a worked example that no longer runs would teach the wrong thing, so this file executes the
@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "qa.md"
+DOC = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def _blocks() -> list[str]:
