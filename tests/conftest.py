@@ -1,4 +1,4 @@
-"""Shared fixtures: every storage test runs on SQLite and on PostgreSQL (ids ``sqlite``, ``postgresql``).
+"""Shared fixtures: each storage test runs on SQLite and PostgreSQL (ids sqlite, postgresql).
 
 PostgreSQL comes from ``TONGKA_TEST_DATABASE_URL``. Without it the ``postgresql`` cases skip
 with the reason; with ``CI=true`` an unset or unreachable database fails the run instead.

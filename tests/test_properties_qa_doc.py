@@ -1,4 +1,4 @@
-"""The worked example of the README's QA section runs: every ``python`` block there is executed as a test.
+"""The README QA section's worked example runs: every ``python`` block there is executed as a test.
 
 The README's QA section shows how to write a property test against the engine's public API;
 a worked example that no longer runs would teach the wrong thing, so this file executes the

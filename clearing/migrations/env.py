@@ -9,7 +9,7 @@ from clearing.db import make_engine
 config = context.config
 engine = config.attributes.get("engine")
 if engine is None:
-    engine = make_engine(config.get_main_option("sqlalchemy.url"))
+    engine = make_engine(config.get_main_option("sqlalchemy.url") or "")
 
 # Two processes upgrading one database at once (two CLI commands on a fresh database) must
 # not both create the tables: the second waits here, then finds the schema at head and does
