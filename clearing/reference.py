@@ -26,11 +26,11 @@ from clearing.legs import (
 )
 from clearing.service_day import day_from_number, service_day_number
 from clearing.taps import ACCOUNT_BASED, TapType
-from tariffs.fares import apply_rate
+from tariffs.fares import base_fare_network, cap_for, capped_fare, product_fare, transfer_fare
 from tariffs.load import TariffSet
 from tariffs.model import NetworkFare, TariffVersion, TransferStep
 from tariffs.registry import FLAT, Registry
-from tariffs.vocab import Mode, Product
+from tariffs.vocab import Mode
 
 MINUTE_MS = 60_000
 
@@ -138,13 +138,12 @@ def _network_fare(tariffs: TariffSet, day: dt.date, tap: Tap) -> NetworkFare:
 
 @dataclass(frozen=True)
 class _Rules:
-    """One tariff version as lookup dicts, so each pricing step reads like the SPEC."""
+    """The lookups of one tariff version that the steps need by key; the steps' arithmetic
+    itself is ``tariffs.fares``, the model-based twin of the compiled tables."""
 
     version: TariffVersion
     line_fares: dict[tuple[int, int], int]
     networks: dict[int, NetworkFare]
-    prices: dict[tuple[int, int], tuple[str, int]]  # (mode, product) -> ("rate"|"fixed", value)
-    caps: dict[int, int]
     allowed: frozenset[tuple[int, int]]
     steps: tuple[TransferStep, ...]
 
@@ -162,19 +161,11 @@ def _rules_cached(tariffs: TariffSet, area: int, day: dt.date) -> _Rules:
         )
         for n in lines:
             line_fares[(lf.operator, n)] = lf.fare_fen
-    prices = {
-        (Mode[p.mode.upper()], Product[p.product.upper()]): (
-            ("rate", p.rate_bp) if p.rate_bp is not None else ("fixed", p.fixed_fen)
-        )
-        for p in v.prices
-    }
     transfer = v.transfer
     return _Rules(
         version=v,
         line_fares=line_fares,
         networks={nf.network: nf for nf in v.networks},
-        prices=prices,  # type: ignore[arg-type]
-        caps={int(Product[c.product.upper()]): c.cap_fen for c in v.caps},
         allowed=frozenset(
             (int(Mode[a.upper()]), int(Mode[b.upper()])) for a, b in transfer.allowed_modes
         )
@@ -194,51 +185,8 @@ def base_fare(tariffs: TariffSet, rules: _Rules, leg: MatchedLeg) -> int:
     if leg.status == LegStatus.FLAT:
         return rules.line_fares[(b.operator, b.line)]
     assert leg.exit is not None
-    net_id = _network(tariffs.registry, b)
-    fare = rules.networks[net_id]
-    if b.stop == leg.exit.stop:
-        return fare.same_station_fare
-    if fare.matrix is not None:
-        return _matrix_fare(fare, b.stop, leg.exit.stop)
-    index = tariffs.registry.stop_index(net_id)
-    metres = int(tariffs.registry.distances(net_id)[index[b.stop], index[leg.exit.stop]])
-    assert fare.bands is not None
-    for band in fare.bands:  # the first band with d <= upper_m; the last is unbounded
-        if band.upper_m is None or metres <= band.upper_m:
-            return band.fare_fen
-    raise AssertionError("the last distance band is unbounded")
-
-
-def _matrix_fare(fare: NetworkFare, a: int, b: int) -> int:
-    assert fare.matrix is not None
-    for from_stop, to_stop, fen in fare.matrix:
-        if from_stop == a and to_stop == b:
-            return fen
-    raise KeyError((a, b))
-
-
-def product_fare(rules: _Rules, issuer: int, product: int, mode: int, base: int) -> tuple[int, int]:
-    """Steps 2-3: (honoured product, step-3 fare)."""
-    v = rules.version
-    if issuer not in v.accepted_issuers:  # not accepted: visitor rate, priced as ORDINARY
-        return int(Product.ORDINARY), apply_rate(base, v.visitor_rate_bp)
-    honoured = product if issuer in v.concession_issuers else int(Product.ORDINARY)
-    kind, value = rules.prices.get((mode, honoured)) or rules.prices[(mode, int(Product.ORDINARY))]
-    fare = apply_rate(base, value) if kind == "rate" else min(base, value)
-    return honoured, fare
-
-
-def transfer_fare(step: TransferStep, f: int, base: int, previous_f: int) -> int:
-    """Step 4 for the k-th transfer of a chain, priced by steps[k-1]."""
-    if step.kind == "free":
-        return 0
-    if step.kind == "off_fen":
-        assert step.fen is not None
-        return max(0, f - step.fen)
-    if step.kind == "pay_rate":  # pays bp of its base fare, never more than f
-        assert step.bp is not None
-        return min(f, apply_rate(base, 10_000 - step.bp))
-    return max(0, f - previous_f)  # difference: 扣高免低, charge the higher, waive the lower
+    fare = rules.networks[_network(tariffs.registry, b)]
+    return base_fare_network(fare, tariffs.registry, b.stop, leg.exit.stop)
 
 
 @dataclass
@@ -313,7 +261,7 @@ def price_card_day(day_no: int, taps: list[Tap], tariffs: TariffSet) -> list[Leg
             continue
 
         base = base_fare(tariffs, rules, m)
-        honoured, f = product_fare(rules, b.issuer, b.product, int(line.mode), base)
+        honoured, f = product_fare(rules.version, b.issuer, b.product, int(line.mode), base)
 
         # Step 4: does this leg join the previous leg's chain?
         t, transfer_no = f, 0
@@ -328,8 +276,7 @@ def price_card_day(day_no: int, taps: list[Tap], tariffs: TariffSet) -> list[Leg
 
         # Step 5: daily cap by honoured product, over earlier legs of the area, any product.
         spent = spent_by_area.get(area, 0)
-        cap = rules.caps.get(honoured)
-        computed = t if cap is None else min(t, max(0, cap - spent))
+        computed = capped_fare(t, cap_for(rules.version, honoured), spent)
         spent_by_area[area] = spent + computed
 
         leg = Leg(
