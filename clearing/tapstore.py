@@ -32,7 +32,6 @@ is what keeps de-duplication independent of history.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -46,10 +45,11 @@ from sqlalchemy.orm import Session
 from clearing.batches import Batch
 from clearing.db import session_factory
 from clearing.errors import StateError
+from clearing.parquet_io import write_atomic
 from clearing.taps import TAP_COLUMNS, TAP_SCHEMA
 
 TAPS_DIR = "taps"
-TMP_SUFFIX = ".tmp"  # same convention as clearing.parquet_io
+
 DEDUP_REACH_DAYS = 1  # neighbouring service days, each side, a duplicate key can reach
 DEVICE_KEY = ("operator", "device_id", "device_seq")
 CARD_KEY = ("issuer", "card_id", "card_seq")
@@ -89,35 +89,14 @@ def write_batch_taps(
     Compressed with zstd; dictionary encoding only for the low-cardinality columns, where it
     pays (device ids, sequence numbers and card tokens are near-unique).
     """
-    path = Path(data_dir) / relpath
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}{TMP_SUFFIX}")
     table = taps.select(list(TAP_COLUMNS)).cast(TAP_SCHEMA).replace_schema_metadata(metadata)
-    pq.write_table(
+    return write_atomic(
         table,
-        tmp,
-        compression="zstd",
-        compression_level=1,
+        Path(data_dir) / relpath,
         use_dictionary=["operator", "issuer", "product", "media", "city", "line", "stop",
                         "tap_type", "debited_fen"],
         row_group_size=1 << 20,
     )
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-    return path
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def remove_strays(data_dir: Path, days: Iterable[dt.date], committed: set[str]) -> list[Path]:

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clearing import tapstore
+from clearing import parquet_io, tapstore
 from clearing.taps import TAP_SCHEMA
 
 KEY_SCHEMA = pa.schema([TAP_SCHEMA.field(c) for c in tapstore.KEY_COLUMNS])
@@ -93,7 +93,7 @@ def test_files_are_written_whole_and_read_in_day_order(tmp_path: Path) -> None:
     got = tapstore.read_day_taps(tmp_path, day)
     assert got.to_pylist() == [r for seq in (1, 2, 3) for r in rows[seq].to_pylist()]
     assert got.schema == TAP_SCHEMA
-    leftovers = [p for p in tmp_path.rglob("*") if p.name.endswith(tapstore.TMP_SUFFIX)]
+    leftovers = [p for p in tmp_path.rglob("*") if p.name.endswith(parquet_io.TMP_SUFFIX)]
     assert leftovers == []
     stored = pq.read_schema(next(tmp_path.rglob("*.parquet")))
     assert stored.metadata[tapstore.META_DAY_SEQ] in {b"1", b"2", b"3"}
