@@ -311,6 +311,12 @@ def clear(
     reference: Annotated[
         bool, typer.Option("--reference", help="Price with the plain reference (audits).")
     ] = False,
+    partitions: Annotated[
+        int, typer.Option("--partitions", min=0, help="Price N card partitions on dask.")
+    ] = 0,
+    scheduler: Annotated[
+        str | None, typer.Option("--scheduler", help="dask.distributed scheduler address.")
+    ] = None,
 ) -> None:
     """Match and price a service day's accepted taps into legs."""
     from clearing.day import clear_day
@@ -320,7 +326,15 @@ def clear(
     tariffs = _tariffs()
     result = _timed(
         f"clear {day}" + (" (reference)" if reference else ""),
-        lambda: clear_day(_home(), day, tariffs, reference=reference, engine=engine),
+        lambda: clear_day(
+            _home(),
+            day,
+            tariffs,
+            reference=reference,
+            engine=engine,
+            partitions=partitions,
+            scheduler=scheduler,
+        ),
     )
     console.print(f"{result.taps:,} taps → {result.legs:,} legs ({result.path})")
 

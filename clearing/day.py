@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from sqlalchemy import Engine
 
 from clearing.errors import StateError
 from clearing.legs import LEG_SCHEMA
@@ -41,17 +42,40 @@ def price_taps(taps: pa.Table, tariffs: TariffSet, *, reference: bool = False) -
 
 
 def clear_day(
-    data_dir: Path, day: dt.date, tariffs: TariffSet, *, reference: bool = False, engine=None
-) -> ClearResult:  # type: ignore[no-untyped-def]
-    """Price every accepted tap of ``day`` and store the day's legs."""
+    data_dir: Path,
+    day: dt.date,
+    tariffs: TariffSet,
+    *,
+    reference: bool = False,
+    engine: Engine | None = None,
+    partitions: int = 0,
+    scheduler: str | None = None,
+) -> ClearResult:
+    """Price every accepted tap of ``day`` and store the day's legs.
+
+    ``partitions > 0`` prices that many card partitions on dask.distributed: on the cluster at
+    ``scheduler`` (an address such as ``tcp://10.0.0.5:8786``), or on local worker processes.
+    """
     from clearing.tapstore import read_day_taps
 
-    taps = (
-        read_day_taps(data_dir, day, engine) if engine is not None else read_day_taps(data_dir, day)
-    )
-    legs = price_taps(taps, tariffs, reference=reference)
+    taps = read_day_taps(data_dir, day, engine)
+    if partitions > 0 and not reference:
+        legs = _price_partitioned(taps, tariffs, partitions, scheduler)
+    else:
+        legs = price_taps(taps, tariffs, reference=reference)
     path = write_atomic(legs, legs_path(data_dir, day))
     return ClearResult(day, taps.num_rows, legs.num_rows, path)
+
+
+def _price_partitioned(
+    taps: pa.Table, tariffs: TariffSet, partitions: int, scheduler: str | None
+) -> pa.Table:
+    from dask.distributed import Client
+
+    from clearing.partition import local_client, match_and_price_partitioned
+
+    with Client(scheduler) if scheduler else local_client(min(partitions, 4)) as client:
+        return match_and_price_partitioned(taps, tariffs, client, partitions)
 
 
 def read_day_legs(data_dir: Path, day: dt.date) -> pa.Table:
