@@ -34,7 +34,7 @@ class DatabaseError(TongkaError):
     """Infrastructure failure talking to the database; ``code`` is stable for operators."""
 
     code = "DB_ERROR"
-    exit_code = 4
+    exit_code = 3  # a state conflict: the database is not one this code may use
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message, code=code)
