@@ -18,13 +18,13 @@ matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
-from settlement.payments import cny  # noqa: E402
-
 DPI = 90
 POSITIVE, NEGATIVE, NEUTRAL = "#2e7d32", "#c62828", "#1f5fa8"
 SERIES_COLOURS = ("#1f5fa8", "#ef8f00", "#6a3d9a", "#2e7d32", "#c62828", "#00838f")
 
-_yuan = FuncFormatter(lambda x, _pos: cny(int(round(x))))  # tick positions are fen
+# Tick positions are fen; ticks show whole yuan with separators so narrow panels stay legible
+# (the exact amounts are in the tables beside the charts).
+_yuan = FuncFormatter(lambda x, _pos: f"{int(round(x)) // 100:,}")
 
 
 def ascii_label(text: str) -> str:
@@ -56,7 +56,7 @@ def _hbar(ax, title: str, items: Sequence[tuple[str, int]], signed: bool = False
     ax.barh(range(len(values)), values, color=colours, height=0.7)
     ax.set_yticks(range(len(values)), labels, fontsize=8)
     ax.set_ylim(max(len(values), 4) - 0.5, -0.5)  # top to bottom; a lone bar stays bar-sized
-    ax.xaxis.set_major_locator(MaxNLocator(4))
+    ax.xaxis.set_major_locator(MaxNLocator(3))
     ax.xaxis.set_major_formatter(_yuan)
     ax.tick_params(axis="x", labelsize=7)
     ax.axvline(0, color="#333", linewidth=0.6)

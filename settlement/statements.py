@@ -336,7 +336,7 @@ def party_html(
                 pending,
                 "revenue",
                 Chart(
-                    "breakdown_chart", "Allocated revenue (CNY)", revenue_panels(cols, mask, names)
+                    "breakdown_chart", "Allocated revenue (yuan)", revenue_panels(cols, mask, names)
                 ),
                 "Allocated revenue of the legs in this statement, by city, mode and medium",
             ),
