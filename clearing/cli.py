@@ -359,7 +359,7 @@ def settle(
 def _settle(day: dt.date, reason: str) -> Any:
     """Settle ``day``; a day settled before and changed since is re-settled as a late batch
     unless the caller names another reason (SPEC §8: adjustments name their reason)."""
-    from clearing.day import read_day_legs
+    from clearing.day import clear_day, legs_revision, read_day_legs
     from clearing.days import DayStatus, day_revision, day_status
     from clearing.db import session_factory
     from settlement.payments import write_payments_csv
@@ -377,6 +377,12 @@ def _settle(day: dt.date, reason: str) -> Any:
             settled_before = has_entries(session, day, Scope.DAY)
         changed = status is DayStatus.NEEDS_SETTLEMENT
         reason = "late_batch" if settled_before and changed else "initial"
+    cleared = legs_revision(_home(), day)
+    if cleared is not None and cleared != revision:
+        # Batches arrived since the day was cleared (a late batch): price the day afresh, so
+        # settlement never posts legs that miss taps (SPEC §4: never lost).
+        err_console.print(f"day {day} changed since it was cleared: clearing it again")
+        revision = clear_day(_home(), day, tariffs, engine=engine).revision
     legs = read_day_legs(_home(), day)
     result = _timed(
         f"settle {day}",

@@ -26,6 +26,30 @@ class ClearResult:
     taps: int
     legs: int
     path: Path
+    revision: int  # the day's revision (clearing.days) whose taps these legs price
+
+
+REVISION_KEY = b"tongka.day_revision"
+
+
+def day_revision_of(engine: Engine | None, day: dt.date) -> int:
+    """The day's current revision; every stored batch that changes the day's taps bumps it."""
+    if engine is None:
+        return 0
+    from clearing.days import day_revision
+    from clearing.db import session_factory
+
+    with session_factory(engine)() as session:
+        return day_revision(session, day)
+
+
+def legs_revision(data_dir: Path, day: dt.date) -> int | None:
+    """The day revision the stored legs were priced at; None if the day was never cleared."""
+    path = legs_path(data_dir, day)
+    if not path.exists():
+        return None
+    metadata = pq.read_schema(path).metadata or {}
+    return int(metadata.get(REVISION_KEY, b"-1"))
 
 
 def legs_path(data_dir: Path, day: dt.date) -> Path:
@@ -58,13 +82,15 @@ def clear_day(
     """
     from clearing.tapstore import read_day_taps
 
+    revision = day_revision_of(engine, day)  # read before the taps: a later batch bumps it
     taps = read_day_taps(data_dir, day, engine)
     if partitions > 0 and not reference:
         legs = _price_partitioned(taps, tariffs, partitions, scheduler)
     else:
         legs = price_taps(taps, tariffs, reference=reference)
+    legs = legs.replace_schema_metadata({REVISION_KEY: str(revision).encode()})
     path = write_atomic(legs, legs_path(data_dir, day))
-    return ClearResult(day, taps.num_rows, legs.num_rows, path)
+    return ClearResult(day, taps.num_rows, legs.num_rows, path, revision)
 
 
 def _price_partitioned(

@@ -136,3 +136,79 @@ def test_settling_a_day_never_cleared_is_a_state_conflict(db_url: str, tmp_path:
     result = tongka(tmp_path / "home", db_url, "settle", "--date", str(DAY))
     assert result.returncode == 3
     assert "[DAY_NOT_CLEARED]" in result.stderr
+
+
+def test_a_late_batch_is_cleared_and_settled_as_if_it_had_come_on_time(
+    db_url: str, tmp_path: Path
+) -> None:
+    """SPEC §9 late taps: settle D, add a late batch, settle again == settle all of D once."""
+    incoming = tmp_path / "incoming"
+    first = tmp_path / "first"
+    ok(
+        tongka(
+            first,
+            db_url,
+            "generate",
+            "--date",
+            str(DAY),
+            "--taps",
+            "3000",
+            "--seed",
+            "11",
+            "--out",
+            str(incoming),
+        )
+    )
+    files = sorted(str(p) for p in incoming.glob("*.parquet"))
+    late = next(f for f in files if f.endswith("op102.parquet"))  # the metro's batch is late
+    on_time = [f for f in files if f != late]
+
+    ok(tongka(first, db_url, "ingest", *on_time))
+    ok(tongka(first, db_url, "clear", "--date", str(DAY)))
+    ok(tongka(first, db_url, "settle", "--date", str(DAY)))
+    ingested = ok(tongka(first, db_url, "ingest", late))
+    assert "late" in ingested
+    resettled = tongka(first, db_url, "settle", "--date", str(DAY))  # no explicit clear
+    assert "clearing it again" in ok(resettled) + resettled.stderr
+    engine = make_engine(db_url)
+    after_late = account_balances(engine)
+    with session_factory(engine)() as s:
+        kinds = s.scalars(select(JournalEntry.reason).order_by(JournalEntry.id)).all()
+    engine.dispose()
+    assert kinds[-1] == "late_batch"
+
+    # The same day settled once with every batch, in a database of its own.
+    once_url = _second_database(db_url, tmp_path)
+    try:
+        once = tmp_path / "once"
+        ok(tongka(once, once_url, "ingest", *files))
+        ok(tongka(once, once_url, "clear", "--date", str(DAY)))
+        ok(tongka(once, once_url, "settle", "--date", str(DAY)))
+        engine = make_engine(once_url)
+        assert account_balances(engine) == after_late
+        engine.dispose()
+    finally:
+        _drop_second_database(once_url)
+
+
+def _drop_second_database(url: str) -> None:
+    if url.startswith("sqlite"):
+        return
+    base, _, options = url.partition("?")
+    admin = make_engine(base)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{options.split("%3D", 1)[1]}" CASCADE')
+    admin.dispose()
+
+
+def _second_database(db_url: str, tmp_path: Path) -> str:
+    """An empty database of the same kind: a second SQLite file, or a second schema."""
+    if db_url.startswith("sqlite"):
+        return f"sqlite:///{tmp_path / 'once.sqlite'}"
+    base, _, options = db_url.partition("?")
+    schema = options.split("%3D", 1)[1] + "_once"
+    admin = make_engine(base)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    admin.dispose()
+    return f"{base}?options=-csearch_path%3D{schema}"
