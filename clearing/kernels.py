@@ -117,6 +117,15 @@ def version_of(area_version_start, area_version_stop, version_valid_from, area: 
     return found
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _emit(leg_board, leg_exit, leg_status, n_legs, board, exit_row, status):
+    """Append one matched leg; returns the new count."""
+    leg_board[n_legs] = board
+    leg_exit[n_legs] = exit_row
+    leg_status[n_legs] = status
+    return n_legs + 1
+
+
 @njit(cache=True, nogil=True)
 def match_legs(rec, tb, leg_board, leg_exit, leg_status):
     """SPEC §5 over every card-day: write (boarding record, exit record or -1, LegStatus).
@@ -158,21 +167,14 @@ def match_legs(rec, tb, leg_board, leg_exit, leg_status):
             tt = rec_tap_type(rec, r)
             if tt == _FLAT:  # rule 1
                 if open_row >= 0:
-                    leg_board[n_legs] = open_row
-                    leg_exit[n_legs] = -1
-                    leg_status[n_legs] = S_INCOMPLETE
-                    n_legs += 1
+                    n_legs = _emit(leg_board, leg_exit, leg_status, n_legs, open_row, -1,
+                                   S_INCOMPLETE)
                     open_row = -1
-                leg_board[n_legs] = r
-                leg_exit[n_legs] = -1
-                leg_status[n_legs] = S_FLAT
-                n_legs += 1
+                n_legs = _emit(leg_board, leg_exit, leg_status, n_legs, r, -1, S_FLAT)
             elif tt == _ENTRY:  # rule 2
                 if open_row >= 0:
-                    leg_board[n_legs] = open_row
-                    leg_exit[n_legs] = -1
-                    leg_status[n_legs] = S_INCOMPLETE
-                    n_legs += 1
+                    n_legs = _emit(leg_board, leg_exit, leg_status, n_legs, open_row, -1,
+                                   S_INCOMPLETE)
                 open_row = r
                 open_line = ln
             elif open_row >= 0 and line_network[open_line] == line_network[ln]:  # rule 3
@@ -187,28 +189,18 @@ def match_legs(rec, tb, leg_board, leg_exit, leg_status):
                 if t < 0:
                     return n_legs, NETWORK_NOT_PRICED, rec_row(rec, open_row)
                 within = rec_ts(rec, r) - rec_ts(rec, open_row) <= fare_max_journey_ms[t]
-                leg_board[n_legs] = open_row
-                leg_exit[n_legs] = r
-                leg_status[n_legs] = S_COMPLETE if within else S_OVERTIME
-                n_legs += 1
+                n_legs = _emit(leg_board, leg_exit, leg_status, n_legs, open_row, r,
+                               S_COMPLETE if within else S_OVERTIME)
                 open_row = -1
             else:  # rule 4: any other tap type is an EXIT, as in the reference
                 if open_row >= 0:
-                    leg_board[n_legs] = open_row
-                    leg_exit[n_legs] = -1
-                    leg_status[n_legs] = S_INCOMPLETE
-                    n_legs += 1
+                    n_legs = _emit(leg_board, leg_exit, leg_status, n_legs, open_row, -1,
+                                   S_INCOMPLETE)
                     open_row = -1
-                leg_board[n_legs] = r
-                leg_exit[n_legs] = -1
-                leg_status[n_legs] = S_ORPHAN_EXIT
-                n_legs += 1
+                n_legs = _emit(leg_board, leg_exit, leg_status, n_legs, r, -1, S_ORPHAN_EXIT)
             k += 1
         if open_row >= 0:  # rule 5
-            leg_board[n_legs] = open_row
-            leg_exit[n_legs] = -1
-            leg_status[n_legs] = S_INCOMPLETE
-            n_legs += 1
+            n_legs = _emit(leg_board, leg_exit, leg_status, n_legs, open_row, -1, S_INCOMPLETE)
         i = k
     return n_legs, OK, -1
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -23,7 +22,7 @@ from clearing.batches import (
     quarantined_rows,
 )
 from clearing.days import days_needing_settlement, is_settled, mark_settled
-from clearing.db import DatabaseError, make_engine, transaction, upgrade
+from clearing.db import DatabaseError, transaction, upgrade
 from clearing.errors import InputError, RowError, StateError
 from clearing.ingest import BatchReport, ingest_file, ingest_taps, remove_orphans, resubmit
 from clearing.service_day import local_ms
@@ -57,14 +56,6 @@ def write_batch(path: Path, rows: list[dict] | pa.Table, day: dt.date | None = D
         meta[b"tongka.operator"] = str(operator).encode()
     pq.write_table(table.replace_schema_metadata(meta), path)
     return path
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    eng = make_engine(db_url)
-    upgrade(eng)
-    yield eng
-    eng.dispose()
 
 
 def stored_rows(data_dir: Path, engine: Engine, day: dt.date = DAY) -> list[dict]:

@@ -9,15 +9,13 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import pytest
 from sqlalchemy import Engine, func, select
 
 from clearing.batches import Batch
-from clearing.db import make_engine, upgrade
+from clearing.db import make_engine
 from clearing.service_day import local_ms
 from clearing.taps import TapType, taps_table
 from clearing.tapstore import read_day_taps
@@ -62,14 +60,6 @@ def write(path: Path, rows: list[dict]) -> Path:
             b"tongka.operator": str(BUS.operator).encode()}
     pq.write_table(taps_table(rows).replace_schema_metadata(meta), path)
     return path
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    eng = make_engine(db_url)
-    upgrade(eng)
-    yield eng
-    eng.dispose()
 
 
 def race(db_url: str, data_dir: Path, files: list[Path], go: Path) -> list[dict]:

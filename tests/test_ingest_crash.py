@@ -18,16 +18,14 @@ import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import pytest
 from sqlalchemy import Engine, delete, select
 
 from clearing.batches import Batch, QuarantinedRow
 from clearing.days import ServiceDay
-from clearing.db import make_engine, transaction, upgrade
+from clearing.db import transaction
 from clearing.ingest import ingest_file
 from clearing.service_day import local_ms
 from clearing.taps import TapType, taps_table
@@ -153,14 +151,6 @@ class Zygote:
         assert self.proc.stdin is not None
         self.proc.stdin.close()
         self.proc.wait(timeout=30)
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    eng = make_engine(db_url)
-    upgrade(eng)
-    yield eng
-    eng.dispose()
 
 
 def test_sigkill_at_any_point_loses_nothing_and_counts_nothing_twice(

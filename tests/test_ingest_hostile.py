@@ -8,7 +8,6 @@ import datetime as dt
 import gzip
 import os
 import resource
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,6 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from clearing.batches import Batch
-from clearing.db import make_engine, upgrade
 from clearing.errors import InputError
 from clearing.ingest import MAX_BATCH_BYTES, ingest_file
 from clearing.service_day import local_ms
@@ -42,14 +40,6 @@ def tap(i: int) -> dict:
 def good_file(path: Path, n: int = 100) -> Path:
     pq.write_table(taps_table([tap(i) for i in range(n)]).replace_schema_metadata(META), path)
     return path
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    eng = make_engine(db_url)
-    upgrade(eng)
-    yield eng
-    eng.dispose()
 
 
 def refused(engine: Engine, data_dir: Path, path: Path, code: str, **kw: object) -> InputError:

@@ -6,19 +6,17 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, delete, select
 
 from clearing.batches import Batch, QuarantinedRow
 from clearing.days import ServiceDay
-from clearing.db import make_engine, transaction, upgrade
+from clearing.db import transaction
 from clearing.ingest import ingest_file
 from clearing.strategies import batches, days
 from clearing.tapstore import read_day_taps
@@ -27,14 +25,6 @@ from tariffs.registry import load_registry
 REG = load_registry()
 DAY = dt.date(2026, 11, 24)
 OPERATOR = 101
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    eng = make_engine(db_url)
-    upgrade(eng)
-    yield eng
-    eng.dispose()
 
 
 def reset(engine: Engine, data_dir: Path) -> None:

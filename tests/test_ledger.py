@@ -4,14 +4,13 @@ rows cannot be updated or deleted, and ``ledger verify`` finds what is wrong."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 from test_settle_builders import DAY, TARIFFS, leg
 
-from clearing.db import Base, make_engine, upgrade
+from clearing.db import Base
 from clearing.legs import legs_table
 from settlement.apportion import allocate
 from settlement.ledger import (
@@ -28,15 +27,6 @@ from settlement.ledger import (
 from settlement.obligations import Obligation, ObligationKind, day_obligations
 from settlement.parties import CENTRE, government, issuer, operator
 from settlement.settle import day_recomputer, settle_day
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    eng = make_engine(db_url)
-    upgrade(eng)
-    yield eng
-    eng.dispose()
-
 
 LEGS = [
     leg(card_id=1),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,7 +13,6 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 from test_settle_builders import DAY, TARIFFS, day_legs, leg
 
-from clearing.db import make_engine, upgrade
 from clearing.errors import StateError
 from clearing.legs import Leg, legs_table
 from clearing.service_day import day_number
@@ -30,15 +28,6 @@ from settlement.ledger import (
     target_balances,
 )
 from settlement.settle import compute_day, settle_day
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    eng = make_engine(db_url)
-    upgrade(eng)
-    yield eng
-    eng.dispose()
-
 
 LEGS = [
     leg(card_id=1),

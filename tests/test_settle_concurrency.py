@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 from test_settle_builders import DAY, TARIFFS, leg
 
-from clearing.db import make_engine, upgrade
 from clearing.legs import legs_table
 from settlement.ledger import entry_sums
 from settlement.settle import settle_day
@@ -40,14 +37,6 @@ print("posted" if result.entry_id is not None else "unchanged")
 
 LEGS = [leg(card_id=i, charged_fen=100 + i) for i in range(1, 30)]
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    eng = make_engine(db_url)
-    upgrade(eng)
-    yield eng
-    eng.dispose()
 
 
 def _legs_file(tmp_path: Path) -> Path:

@@ -4,7 +4,6 @@ operator owes issuer, one month_close entry, re-close posts only the difference.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,6 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 from test_settle_builders import TARIFFS, leg
 
-from clearing.db import make_engine, upgrade
 from clearing.errors import StateError
 from clearing.legs import Leg, LegStatus, legs_table
 from clearing.service_day import day_number
@@ -95,14 +93,6 @@ def test_parse_month() -> None:
     assert parse_month("2024-05") == MONTH == parse_month(dt.date(2024, 5, 17))
     with pytest.raises(ValueError, match="YYYY-MM"):
         parse_month("May 2024")
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    eng = make_engine(db_url)
-    upgrade(eng)
-    yield eng
-    eng.dispose()
 
 
 def test_close_posts_once_and_nets_on_its_own(engine: Engine) -> None:
