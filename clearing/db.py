@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, MetaData, create_engine, event, inspect
+from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from clearing.errors import TongkaError
@@ -38,10 +38,6 @@ class DatabaseError(TongkaError):
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message, code=code)
-
-
-def sqlite_url(path: Path) -> str:
-    return f"sqlite:///{path}"
 
 
 def make_engine(url: str) -> Engine:
@@ -127,7 +123,3 @@ def _known(script, revision: str) -> bool:  # type: ignore[no-untyped-def]
         return script.get_revision(revision) is not None
     except Exception:
         return False
-
-
-def table_names(engine: Engine) -> list[str]:
-    return inspect(engine).get_table_names()

@@ -35,11 +35,9 @@ from readers.fields import (
     stored_value_taps,
 )
 from readers.tunion import (
-    build_blocks,
-    expected_tacs,
     stored_value_columns,
     stored_value_writable,
-    tac_hex,
+    tac_texts,
 )
 from tariffs.vocab import Media
 
@@ -150,8 +148,7 @@ class SocialSecurityAdapter:
         from readers.columns import put_compact_time
 
         cols = stored_value_columns(taps, ids.balance)
-        tacs, _ = expected_tacs(build_blocks(cols, ids.asn), cols["issuer"], config)
-        tac_text = tac_hex(tacs).tobytes().decode("ascii")
+        tac_text = tac_texts(cols, ids.asn, config)
         times = np.empty((taps.num_rows, 17), dtype=np.uint8)
         put_compact_time(times, 0, cols["ts_ms"])
         time_text = times.tobytes().decode("ascii")

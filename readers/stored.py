@@ -24,11 +24,9 @@ from readers.jsonl import INT as JSON_INT
 from readers.jsonl import STR as JSON_STR
 from readers.jsonl import JsonField, load_object, read_json_lines
 from readers.tunion import (
-    build_blocks,
-    expected_tacs,
     stored_value_columns,
     stored_value_writable,
-    tac_hex,
+    tac_texts,
 )
 from tariffs.vocab import Media
 
@@ -90,8 +88,7 @@ class JsonStoredValueAdapter:
 
     def render(self, taps: pa.Table, ids: Identities, config: ReaderConfig) -> bytes:
         cols = stored_value_columns(taps, ids.balance)
-        tacs, _ = expected_tacs(build_blocks(cols, ids.asn), cols["issuer"], config)
-        tac_text = tac_hex(tacs).tobytes().decode("ascii")
+        tac_text = tac_texts(cols, ids.asn, config)
         asn_text = ids.asn.tobytes().decode("ascii")
         out = []
         for i, row in enumerate(self.rows(taps, ids, cols)):

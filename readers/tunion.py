@@ -155,6 +155,12 @@ def tac_hex(tacs: np.ndarray) -> np.ndarray:
     return out
 
 
+def tac_texts(cols: dict[str, np.ndarray], asn: np.ndarray, config: ReaderConfig) -> str:
+    """The 8-character hex TACs of rows to write, concatenated (synthetic writers slice it)."""
+    tacs, _ = expected_tacs(build_blocks(cols, asn), cols["issuer"], config)
+    return tac_hex(tacs).tobytes().decode("ascii")
+
+
 def check_tacs(
     blocks: np.ndarray, issuers: np.ndarray, tac_text: np.ndarray, config: ReaderConfig
 ) -> tuple[np.ndarray, np.ndarray]:
