@@ -1,7 +1,8 @@
 """Statement charts (matplotlib, headless): each function returns one PNG as bytes.
 
-Amounts are plotted in integer fen and labelled in yuan by integer formatting, so no float
-ever stands for money; the figures are built without pyplot's global state (safe to call from
+Amounts are plotted in integer fen and labelled in CNY by integer formatting
+(``settlement.amounts``, the same writing as the statements' tables), so no float ever stands
+for money; the figures are built without pyplot's global state (safe to call from
 anywhere, no display needed).
 """
 
@@ -18,13 +19,21 @@ matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
+from settlement.amounts import yuan_tick  # noqa: E402
+
 DPI = 90
 POSITIVE, NEGATIVE, NEUTRAL = "#2e7d32", "#c62828", "#1f5fa8"
 SERIES_COLOURS = ("#1f5fa8", "#ef8f00", "#6a3d9a", "#2e7d32", "#c62828", "#00838f")
 
-# Tick positions are fen; ticks show whole yuan with separators so narrow panels stay legible
-# (the exact amounts are in the tables beside the charts).
-_yuan = FuncFormatter(lambda x, _pos: f"{int(round(x)) // 100:,}")
+
+def tick_label(position: float, _pos: object = None) -> str:
+    """A money axis tick: positions are fen (matplotlib hands them over as floats, being axis
+    coordinates, not money); whole yuan show without decimals so narrow panels stay legible,
+    others to the fen, and a negative tick keeps its sign (-1.50, never floored to -2)."""
+    return yuan_tick(int(round(position)))
+
+
+_yuan = FuncFormatter(tick_label)
 
 
 def ascii_label(text: str) -> str:

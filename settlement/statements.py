@@ -1,7 +1,10 @@
 """Statements of a settled day: per party a CSV and an HTML page with charts; the centre's overview.
 
 Everything shown is derived from the day's legs and its ``SettlementResult``; the charts are
-PNGs embedded in the HTML (no side files), so one statement is one self-contained file.
+PNGs embedded in the HTML (no side files), so one statement is one self-contained file. The
+pages come from jinja2 templates in ``settlement/templates/`` with autoescaping on; amounts are
+written for people by ``settlement.amounts`` (``1,234,567.89``, labelled CNY), while each CSV
+keeps its raw integer ``*_fen`` column beside the formatted ``*_cny`` one for machines.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import base64
 import csv
 import datetime as dt
-import html
+import functools
 import multiprocessing
 import os
 import re
@@ -18,15 +21,18 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import jinja2
 import numpy as np
 import pyarrow as pa
+from markupsafe import Markup
 
+from clearing.errors import InputError
+from settlement.amounts import CURRENCY, yuan
 from settlement.apportion import allocate
 from settlement.charts import Chart, render_chart
 from settlement.netting import Direction
 from settlement.obligations import Component, DiscountLine, Obligation
 from settlement.parties import CENTRE, Party, party_name
-from settlement.payments import cny
 from settlement.settle import SettlementResult
 from tariffs.registry import Registry
 from tariffs.vocab import Media, Mode, PartyRole
@@ -95,12 +101,18 @@ def write_statements(
     registry: Registry | None,
     *,
     workers: int | None = None,
+    stale: str | None = None,
 ) -> list[Path]:
     """Write every party's CSV and HTML statement and the overview; returns the paths written.
 
     Drawing the charts is most of the work, so they are drawn by ``workers`` processes
     (default: up to 4, one per core); ``workers=1`` draws them in this process.
+
+    ``stale`` is a one-line warning for a report whose day's taps changed since it was settled
+    (the caller decides when): it becomes a banner at the top of every HTML page and the first
+    line (a ``#`` comment) of the overview CSV, so nobody reads those figures as final.
     """
+    stale = one_line(stale)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     allocated = result.allocated
@@ -114,10 +126,12 @@ def write_statements(
     for party in sorted(result.positions):
         stem = out / f"statement-{day.isoformat()}-{party.tag}"
         paths.append(_write_csv(stem.with_suffix(".csv"), day, party, result, names))
-        page = party_html(day, party, result, cols, names, pending)
+        page = party_html(day, party, result, cols, names, pending, stale=stale)
         pages.append((stem.with_suffix(".html"), page))
-    paths.append(_write_overview_csv(out / f"overview-{day.isoformat()}.csv", day, result, names))
-    overview = overview_html(day, result, cols, names, pending)
+    paths.append(
+        _write_overview_csv(out / f"overview-{day.isoformat()}.csv", day, result, names, stale)
+    )
+    overview = overview_html(day, result, cols, names, pending, stale=stale)
     pages.append((out / f"overview-{day.isoformat()}.html", overview))
     pngs = _render_all(pending, workers)
     for path, page in pages:
@@ -138,7 +152,9 @@ def _render_all(pending: list[Chart], workers: int | None) -> list[str]:
 
 
 def _fill(page: str, pngs: list[str]) -> str:
-    return re.sub("\x00([0-9]+)\x00", lambda m: pngs[int(m.group(1))], page)
+    """Put each drawn chart in its placeholder; only inside an image source, so text on the
+    page (a party name, say) can never pull a chart into itself."""
+    return re.sub("base64,\x00([0-9]+)\x00", lambda m: "base64," + pngs[int(m.group(1))], page)
 
 
 # ---------------------------------------------------------------- data for one party
@@ -229,28 +245,50 @@ def mismatch_panels(cols: _Day, mask: np.ndarray) -> dict[str, list[tuple[str, i
 
 # ---------------------------------------------------------------- HTML
 
-
-CSS = """
-body{font-family:-apple-system,'Segoe UI',Roboto,'Noto Sans','Noto Sans CJK SC',sans-serif;
-margin:24px auto;max-width:1060px;color:#222;line-height:1.4}
-h1{font-size:22px;margin-bottom:2px}h2{font-size:16px;margin-top:28px;border-bottom:1px solid #ddd}
-.sub{color:#666;margin-top:0}.num{text-align:right;font-variant-numeric:tabular-nums}
-table{border-collapse:collapse;font-size:13px}td,th{padding:3px 10px;border-bottom:1px solid #eee}
-th{text-align:left;background:#f6f6f6}.pos{color:#2e7d32}.neg{color:#c62828}
-.kpi{display:flex;gap:28px;margin:14px 0}
-.kpi div{background:#f6f8fb;padding:10px 16px;border-radius:6px}
-.kpi b{display:block;font-size:20px}figure{margin:14px 0}figure img{max-width:100%}
-figcaption{font-size:12px;color:#666}
-"""
+TEMPLATES = Path(__file__).with_name("templates")  # package data: settlement/templates/*
+MONEY = f"({CURRENCY})"  # the one label of every amount column and money chart
 
 
-def _fmt(fen: int, signed: bool = False) -> str:
-    cls = "" if not signed else ("pos" if fen > 0 else "neg" if fen < 0 else "")
-    text = ("+" if signed and fen > 0 else "") + cny(fen)
-    return f'<span class="{cls}">{text}</span>' if cls else text
+def money_html(fen: int, signed: bool = False) -> Markup:
+    """An amount for a page: ``yuan`` text, a negative one always marked (leading minus and the
+    ``neg`` class, red); ``signed`` also marks positives (``+`` and ``pos``, green)."""
+    text = yuan(fen, signed=signed)
+    cls = "neg" if fen < 0 else "pos" if signed and fen > 0 else ""
+    if not cls:
+        return Markup.escape(text)
+    return Markup('<span class="{}">{}</span>').format(cls, text)
 
 
-def _figure(pending: list[Chart] | None, name: str, chart: Chart, caption: str) -> str:
+@functools.cache
+def _templates() -> jinja2.Environment:
+    """The statement templates, autoescaped: party names and every value are escaped, so a
+    name from a registry file can never inject markup or script into a statement."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,  # a misspelt field fails loudly, never renders blank
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    return env
+
+
+def _render(template: str, **context: object) -> str:
+    return _templates().get_template(template).render(currency=CURRENCY, **context)
+
+
+def one_line(stale: str | None) -> str | None:
+    """The staleness warning as the one line the banner and the CSV comment hold."""
+    if stale is None:
+        return None
+    line = " ".join(stale.split())
+    if not line:
+        raise InputError("the staleness warning of a report is empty: say what changed")
+    return line
+
+
+def _figure(pending: list[Chart] | None, name: str, chart: Chart, caption: str) -> dict[str, str]:
     """A figure with the chart's PNG, or, when charts are collected for rendering in parallel,
     a placeholder that ``_fill`` replaces once every chart is drawn."""
     if pending is None:
@@ -258,32 +296,7 @@ def _figure(pending: list[Chart] | None, name: str, chart: Chart, caption: str) 
     else:
         data = f"\x00{len(pending)}\x00"
         pending.append(chart)
-    return (
-        f'<figure class="chart" data-chart="{name}"><img alt="{html.escape(caption)}" '
-        f'src="data:image/png;base64,{data}"><figcaption>{html.escape(caption)}</figcaption></figure>'
-    )
-
-
-def _page(title: str, subtitle: str, body: str) -> str:
-    return (
-        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>'
-        f"{html.escape(title)}</title><style>{CSS}</style></head><body><h1>{html.escape(title)}"
-        f'</h1><p class="sub">{html.escape(subtitle)}</p>{body}</body></html>\n'
-    )
-
-
-def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], numeric: set[int]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join(
-        "<tr>"
-        + "".join(
-            f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>"
-            for i, c in enumerate(r)
-        )
-        + "</tr>"
-        for r in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return {"name": name, "caption": caption, "data": data}
 
 
 def party_html(
@@ -293,6 +306,8 @@ def party_html(
     cols: _Day,
     names: Callable[[Party], str],
     pending: list[Chart] | None = None,
+    *,
+    stale: str | None = None,
 ) -> str:
     mask = cols.mask(party)
     net = result.positions.get(party, 0)
@@ -303,73 +318,76 @@ def party_html(
             "keeps its fees in the settlement account" if party == CENTRE and net else "no payment"
         )
     elif payment.direction == Direction.PAY_IN:
-        pay = f"pays {cny(payment.amount_fen)} CNY into the settlement account"
+        pay = f"pays {yuan(payment.amount_fen)} {CURRENCY} into the settlement account"
     else:
-        pay = f"is paid {cny(payment.amount_fen)} CNY from the settlement account"
-    kpis = (
-        f'<div class="kpi"><div>net position<b>{_fmt(net, True)}</b></div>'
-        f"<div>receivable<b>{_fmt(sum(a for *_, a in mine if a > 0))}</b></div>"
-        f"<div>payable<b>{_fmt(-sum(a for *_, a in mine if a < 0))}</b></div>"
-        f"<div>legs<b>{int(mask.sum()):,}</b></div></div><p>{html.escape(names(party))} {pay}.</p>"
-    )
-    table = _table(
-        ["counterparty", "kind", "direction", "CNY"],
-        [
-            (
-                html.escape(f"{names(cp)} ({cp.tag})"),
-                ob.kind.name.lower(),
-                "receivable" if a > 0 else "payable",
-                _fmt(a, True),
-            )
-            for cp, ob, a in mine
-        ],
-        {3},
-    )
+        pay = f"is paid {yuan(payment.amount_fen)} {CURRENCY} from the settlement account"
+    kpi = [
+        ("net position", money_html(net, True)),
+        ("receivable", money_html(sum(a for *_, a in mine if a > 0))),
+        ("payable", money_html(-sum(a for *_, a in mine if a < 0))),
+        ("legs", f"{int(mask.sum()):,}"),
+    ]
+    obligations = [
+        (
+            f"{names(cp)} ({cp.tag})",
+            ob.kind.name.lower(),
+            "receivable" if a > 0 else "payable",
+            money_html(a, True),
+        )
+        for cp, ob, a in mine
+    ]
     position_items = sorted(
         ((f"{'from' if a > 0 else 'to'} {cp.tag} {ob.kind.name.lower()}", a) for cp, ob, a in mine),
         key=lambda kv: -abs(kv[1]),
     )[:15] + [("NET POSITION", net)]
     cats, series = discount_series(party_discounts(party, result.discounts))
-    figures = "".join(
-        [
-            _figure(
-                pending,
-                "revenue",
-                Chart(
-                    "breakdown_chart", "Allocated revenue (yuan)", revenue_panels(cols, mask, names)
-                ),
-                "Allocated revenue of the legs in this statement, by city, mode and medium",
+    charts = [
+        _figure(
+            pending,
+            "revenue",
+            Chart(
+                "breakdown_chart", f"Allocated revenue {MONEY}", revenue_panels(cols, mask, names)
             ),
-            _figure(
-                pending,
-                "discounts",
-                Chart("stacked_chart", "Discounts by component and funder (CNY)", cats, series),
-                "Card, transfer and cap discounts, split by who funds them (tariff funders)",
+            "Allocated revenue of the legs in this statement, by city, mode and medium",
+        ),
+        _figure(
+            pending,
+            "discounts",
+            Chart("stacked_chart", f"Discounts by component and funder {MONEY}", cats, series),
+            "Card, transfer and cap discounts, split by who funds them (tariff funders)",
+        ),
+        _figure(
+            pending,
+            "mismatches",
+            Chart(
+                "breakdown_chart",
+                f"Reader-debit mismatches, charged - computed {MONEY}",
+                mismatch_panels(cols, mask),
             ),
-            _figure(
-                pending,
-                "mismatches",
-                Chart(
-                    "breakdown_chart",
-                    "Reader-debit mismatches, charged - computed (CNY)",
-                    mismatch_panels(cols, mask),
-                ),
-                f"The {TOP} lines and devices with the largest mismatches; "
-                "a reader on an old tariff shows here",
-            ),
-            _figure(
-                pending,
-                "position",
-                Chart("signed_chart", "Net position (CNY)", position_items),
-                "What the party is owed (green) and owes (red), and the net",
-            ),
-        ]
-    )
-    role = party.role.name.lower()
-    return _page(
-        f"Settlement statement: {names(party)}",
-        f"{role} {party.tag} · service day {day.isoformat()} · {_entry_note(result)}",
-        kpis + "<h2>Obligations</h2>" + table + "<h2>Charts</h2>" + figures,
+            f"The {TOP} lines and devices with the largest mismatches; "
+            "a reader on an old tariff shows here",
+        ),
+        _figure(
+            pending,
+            "position",
+            Chart("signed_chart", f"Net position {MONEY}", position_items),
+            "What the party is owed (green) and owes (red), and the net",
+        ),
+    ]
+    return _render(
+        "party.html.j2",
+        title=f"Settlement statement: {names(party)}",
+        subtitle=(
+            f"{party.role.name.lower()} {party.tag} · service day {day.isoformat()} · "
+            f"{_entry_note(result)}"
+        ),
+        stale=one_line(stale),
+        kpi=kpi,
+        name=names(party),
+        pay=pay,
+        obligation_headers=["counterparty", "kind", "direction", f"amount {MONEY}"],
+        obligations=obligations,
+        charts=charts,
     )
 
 
@@ -379,106 +397,103 @@ def overview_html(
     cols: _Day,
     names: Callable[[Party], str],
     pending: list[Chart] | None = None,
+    *,
+    stale: str | None = None,
 ) -> str:
     everything = np.ones(cols.issuer.shape, dtype=bool)
-    cities = _table(
-        ["city", "legs", "base", "charged", "allocated", "discount", "mismatch"],
-        [
-            (
-                html.escape(names(Party(PartyRole.GOVERNMENT, c.city)).removesuffix(" government")),
-                f"{c.legs:,}",
-                _fmt(c.base_fen),
-                _fmt(c.charged_fen),
-                _fmt(c.allocated_fen),
-                _fmt(c.discount_fen),
-                _fmt(c.mismatch_fen, True),
-            )
-            for c in result.city_summary
-        ],
-        {1, 2, 3, 4, 5, 6},
-    )
-    payments = _table(
-        ["direction", "party", "CNY"],
-        [
-            (
-                p.direction.name.lower().replace("_", " "),
-                html.escape(f"{names(p.party)} ({p.party.tag})"),
-                _fmt(p.amount_fen),
-            )
-            for p in result.payments
-        ],
-        {2},
-    )
-    positions = _table(
-        ["party", "net position"],
-        [
-            (html.escape(f"{names(p)} ({p.tag})"), _fmt(v, True))
-            for p, v in result.positions.items()
-        ],
-        {1},
-    )
+    cities = [
+        (
+            names(Party(PartyRole.GOVERNMENT, c.city)).removesuffix(" government"),
+            f"{c.legs:,}",
+            money_html(c.base_fen),
+            money_html(c.charged_fen),
+            money_html(c.allocated_fen),
+            money_html(c.discount_fen),
+            money_html(c.mismatch_fen, True),
+        )
+        for c in result.city_summary
+    ]
+    payments = [
+        (
+            p.direction.name.lower().replace("_", " "),
+            f"{names(p.party)} ({p.party.tag})",
+            money_html(p.amount_fen),
+        )
+        for p in result.payments
+    ]
+    positions = [
+        (f"{names(p)} ({p.tag})", money_html(v, True)) for p, v in result.positions.items()
+    ]
     pay_in = sum(p.amount_fen for p in result.payments if p.direction == Direction.PAY_IN)
     pay_out = sum(p.amount_fen for p in result.payments if p.direction == Direction.PAY_OUT)
-    kpis = (
-        f'<div class="kpi"><div>legs<b>{sum(c.legs for c in result.city_summary):,}</b></div>'
-        f"<div>charged<b>{_fmt(sum(c.charged_fen for c in result.city_summary))}</b></div>"
-        f"<div>pay-ins<b>{_fmt(pay_in)}</b></div><div>pay-outs<b>{_fmt(pay_out)}</b></div>"
-        f"<div>centre keeps<b>{_fmt(pay_in - pay_out)}</b></div>"
-        f"<div>positions sum<b>{_fmt(sum(result.positions.values()))}</b></div></div>"
-    )
+    kpi = [
+        ("legs", f"{sum(c.legs for c in result.city_summary):,}"),
+        ("charged", money_html(sum(c.charged_fen for c in result.city_summary))),
+        ("pay-ins", money_html(pay_in)),
+        ("pay-outs", money_html(pay_out)),
+        ("centre keeps", money_html(pay_in - pay_out)),
+        ("positions sum", money_html(sum(result.positions.values()))),
+    ]
     cats, series = discount_series(result.discounts)
-    figures = "".join(
-        [
-            _figure(
-                pending,
-                "positions",
-                Chart(
-                    "signed_chart",
-                    "Net positions of all parties (CNY)",
-                    [(f"{p.tag} {names(p)}", v) for p, v in result.positions.items()],
-                ),
-                "Every party's net position: green is paid out, red pays in",
+    charts = [
+        _figure(
+            pending,
+            "positions",
+            Chart(
+                "signed_chart",
+                f"Net positions of all parties {MONEY}",
+                [(f"{p.tag} {names(p)}", v) for p, v in result.positions.items()],
             ),
-            _figure(
-                pending,
-                "revenue",
-                Chart(
-                    "breakdown_chart",
-                    "Allocated revenue of the day (CNY)",
-                    revenue_panels(cols, everything, names),
-                ),
-                "All legs' allocated revenue by city, mode and medium",
+            "Every party's net position: green is paid out, red pays in",
+        ),
+        _figure(
+            pending,
+            "revenue",
+            Chart(
+                "breakdown_chart",
+                f"Allocated revenue of the day {MONEY}",
+                revenue_panels(cols, everything, names),
             ),
-            _figure(
-                pending,
-                "discounts",
-                Chart("stacked_chart", "Discounts by component and funder (CNY)", cats, series),
-                "All discounts, by who funds them",
+            "All legs' allocated revenue by city, mode and medium",
+        ),
+        _figure(
+            pending,
+            "discounts",
+            Chart("stacked_chart", f"Discounts by component and funder {MONEY}", cats, series),
+            "All discounts, by who funds them",
+        ),
+        _figure(
+            pending,
+            "mismatches",
+            Chart(
+                "breakdown_chart",
+                f"Reader-debit mismatches, charged - computed {MONEY}",
+                mismatch_panels(cols, everything),
             ),
-            _figure(
-                pending,
-                "mismatches",
-                Chart(
-                    "breakdown_chart",
-                    "Reader-debit mismatches, charged - computed (CNY)",
-                    mismatch_panels(cols, everything),
-                ),
-                "Lines and devices with the largest mismatches across the circle",
-            ),
-        ]
-    )
-    return _page(
-        f"Clearing centre overview {day.isoformat()}",
-        f"Tongka settlement · {_entry_note(result)}",
-        kpis
-        + "<h2>Per city</h2>"
-        + cities
-        + "<h2>Charts</h2>"
-        + figures
-        + "<h2>Net positions</h2>"
-        + positions
-        + "<h2>Payment instructions</h2>"
-        + payments,
+            "Lines and devices with the largest mismatches across the circle",
+        ),
+    ]
+    return _render(
+        "overview.html.j2",
+        title=f"Clearing centre overview {day.isoformat()}",
+        subtitle=f"Tongka settlement · {_entry_note(result)}",
+        stale=one_line(stale),
+        kpi=kpi,
+        city_headers=[
+            "city",
+            "legs",
+            f"base {MONEY}",
+            f"charged {MONEY}",
+            f"allocated {MONEY}",
+            f"discount {MONEY}",
+            f"mismatch {MONEY}",
+        ],
+        cities=cities,
+        charts=charts,
+        position_headers=["party", f"net position {MONEY}"],
+        positions=positions,
+        payment_headers=["direction", "party", f"amount {MONEY}"],
+        payments=payments,
     )
 
 
@@ -529,21 +544,29 @@ def _write_csv(
                     ob.kind.name.lower(),
                     "receivable" if amount > 0 else "payable",
                     amount,
-                    cny(amount),
+                    yuan(amount),
                 ]
             )
         net = result.positions.get(party, 0)
-        w.writerow([day.isoformat(), party.tag, names(party), "", "", "net", "net", net, cny(net)])
+        w.writerow([day.isoformat(), party.tag, names(party), "", "", "net", "net", net, yuan(net)])
     tmp.replace(path)
     return path
 
 
 def _write_overview_csv(
-    path: Path, day: dt.date, result: SettlementResult, names: Callable[[Party], str]
+    path: Path,
+    day: dt.date,
+    result: SettlementResult,
+    names: Callable[[Party], str],
+    stale: str | None = None,
 ) -> Path:
+    """The overview as CSV: ``*_fen`` raw integers for machines, ``*_cny`` written for people;
+    a stale report's warning is the first line, a ``#`` comment, ahead of the header."""
     payments = {p.party: p for p in result.payments}
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8", newline="") as fh:
+        if stale is not None:
+            fh.write(f"# WARNING: {one_line(stale)}\n")
         w = csv.writer(fh)
         w.writerow(
             [
@@ -554,6 +577,7 @@ def _write_overview_csv(
                 "net_position_cny",
                 "payment",
                 "payment_fen",
+                "payment_cny",
             ]
         )
         for party, net in result.positions.items():
@@ -564,9 +588,10 @@ def _write_overview_csv(
                     party.tag,
                     names(party),
                     net,
-                    cny(net),
+                    yuan(net),
                     p.direction.name.lower() if p else "",
                     p.amount_fen if p else 0,
+                    yuan(p.amount_fen if p else 0),
                 ]
             )
     tmp.replace(path)

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 from sqlalchemy import Engine, create_engine, text
 
 from clearing.db import make_engine, upgrade
@@ -23,6 +24,21 @@ PG_ENV = "TONGKA_TEST_DATABASE_URL"
 
 def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+# Hypothesis profiles (TONGKA_HYPOTHESIS_PROFILE; CI=true picks "ci"). None has a wall-clock
+# deadline: on a busy 2-core machine an example that takes 1 ms on replay can take 300 ms once,
+# and a deadline then fails good work for no reason. CI is derandomised, so a red run can be
+# reproduced and a green one does not depend on luck; "deep" (make test-deep) runs ten
+# times every test's examples, randomised, to find what the fixed examples miss.
+_SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large]
+settings.register_profile("dev", deadline=None, suppress_health_check=_SLOW_OK)
+settings.register_profile(
+    "ci", deadline=None, derandomize=True, print_blob=True, suppress_health_check=_SLOW_OK
+)
+settings.register_profile("deep", deadline=None, max_examples=1000, suppress_health_check=_SLOW_OK)
+HYPOTHESIS_PROFILE = os.environ.get("TONGKA_HYPOTHESIS_PROFILE") or ("ci" if _in_ci() else "dev")
+settings.load_profile(HYPOTHESIS_PROFILE)
 
 
 def _pg_base_url() -> str | None:
@@ -68,3 +84,20 @@ def engine(db_url: str) -> Iterator[Engine]:
     upgrade(eng)
     yield eng
     eng.dispose()
+
+
+DEEP_SCALE = 10  # the deep profile runs ten times each test's own number of examples
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under the deep profile, scale every hypothesis test's examples, including those whose
+    ``@settings`` names an explicit ``max_examples`` (which a profile alone cannot raise)."""
+    if HYPOTHESIS_PROFILE != "deep":
+        return
+    for item in items:
+        test = getattr(item, "obj", None)
+        current = getattr(test, "_hypothesis_internal_use_settings", None)
+        if current is not None:
+            test._hypothesis_internal_use_settings = settings(  # type: ignore[union-attr]
+                current, max_examples=current.max_examples * DEEP_SCALE
+            )
