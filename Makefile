@@ -5,11 +5,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo test test-deep bench lint lock clean
 
-$(STAMP): pyproject.toml
+# Installs exactly the versions in requirements.lock (the ones CI tested), within pyproject's ranges.
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -19,6 +20,16 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q
+
+# Ten times every property test's examples, randomised: slower, for nightly runs.
+test-deep: $(STAMP)
+	TONGKA_HYPOTHESIS_PROFILE=deep $(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q
+
+# Re-pin requirements.lock to what is installed now (after changing pyproject.toml's ranges).
+lock: $(STAMP)
+	{ echo "# The versions CI tested: make installs with these as constraints (pip install -c)."; \
+	  echo "# Regenerate after changing pyproject.toml: make lock"; \
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -v -i '^tongka'; } > requirements.lock
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest bench --benchmark-enable --benchmark-only -p no:xdist -q -s
