@@ -21,6 +21,9 @@ class RowError:
     message: str  # words an operator can act on; never a raw card or social-security number
     # the original record, PII already tokenised
     record: dict = dataclasses.field(default_factory=dict)
+    # the record's raw bytes as they came in (SPEC v1.2 §4: a row can always be corrected);
+    # b"" when the adapter has none. May hold personal numbers: stored only encrypted.
+    raw: bytes = dataclasses.field(default=b"", repr=False)  # never in a log line
 
 
 class TongkaError(Exception):

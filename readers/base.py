@@ -1,9 +1,13 @@
 """What every reader adapter is and returns: the ``Adapter`` protocol and ``ParseResult``.
 
-An adapter turns one raw export file into canonical taps (SPEC §3) and row errors, with
-``rows == taps.num_rows + len(errors)`` always: every record becomes exactly one of the two.
-It raises only ``clearing.errors.InputError`` for a file that cannot be read at all (and
-``readers.config.ReaderConfigError`` when a key it needs is not configured).
+An adapter turns the bytes of one raw export into canonical taps (SPEC §3) and row errors,
+with ``rows == taps.num_rows + len(errors)`` always: every record becomes exactly one of the
+two, and each row error carries the record's raw bytes (``RowError.raw``) so it can be
+corrected. Adapters parse bytes, never files: the caller reads a batch once (through
+``clearing.ingest.read_input_bytes``, the one guard on input files), hashes those bytes and
+hands the same bytes to detection and parsing, so what is stored is what was hashed. An
+adapter raises only ``readers.config.ReaderConfigError`` when a key it needs is not
+configured.
 """
 
 from __future__ import annotations
@@ -16,17 +20,17 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import numpy as np
 import pyarrow as pa
 
-from clearing.errors import InputError, RowError
+from clearing.errors import RowError
 from clearing.service_day import day_from_number, service_day_number
 from clearing.taps import empty_taps
+from readers.columns import Lines
 from readers.config import ReaderConfig
 from tariffs.vocab import Media
 
 if TYPE_CHECKING:
-    from readers.synth import Identities
+    from readers.identities import Identities
 
 SOURCE_ROW = "source_row"  # the column name clearing.ingest reads (its SOURCE_ROW)
-MAX_FILE_BYTES = 8 << 30  # 8 GiB: far beyond any plausible day of one operator
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,11 +49,30 @@ class ParseResult:
     service_day: dt.date | None
     rows: int = 0  # records read: == taps.num_rows + len(errors)
     source_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    lines: Lines | None = field(default=None, repr=False)  # the file's records (raw_records)
 
     def taps_with_source_rows(self) -> pa.Table:
         """The taps plus an int64 ``source_row`` column: what ``clearing.ingest.ingest_taps``
         reads to number the rows it rejects by their line in the raw file."""
         return self.taps.append_column(SOURCE_ROW, pa.array(self.source_rows, type=pa.int64()))
+
+    def raw_records(self, source_rows: np.ndarray | list[int]) -> list[bytes]:
+        """The raw bytes of the records at these 0-based file rows, as ``RowError.raw`` has them.
+
+        For the rows a later check rejects (SPEC §4 at ingestion: unknown stop, outside the
+        day, ...): they are quarantined with their bytes as they came in, like the rows the
+        adapter rejected, so that they too can be corrected. ValueError for a row that is no
+        record (a blank line, past the end) or when the adapter kept no lines (a plugin).
+        """
+        if self.lines is None:
+            raise ValueError("this parse result holds no raw records")
+        want = np.asarray(source_rows, dtype=np.int64)
+        idx = np.searchsorted(self.lines.rows, want)
+        found = idx < len(self.lines)
+        found[found] = self.lines.rows[idx[found]] == want[found]
+        if not found.all():
+            raise ValueError(f"rows {want[~found][:5].tolist()} are not records of this file")
+        return [self.lines.raw(int(i)) for i in idx]
 
 
 @runtime_checkable
@@ -61,11 +84,18 @@ class Adapter(Protocol):
     suffix: str  # usual file suffix, e.g. ".dat"
 
     def sniff(self, head: bytes) -> bool:
-        """Whether the first bytes of a file look like this format (for format detection)."""
+        """Whether bytes starting at a record boundary look like this format (detection).
+
+        ``head`` is the start of the file, or, when no format claims that (a corrupt first
+        record), the bytes from a later line on: see ``readers.registry.detect_format_bytes``.
+        """
         ...
 
-    def parse(self, path: Path, config: ReaderConfig) -> ParseResult:
-        """Read one file into canonical taps and row errors; never raise on a bad row."""
+    def parse_bytes(self, data: bytes, config: ReaderConfig, *, name: str = "") -> ParseResult:
+        """The canonical taps and row errors of a whole file's bytes; never raise on a bad row.
+
+        ``name`` is the file's name, for a format that needs it; the built-ins ignore it.
+        """
         ...
 
 
@@ -86,29 +116,17 @@ class RawWriter(Protocol):
         ...
 
 
-def read_file(path: Path) -> bytes:
-    """The bytes of an input file, or InputError naming what is wrong with it."""
+def parse_file(adapter: Adapter, path: Path, config: ReaderConfig) -> ParseResult:
+    """Parse one file (a convenience for tests and tools): read once, then ``parse_bytes``.
+
+    The file is read by ``clearing.ingest.read_input_bytes``, so a missing, non-regular or
+    oversized file gets the same code (INPUT_MISSING, INPUT_NOT_FILE, INPUT_TOO_LARGE) and
+    the same size limit as a batch ingested from the command line.
+    """
+    from clearing.ingest import read_input_bytes  # the database side, loaded only when used
+
     path = Path(path)
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file", code="INPUT_MISSING") from None
-    except OSError as exc:
-        raise InputError(
-            f"{path}: cannot be read ({exc.strerror})", code="INPUT_UNREADABLE"
-        ) from None
-    if not path.is_file():
-        raise InputError(f"{path}: not a regular file", code="INPUT_UNREADABLE")
-    if size > MAX_FILE_BYTES:
-        raise InputError(
-            f"{path}: {size:,} bytes is larger than any day's batch", code="INPUT_TOO_LARGE"
-        )
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise InputError(
-            f"{path}: cannot be read ({exc.strerror})", code="INPUT_UNREADABLE"
-        ) from None
+    return adapter.parse_bytes(read_input_bytes(path), config, name=path.name)
 
 
 def most_common(values: np.ndarray | int) -> int | None:
@@ -121,9 +139,16 @@ def most_common(values: np.ndarray | int) -> int | None:
 
 
 def result(
-    taps: pa.Table | None, errors: list[RowError], rows: int, source_rows: np.ndarray
+    taps: pa.Table | None,
+    errors: list[RowError],
+    rows: int,
+    source_rows: np.ndarray,
+    lines: Lines | None = None,
 ) -> ParseResult:
-    """Assemble a ``ParseResult``, inferring the batch's operator and service day from its taps."""
+    """Assemble a ``ParseResult``, inferring the batch's operator and service day from its taps.
+
+    ``lines`` are the file's records, when the format is line-based (``raw_records``).
+    """
     if taps is None:
         taps = empty_taps()
     if taps.num_rows + len(errors) != rows:  # the contract every caller relies on
@@ -139,4 +164,5 @@ def result(
         service_day=None if day_no is None else day_from_number(day_no),
         rows=rows,
         source_rows=np.asarray(source_rows, dtype=np.int64),
+        lines=lines,
     )

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
-from readers.base import ParseResult, read_file, result
+from readers.base import ParseResult, parse_file, result
 from readers.codes import RowCode
 from readers.columns import (
     RowChecks,
@@ -47,7 +47,7 @@ from readers.tunion import (
 from tariffs.vocab import Media
 
 if TYPE_CHECKING:
-    from readers.synth import Identities
+    from readers.identities import Identities
 
 NUMERIC = tuple(f.name for f in LAYOUT if f.name not in {"tag", "asn", "time", "tac"})
 
@@ -56,6 +56,7 @@ class CardAdapter:
     """``card``: physical cards and shaped cards (key fobs, pendants) at T-Union terminals."""
 
     name = "card"
+    description = "physical and shaped cards: fixed-width T-Union terminal records (.dat)"
     media: tuple[Media, ...] = (Media.CARD, Media.SHAPED_CARD)
     suffix = ".dat"
 
@@ -64,9 +65,10 @@ class CardAdapter:
         return first.startswith(RECORD_TAG) and len(first) == RECORD_WIDTH
 
     def parse(self, path: Path, config: ReaderConfig) -> ParseResult:
-        return parse_card_bytes(read_file(path), config)
+        """Read and parse one file (``readers.base.parse_file``)."""
+        return parse_file(self, path, config)
 
-    def parse_bytes(self, data: bytes, config: ReaderConfig) -> ParseResult:
+    def parse_bytes(self, data: bytes, config: ReaderConfig, *, name: str = "") -> ParseResult:
         return parse_card_bytes(data, config)
 
     def writable(self, taps: pa.Table, config: ReaderConfig) -> np.ndarray:
@@ -203,8 +205,8 @@ def parse_card_bytes(data: bytes, config: ReaderConfig) -> ParseResult:
             }
         return error_record(rec[j].tobytes(), {k: bool(v[j]) for k, v in valid.items()}, key)
 
-    errors = checks.errors(lines.rows, record)
-    return result(taps, errors, n, lines.rows[sel[keep_sel]])
+    errors = checks.errors(lines, record)
+    return result(taps, errors, n, lines.rows[sel[keep_sel]], lines)
 
 
 def canonical(cols: dict[str, np.ndarray], card_id: np.ndarray) -> dict[str, np.ndarray]:

@@ -342,12 +342,26 @@ class RowChecks:
         mask[np.asarray(rows, dtype=np.int64)] = True
         self.flag(mask, code, field_name, message)
 
-    def errors(self, source_rows: np.ndarray, record: Callable[[int], dict]) -> list[RowError]:
-        """One ``RowError`` per failed row, in file order; ``record(i)`` is its tokenised record."""
+    def errors(self, lines: Lines, record: Callable[[int], dict]) -> list[RowError]:
+        """One ``RowError`` per failed row of ``lines``, in file order.
+
+        ``record(i)`` is its tokenised record; ``raw`` is the line exactly as it came in (its
+        line break dropped), even when it decoded to nothing, so that the row can be corrected
+        and resubmitted (SPEC §4). Only the failed rows are copied out of the file.
+        """
         out = []
         for i in np.flatnonzero(self.first):
             r = self.reasons[self.first[i] - 1]
-            out.append(RowError(r.code, int(source_rows[i]), r.field, r.message, record(int(i))))
+            out.append(
+                RowError(
+                    r.code,
+                    int(lines.rows[i]),
+                    r.field,
+                    r.message,
+                    record(int(i)),
+                    raw=lines.raw(int(i)),
+                )
+            )
         return out
 
 

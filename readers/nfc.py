@@ -19,7 +19,7 @@ from readers.stored import JsonStoredValueAdapter
 from tariffs.vocab import Media
 
 if TYPE_CHECKING:
-    from readers.synth import Identities
+    from readers.identities import Identities
 
 HANDSETS = ("HUAWEI Mate 60", "HONOR Magic6", "Xiaomi 14", "OPPO Find X7", "vivo X100", "iPhone 15")
 
@@ -28,6 +28,7 @@ class NfcAdapter(JsonStoredValueAdapter):
     """``nfc``: virtual cards in phones (Huawei / Xiaomi / Apple wallets and the like)."""
 
     name = "nfc"
+    description = "phone NFC virtual cards: JSON Lines from the wallet platform (.jsonl)"
     media: tuple[Media, ...] = (Media.NFC_PHONE,)
     marker = "virtual_asn"
     tac_field = "tac"

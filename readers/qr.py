@@ -24,7 +24,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clearing.taps import ACCOUNT_BASED
-from readers.base import ParseResult, read_file, result
+from readers.base import ParseResult, parse_file, result
 from readers.codes import RowCode
 from readers.columns import (
     INT32_MAX,
@@ -47,7 +47,7 @@ from readers.tunion import MAX_TS_MS
 from tariffs.vocab import Media
 
 if TYPE_CHECKING:
-    from readers.synth import Identities
+    from readers.identities import Identities
 
 PAYLOAD_TAG = "TQR1"
 SIGNATURE_BYTES = 64
@@ -137,6 +137,7 @@ class QrAdapter:
     """``qr``: account-based QR codes scanned at readers."""
 
     name = "qr"
+    description = "account-based QR codes: JSON Lines of scanned ed25519-signed codes (.jsonl)"
     media: tuple[Media, ...] = (Media.QR_CODE,)
     suffix = ".jsonl"
 
@@ -145,9 +146,10 @@ class QrAdapter:
         return obj is not None and "code" in obj and "scan_ms" in obj
 
     def parse(self, path: Path, config: ReaderConfig) -> ParseResult:
-        return self.parse_bytes(read_file(path), config)
+        """Read and parse one file (``readers.base.parse_file``)."""
+        return parse_file(self, path, config)
 
-    def parse_bytes(self, data: bytes, config: ReaderConfig) -> ParseResult:
+    def parse_bytes(self, data: bytes, config: ReaderConfig, *, name: str = "") -> ParseResult:
         key = config.pii_key_bytes()
         lines = split_lines(data)
         n = len(lines)
@@ -298,7 +300,7 @@ class QrAdapter:
                     out[name] = echo(shown, bool(valid[name][i]) and isinstance(value, int | str))
             return out
 
-        return result(taps, checks.errors(lines.rows, record), n, lines.rows[keep])
+        return result(taps, checks.errors(lines, record), n, lines.rows[keep], lines)
 
     # -- writing (readers.synth) --------------------------------------------------------------
 

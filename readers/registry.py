@@ -24,7 +24,8 @@ from readers.base import Adapter
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "tongka.readers"
-SNIFF_BYTES = 64 * 1024
+SNIFF_BYTES = 64 * 1024  # detection looks no further into a file
+SNIFF_LINES = 64  # nor past this many lines, when the first ones belong to no format
 
 
 def _builtins() -> dict[str, Callable[[], Adapter]]:  # the order is detection's and listing's
@@ -68,7 +69,7 @@ def _load_plugin(ep: md.EntryPoint) -> Adapter:
     adapter = obj() if isinstance(obj, type) else obj
     if not isinstance(adapter, Adapter):
         raise TypeError(
-            f"{ep.value} is not a reader adapter (needs name, media, suffix, sniff, parse)"
+            f"{ep.value} is not a reader adapter (needs name, media, suffix, sniff, parse_bytes)"
         )
     return adapter
 
@@ -97,41 +98,96 @@ def get_adapter(name: str) -> Adapter:
         ) from None
 
 
-def detect_format(path: Path) -> str:
-    """The one format whose ``sniff`` accepts the file's first bytes, or InputError.
-
-    FORMAT_UNKNOWN when none does (and for Parquet, which is not a raw reader format),
-    FORMAT_AMBIGUOUS when several do.
-    """
-    path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(SNIFF_BYTES)
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file", code="INPUT_MISSING") from None
-    except OSError as exc:
-        raise InputError(
-            f"{path}: cannot be read ({exc.strerror})", code="INPUT_UNREADABLE"
-        ) from None
-    hits = []
+def format_descriptions() -> dict[str, str]:
+    """Every format name with one line saying what it reads (for ``--help`` texts), in
+    ``adapter_names`` order; a plugin without a ``description`` is described by its
+    docstring's first line, one that fails to load says so."""
+    out = {}
     for name in adapter_names():
         try:
             adapter = get_adapter(name)
-            if adapter.sniff(head):
-                hits.append(name)
+        except InputError:
+            out[name] = "(plugin that failed to load)"
+            continue
+        text = getattr(adapter, "description", None) or (type(adapter).__doc__ or "").strip()
+        out[name] = text.splitlines()[0].strip() if text else "(no description)"
+    return out
+
+
+def detect_format_bytes(data: bytes, *, name: str = "") -> str:
+    """The one format whose ``sniff`` accepts the file's bytes, or InputError.
+
+    Each adapter first sniffs the start of the file. A corrupt first record (a line that is
+    not UTF-8, a truncated record) must not hide the format of a whole file (issue #19):
+    when no format claims the start, the bytes from each following line on are tried, up
+    to ``SNIFF_LINES`` lines into the first ``SNIFF_BYTES``, and the first line some format
+    claims decides. The lines skipped are parsed like any other, so the bad one is a row
+    error, not a refused file. FORMAT_UNKNOWN when no format claims any of those lines (and
+    for Parquet, which is not a raw reader format), FORMAT_AMBIGUOUS when several claim the
+    same one. ``name`` (the file's name) is only used in messages.
+    """
+    head = bytes(data[:SNIFF_BYTES])
+    label = name or "the file"
+    sniffers = _sniffers()
+    for start in _line_starts(head):
+        hits = _claims(sniffers, head[start:], label)
+        if len(hits) == 1:
+            return hits[0]
+        if hits:
+            raise InputError(
+                f"{label}: looks like several formats ({', '.join(hits)}); name one with --format",
+                code="FORMAT_AMBIGUOUS",
+            )
+    raise InputError(
+        f"{label}: not a known reader format; name one with --format "
+        f"({', '.join(adapter_names())})",
+        code="FORMAT_UNKNOWN",
+    )
+
+
+def detect_format(path: Path) -> str:
+    """``detect_format_bytes`` of a file, read through the one input guard (for tests, tools).
+
+    The command line reads a batch once and detects from those bytes; this reads the file.
+    """
+    from clearing.ingest import read_input_bytes  # the database side, loaded only when used
+
+    path = Path(path)
+    return detect_format_bytes(read_input_bytes(path), name=path.name)
+
+
+def _line_starts(head: bytes) -> list[int]:
+    """Offsets of the first ``SNIFF_LINES`` lines of ``head`` with content (0 always first)."""
+    starts = [0]
+    pos = head.find(b"\n")
+    while pos >= 0 and len(starts) < SNIFF_LINES:
+        nxt = pos + 1
+        pos = head.find(b"\n", nxt)
+        line = head[nxt:] if pos < 0 else head[nxt:pos]
+        if line.strip(b"\r"):  # a blank line cannot change the answer
+            starts.append(nxt)
+    return starts
+
+
+def _sniffers() -> dict[str, Adapter]:
+    """Every adapter that loads; a plugin that does not is skipped with a warning."""
+    out = {}
+    for name in adapter_names():
+        try:
+            out[name] = get_adapter(name)
         except InputError as exc:
             log.warning("%s", exc)
+    return out
+
+
+def _claims(sniffers: dict[str, Adapter], head: bytes, label: str) -> list[str]:
+    """The formats whose ``sniff`` accepts ``head``; one whose sniff raises is dropped."""
+    hits = []
+    for name, adapter in list(sniffers.items()):
+        try:
+            if adapter.sniff(head):
+                hits.append(name)
         except Exception as exc:  # a plugin's sniff must not break detection of the others
-            log.warning("reader format %r could not sniff %s: %s", name, path.name, exc)
-    if len(hits) == 1:
-        return hits[0]
-    if not hits:
-        raise InputError(
-            f"{path}: not a known reader format; name one with --format "
-            f"({', '.join(adapter_names())})",
-            code="FORMAT_UNKNOWN",
-        )
-    raise InputError(
-        f"{path}: looks like several formats ({', '.join(hits)}); name one with --format",
-        code="FORMAT_AMBIGUOUS",
-    )
+            log.warning("reader format %r could not sniff %s: %s", name, label, exc)
+            del sniffers[name]
+    return hits

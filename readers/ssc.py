@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from readers.base import ParseResult, read_file, result
+from readers.base import ParseResult, parse_file, result
 from readers.codes import RowCode
 from readers.columns import Lines, RowChecks, split_lines
 from readers.config import ReaderConfig
@@ -42,7 +42,7 @@ from readers.tunion import (
 from tariffs.vocab import Media
 
 if TYPE_CHECKING:
-    from readers.synth import Identities
+    from readers.identities import Identities
 
 TAG = "SSC3"  # third-generation card, layout 1
 SEPARATOR = "|"
@@ -71,6 +71,7 @@ class SocialSecurityAdapter:
     """``ssc``: social-security cards whose transit application is a Wuhan Tong purse."""
 
     name = "ssc"
+    description = "social-security cards with the transit purse: pipe-delimited records (.txt)"
     media: tuple[Media, ...] = (Media.SOCIAL_SECURITY,)
     suffix = ".txt"
 
@@ -79,9 +80,10 @@ class SocialSecurityAdapter:
         return first.startswith(f"{TAG}{SEPARATOR}".encode())
 
     def parse(self, path: Path, config: ReaderConfig) -> ParseResult:
-        return self.parse_bytes(read_file(path), config)
+        """Read and parse one file (``readers.base.parse_file``)."""
+        return parse_file(self, path, config)
 
-    def parse_bytes(self, data: bytes, config: ReaderConfig) -> ParseResult:
+    def parse_bytes(self, data: bytes, config: ReaderConfig, *, name: str = "") -> ParseResult:
         key = config.pii_key_bytes()
         lines = split_lines(data)
         n = len(lines)
@@ -139,7 +141,7 @@ class SocialSecurityAdapter:
             )
             return out
 
-        return result(taps, checks.errors(lines.rows, record), n, lines.rows[keep])
+        return result(taps, checks.errors(lines, record), n, lines.rows[keep], lines)
 
     def writable(self, taps: pa.Table, config: ReaderConfig) -> np.ndarray:
         return stored_value_writable(taps)

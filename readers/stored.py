@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
-from readers.base import ParseResult, read_file, result
+from readers.base import ParseResult, parse_file, result
 from readers.columns import RowChecks, split_lines
 from readers.config import ReaderConfig
 from readers.fields import EPOCH_MS, INT, Spec, check_fields, error_record, stored_value_taps
@@ -31,7 +31,7 @@ from readers.tunion import (
 from tariffs.vocab import Media
 
 if TYPE_CHECKING:
-    from readers.synth import Identities
+    from readers.identities import Identities
 
 
 def json_fields(specs: Sequence[Spec]) -> list[JsonField]:
@@ -51,6 +51,7 @@ class JsonStoredValueAdapter:
     """A JSON Lines stored-value format; subclasses set the class attributes and ``rows``."""
 
     name: str
+    description: str  # one line for listings (``readers.registry.format_descriptions``)
     media: tuple[Media, ...]
     suffix: str = ".jsonl"
     specs: tuple[Spec, ...]
@@ -62,9 +63,10 @@ class JsonStoredValueAdapter:
         return obj is not None and self.marker in obj
 
     def parse(self, path: Path, config: ReaderConfig) -> ParseResult:
-        return self.parse_bytes(read_file(path), config)
+        """Read and parse one file (``readers.base.parse_file``)."""
+        return parse_file(self, path, config)
 
-    def parse_bytes(self, data: bytes, config: ReaderConfig) -> ParseResult:
+    def parse_bytes(self, data: bytes, config: ReaderConfig, *, name: str = "") -> ParseResult:
         key = config.pii_key_bytes()
         lines = split_lines(data)
         n = len(lines)
@@ -79,7 +81,7 @@ class JsonStoredValueAdapter:
             valid = {name: bool(mask[i]) for name, mask in checked.valid.items()}
             return error_record(self.specs, load_object(lines.raw(i)), valid, key)
 
-        return result(taps, checks.errors(lines.rows, record), n, lines.rows[keep])
+        return result(taps, checks.errors(lines, record), n, lines.rows[keep], lines)
 
     # -- writing (readers.synth) --------------------------------------------------------------
 

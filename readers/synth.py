@@ -17,7 +17,6 @@ import datetime as dt
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ from clearing.taps import ACCOUNT_BASED, TAP_SCHEMA, TapType
 from readers.base import RawWriter, most_common
 from readers.columns import put_digits
 from readers.config import ReaderConfig, ReaderConfigError
+from readers.identities import Identities
 from tariffs.registry import FLAT, Registry, load_registry
 from tariffs.vocab import Media
 
@@ -48,26 +48,6 @@ def _mix(x: np.ndarray) -> np.ndarray:
 def _stream(card: np.ndarray, salt: int) -> np.ndarray:
     with np.errstate(over="ignore"):
         return _mix(card ^ _mix(np.full(len(card), salt, dtype=np.uint64)))
-
-
-@dataclass(frozen=True, eq=False)
-class Identities:
-    """The invented raw identities of each tap's card, aligned with the taps."""
-
-    asn: np.ndarray  # (n, 20) uint8 ASCII: the card's (or virtual card's) application serial number
-    ss_number: np.ndarray  # (n, 18) uint8 ASCII: social-security number (ISO 7064 MOD 11-2)
-    wallet: np.ndarray  # (n,) str: the phone wallet's account token
-    account: np.ndarray  # (n,) str: the QR code account token
-    balance: np.ndarray  # (n,) int64: purse balance after the tap, fen
-
-    def take(self, rows: np.ndarray) -> Identities:
-        return Identities(
-            self.asn[rows],
-            self.ss_number[rows],
-            self.wallet[rows],
-            self.account[rows],
-            self.balance[rows],
-        )
 
 
 def identities(taps: pa.Table) -> Identities:

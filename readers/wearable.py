@@ -32,7 +32,7 @@ from tariffs.vocab import Media
 
 if TYPE_CHECKING:
     from readers.config import ReaderConfig
-    from readers.synth import Identities
+    from readers.identities import Identities
 
 DEVICE_KINDS = ("watch", "band")
 
@@ -41,6 +41,7 @@ class WearableAdapter(JsonStoredValueAdapter):
     """``wearable``: virtual cards in watches and bands."""
 
     name = "wearable"
+    description = "watches and bands: JSON Lines from the device vendor's platform (.jsonl)"
     media: tuple[Media, ...] = (Media.WEARABLE,)
     marker = "device_kind"
     tac_field = "mac"

@@ -53,16 +53,15 @@ def test_detection_of_a_missing_file(tmp_path: Path) -> None:
 
 
 def test_parse_of_a_missing_file_or_a_directory(tmp_path: Path) -> None:
-    for path, code in ((tmp_path / "nope", "INPUT_MISSING"), (tmp_path, "INPUT_UNREADABLE")):
+    for path, code in ((tmp_path / "nope", "INPUT_MISSING"), (tmp_path, "INPUT_NOT_FILE")):
         with pytest.raises(InputError) as err:
             get_adapter("card").parse(path, CONFIG)
         assert err.value.code == code
 
 
 PLUGIN = """
-from pathlib import Path
 from clearing.taps import empty_taps
-from readers.base import ParseResult, read_file, result
+from readers.base import ParseResult, result
 from tariffs.vocab import Media
 
 
@@ -74,8 +73,7 @@ class PunchAdapter:
     def sniff(self, head):
         return head.startswith(b"PUNCH")
 
-    def parse(self, path, config):
-        data = read_file(Path(path))
+    def parse_bytes(self, data, config, *, name=""):
         return result(empty_taps(), [], 0, [])
 
 
@@ -115,7 +113,7 @@ def test_a_plugin_is_loaded_and_used(plugin: Path, tmp_path: Path) -> None:
     f = tmp_path / "deck.punch"
     f.write_bytes(b"PUNCH 1\n")
     assert detect_format(f) == "punch"
-    r = get_adapter("punch").parse(f, CONFIG)
+    r = get_adapter("punch").parse_bytes(f.read_bytes(), CONFIG, name=f.name)
     assert r.rows == 0 and type(get_adapter("punch")).__name__ == "PunchAdapter"
 
 
