@@ -1,8 +1,10 @@
 """Month close (SPEC §6 monthly rebate, §8): rebates per card, netted on their own, posted once.
 
 A card's spend on a network is the sum of the computed fares of its non-penalty legs there
-over the month's service days; the highest tier reached earns its rebate, which the network's
-rebate operator owes the card's issuer, and the issuer loads onto the card (the card-load file).
+over the month's service days; under the rebate rule in force on the month's last service day,
+the highest tier reached earns its rebate (paid only to issuers the network's tariff version
+accepts: ``tariffs.fares.monthly_rebate``), which the network's rebate operator owes the card's
+issuer, and the issuer loads onto the card (the card-load file).
 Re-closing a month posts only the difference, like re-settling a day.
 """
 
@@ -38,8 +40,9 @@ from settlement.netting import Payment, net_positions, payment_instructions
 from settlement.obligations import Obligation, ObligationKind
 from settlement.parties import Party, issuer, operator
 from settlement.payments import cny
+from tariffs.fares import monthly_rebate
 from tariffs.load import TariffSet
-from tariffs.model import MonthlyRebate
+from tariffs.model import MonthlyRebate, TariffVersion
 from tariffs.registry import FLAT
 
 
@@ -89,23 +92,18 @@ def month_days(month: dt.date) -> tuple[dt.date, dt.date]:
     return first, first.replace(day=calendar.monthrange(first.year, first.month)[1])
 
 
-def rebate_rules(tariffs: TariffSet, month: dt.date) -> dict[int, MonthlyRebate]:
-    """The rebate rule of each network: that of the tariff version in force on the month's last
-    day (month close runs after the month, under the rules the month ended with)."""
+def rebate_rules(
+    tariffs: TariffSet, month: dt.date
+) -> dict[int, tuple[TariffVersion, MonthlyRebate]]:
+    """By network, the rebate rule in force on the month's last service day and the tariff
+    version holding it (SPEC §6, v1.2: month close runs after the month, under the rules the
+    month ended with, for the whole month's spend; no rule in force then: no rebate)."""
     _, last = month_days(month)
-    rules: dict[int, MonthlyRebate] = {}
-    for area in tariffs.tariffs:
-        try:
-            version = tariffs.version_for(area, last)
-        except LookupError:
-            continue
-        for rule in version.rebates:
-            rules[rule.network] = rule
-    return rules
+    return tariffs.rebates_in_force(last)
 
 
 def month_rebates(legs: pa.Table, tariffs: TariffSet, month: str | dt.date) -> list[Rebate]:
-    """Every card's rebate of the month, from the month's legs (vectorised per network)."""
+    """Every card's rebate of the month, from the month's legs (spend summed per network)."""
     first, last = month_days(parse_month(month))
     rules = rebate_rules(tariffs, first)
     if legs.num_rows == 0 or not rules:
@@ -134,29 +132,33 @@ def month_rebates(legs: pa.Table, tariffs: TariffSet, month: str | dt.date) -> l
     spend = month_legs.group_by(["network", "issuer", "card_id"]).aggregate(
         [("computed_fen", "sum")]
     )
-    out: list[Rebate] = []
     networks = spend.column("network").to_numpy()
-    for net, rule in sorted(rules.items()):
-        rows = np.flatnonzero(networks == net)
-        if rows.size == 0 or net == FLAT:
+    issuers = spend.column("issuer").to_numpy()
+    cards = spend.column("card_id").to_numpy()
+    spent = spend.column("computed_fen_sum").to_numpy()
+    out: list[Rebate] = []
+    for net, (version, rule) in sorted(rules.items()):
+        if net == FLAT:
             continue
-        tiers = sorted(rule.tiers, key=lambda t: t.spend_fen)
-        thresholds = np.array([t.spend_fen for t in tiers], dtype=np.int64)
-        amounts = np.array([t.rebate_fen for t in tiers], dtype=np.int64)
-        spent = spend.column("computed_fen_sum").to_numpy()[rows]
-        # SPEC §6: the highest tier reached only (a spend equal to a tier's reaches it).
-        tier = np.searchsorted(thresholds, spent, side="right") - 1
-        earned = np.flatnonzero(tier >= 0)
-        issuers = spend.column("issuer").to_numpy()[rows]
-        cards = spend.column("card_id").to_numpy()[rows]
-        for i in earned:
-            rebate = int(amounts[tier[i]])
-            if rebate:
-                out.append(
-                    Rebate(
-                        int(issuers[i]), int(cards[i]), net, rule.operator, int(spent[i]), rebate
-                    )
+        rows = np.flatnonzero(networks == net)
+        if rows.size == 0:
+            continue
+        # SPEC §6: the tiers and the accepted issuers are tariffs.fares.monthly_rebate's rule
+        # alone; it is asked once per distinct (issuer, spend), not once per card.
+        pairs, inverse = np.unique(
+            np.stack([issuers[rows].astype(np.int64), spent[rows]]), axis=1, return_inverse=True
+        )
+        amounts = np.array(
+            [monthly_rebate(version, rule, int(i), int(f)) for i, f in pairs.T], dtype=np.int64
+        )[inverse.reshape(-1)]
+        for i in np.flatnonzero(amounts):
+            r = rows[i]
+            out.append(
+                Rebate(
+                    int(issuers[r]), int(cards[r]), net, rule.operator, int(spent[r]),
+                    int(amounts[i]),
                 )
+            )
     return sorted(out)
 
 

@@ -9,8 +9,10 @@ per-version table has the version as its first axis.
 Everything the kernels need to price a leg is here, already resolved: base fares of every
 ordered stop pair (distance bands evaluated over the shortest-path metres, or the matrix),
 product prices with the ORDINARY fallback applied, transfer steps, caps, funders, the
-apportionment mode, rebate tiers and fee rates. ``lookup_*`` below read the tables exactly as
-a kernel should; ``tests/test_tariff_compile.py`` proves they price as ``tariffs.fares`` does.
+apportionment mode and fee rates. ``lookup_*`` below read the tables exactly as a kernel
+should; ``tests/test_tariff_compile.py`` proves they price as ``tariffs.fares`` does. Monthly
+rebates are not compiled: month close applies ``tariffs.fares``' rebate rules directly, once
+per card and month, so the rules have one implementation (SPEC §6, v1.2).
 """
 
 from __future__ import annotations
@@ -78,8 +80,7 @@ class CompiledTariffs:
 
     A areas, V versions (all areas), O operators, L lines, S stops, N networks, I issuers,
     M = len(Mode) = 4, P = len(Product) = 5, T fare tables (one per version and network it
-    prices), K = the longest step list (at least 1), Z = the largest network's stop count,
-    R = the most rebate tiers (at least 1).
+    prices), K = the longest step list (at least 1), Z = the largest network's stop count.
     """
 
     # -- dense ids and lookups from raw codes ------------------------------------------------
@@ -135,16 +136,12 @@ class CompiledTariffs:
     step_kind: np.ndarray  # int8[V, K]: StepKind of the k-th transfer at [v, k - 1]
     step_value: np.ndarray  # int64[V, K]: off_fen's fen, pay_rate's bp, else 0
 
-    # -- step 5, funders, apportionment, rebates, fees -----------------------------------------
+    # -- step 5, funders, apportionment, fees --------------------------------------------------
     cap_fen: np.ndarray  # int64[V, P]: daily cap of honoured product p, -1 = uncapped
     funder_card: np.ndarray  # int8[V, P]: FunderKind of the card discount, by honoured product
     funder_transfer: np.ndarray  # int8[V]: FunderKind of the transfer discount
     funder_cap: np.ndarray  # int8[V]: FunderKind of the cap discount
     apportionment: np.ndarray  # int8[V]: ApportionmentKind of chains whose first leg v priced
-    rebate_tiers: np.ndarray  # int32[V, N]: number of rebate tiers of network n; 0 = no rebate
-    rebate_spend: np.ndarray  # int64[V, N, R]: tier thresholds, ascending
-    rebate_fen: np.ndarray  # int64[V, N, R]: rebate of each tier
-    rebate_operator: np.ndarray  # int32[V, N]: dense operator that owes the rebate, or -1
     fee_bp: np.ndarray  # int64[O, I]: clearing-fee rate of operator o for issuer i's cards
 
 
@@ -190,10 +187,9 @@ def compile_tariffs(tariffs: TariffSet) -> CompiledTariffs:
             valid_from[area_start[a] + 1:area_stop[a]]
 
     max_steps = max([len(v.transfer.steps) for _, v in versions if v.transfer] + [1])
-    max_tiers = max([len(r.tiers) for _, v in versions for r in v.rebates] + [1])
     tables: list[NetworkFare] = []
     fare_table = np.full((n_v, len(networks)), NO_INDEX, dtype=np.int32)
-    out = _Tables(n_v, len(lines), len(networks), len(issuers), max_steps, max_tiers)
+    out = _Tables(n_v, len(lines), len(issuers), max_steps)
     for vi, (_area, v) in enumerate(versions):
         for lf in v.line_fares:
             keys = ([(lf.operator, n) for n in lf.lines] if lf.lines is not None else
@@ -203,7 +199,7 @@ def compile_tariffs(tariffs: TariffSet) -> CompiledTariffs:
         for nf in v.networks:
             fare_table[vi, net_ix[nf.network]] = len(tables)
             tables.append(nf)
-        _compile_version(out, vi, v, iss_ix, op_ix, net_ix)
+        _compile_version(out, vi, v, iss_ix)
 
     size = max([len(reg.networks[nf.network].stops) for nf in tables] + [1])
     fare_matrix = np.full((len(tables), size, size), NO_FARE, dtype=np.int64)
@@ -267,10 +263,6 @@ def compile_tariffs(tariffs: TariffSet) -> CompiledTariffs:
         funder_cap=out.funder_cap,
         apportionment=np.array([ApportionmentKind[v.apportionment.upper()] for _, v in versions],
                                dtype=np.int8),
-        rebate_tiers=out.rebate_tiers,
-        rebate_spend=out.rebate_spend,
-        rebate_fen=out.rebate_fen,
-        rebate_operator=out.rebate_operator,
         fee_bp=fee_bp,
     )
     for f in fields(compiled):
@@ -301,8 +293,7 @@ def network_fare_matrix(reg: Registry, nf: NetworkFare) -> np.ndarray:
 class _Tables:
     """The per-version arrays while they are being filled."""
 
-    def __init__(self, n_v: int, n_lines: int, n_networks: int, n_issuers: int,
-                 max_steps: int, max_tiers: int) -> None:
+    def __init__(self, n_v: int, n_lines: int, n_issuers: int, max_steps: int) -> None:
         self.line_fare = np.full((n_v, n_lines), NO_FARE, dtype=np.int64)
         self.accepted = np.zeros((n_v, n_issuers), dtype=np.bool_)
         self.concession = np.zeros((n_v, n_issuers), dtype=np.bool_)
@@ -319,14 +310,9 @@ class _Tables:
         self.funder_card = np.zeros((n_v, N_PRODUCTS), dtype=np.int8)
         self.funder_transfer = np.zeros(n_v, dtype=np.int8)
         self.funder_cap = np.zeros(n_v, dtype=np.int8)
-        self.rebate_tiers = np.zeros((n_v, n_networks), dtype=np.int32)
-        self.rebate_spend = np.zeros((n_v, n_networks, max_tiers), dtype=np.int64)
-        self.rebate_fen = np.zeros((n_v, n_networks, max_tiers), dtype=np.int64)
-        self.rebate_operator = np.full((n_v, n_networks), NO_INDEX, dtype=np.int32)
 
 
-def _compile_version(out: _Tables, vi: int, v: TariffVersion, iss_ix: dict[int, int],
-                     op_ix: dict[int, int], net_ix: dict[int, int]) -> None:
+def _compile_version(out: _Tables, vi: int, v: TariffVersion, iss_ix: dict[int, int]) -> None:
     for issuer in v.accepted_issuers:
         out.accepted[vi, iss_ix[issuer]] = True
     for issuer in v.concession_issuers:
@@ -358,13 +344,6 @@ def _compile_version(out: _Tables, vi: int, v: TariffVersion, iss_ix: dict[int, 
         out.funder_card[vi, Product[product.upper()]] = FunderKind[funder.upper()]
     out.funder_transfer[vi] = FunderKind[v.funders.transfer.upper()]
     out.funder_cap[vi] = FunderKind[v.funders.cap.upper()]
-    for rebate in v.rebates:
-        n = net_ix[rebate.network]
-        out.rebate_tiers[vi, n] = len(rebate.tiers)
-        out.rebate_operator[vi, n] = op_ix[rebate.operator]
-        for k, tier in enumerate(sorted(rebate.tiers, key=lambda t: t.spend_fen)):
-            out.rebate_spend[vi, n, k] = tier.spend_fen
-            out.rebate_fen[vi, n, k] = tier.rebate_fen
 
 
 def _index_array(codes: list[int], minimum: int = 0) -> np.ndarray:
@@ -435,13 +414,3 @@ def lookup_capped_fare(ct: CompiledTariffs, v: int, honoured: int, fare: int, sp
     """Step 5: ``min(fare, max(0, C - S))`` when the honoured product has a cap."""
     cap = int(ct.cap_fen[v, honoured])
     return fare if cap == NO_CAP else min(fare, max(0, cap - spent))
-
-
-
-def lookup_rebate(ct: CompiledTariffs, v: int, network: int, spend: int) -> int:
-    """Month close: the rebate of the highest tier ``spend`` reached on dense ``network``."""
-    earned = 0
-    for k in range(ct.rebate_tiers[v, network]):
-        if spend >= ct.rebate_spend[v, network, k]:
-            earned = int(ct.rebate_fen[v, network, k])
-    return earned

@@ -21,7 +21,7 @@ LIST_KEYS: dict[str, tuple[str, ...]] = {
     "networks": ("network",),
     "prices": ("mode", "product"),
     "caps": ("product",),
-    "rebates": ("network",),
+    "rebates": ("network", "valid_from"),
 }
 
 

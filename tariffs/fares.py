@@ -2,10 +2,14 @@
 
 Each function is one pricing step as the SPEC words it, reading the pydantic models with no
 cache or index, so that the compiled tables (``tariffs.compile``) and the kernels built on
-them can be tested against something a person can check by eye.
+them can be tested against something a person can check by eye. The monthly rebate rules
+(``rebate_rule``, ``rebate_for``, ``monthly_rebate``) have no compiled twin: month close calls
+them directly, so each rule of SPEC §6's monthly rebate is written once, here.
 """
 
 from __future__ import annotations
+
+import datetime as dt
 
 from tariffs.model import MonthlyRebate, NetworkFare, ProductPrice, TariffVersion, TransferStep
 from tariffs.registry import FLAT, Registry
@@ -122,6 +126,44 @@ def capped_fare(fare: int, cap: int | None, spent: int) -> int:
 
 
 def rebate_for(rebate: MonthlyRebate, spend: int) -> int:
-    """SPEC §6, monthly rebate: the rebate of the highest tier the month's spend reached."""
+    """SPEC §6, monthly rebate: the rebate of the highest tier the month's spend reached.
+
+    Tiers are taken as written (v1.2): the highest threshold reached pays its own amount, even
+    where a lower tier's amount is larger; nothing is summed or maximised over amounts. This is
+    the one implementation of the tier rule; month close calls it.
+    """
     reached = [tier for tier in rebate.tiers if spend >= tier.spend_fen]
     return max(reached, key=lambda tier: tier.spend_fen).rebate_fen if reached else 0
+
+
+def rebate_valid_from(version: TariffVersion, rebate: MonthlyRebate) -> dt.date:
+    """The first service day a rebate rule is in force: its own, else its version's."""
+    return rebate.valid_from if rebate.valid_from is not None else version.valid_from
+
+
+def rebate_rule(version: TariffVersion, network: int, day: dt.date) -> MonthlyRebate | None:
+    """SPEC §6 (v1.2): the network's rebate rule in force on ``day`` in ``version`` (the version
+    in force that day), or None: of its rules for the network, the latest ``valid_from <= day``.
+
+    Month close asks this for the month's last service day and applies the answer to the whole
+    month's spend, so a rule that starts mid-month already covers the month's first days.
+    """
+    chosen: MonthlyRebate | None = None
+    for rebate in version.rebates:
+        start = rebate_valid_from(version, rebate)
+        if rebate.network == network and start <= day and (
+                chosen is None or start > rebate_valid_from(version, chosen)):
+            chosen = rebate
+    return chosen
+
+
+def monthly_rebate(version: TariffVersion, rebate: MonthlyRebate, issuer: int, spend: int) -> int:
+    """SPEC §6 (v1.2): what a card of ``issuer`` that spent ``spend`` earns under ``rebate``.
+
+    ``version`` is the network's tariff version in force on the month's last service day: a
+    rebate is paid only to an issuer it accepts (a closed-loop card no tariff accepts earns
+    nothing, whatever it spent).
+    """
+    if issuer not in version.accepted_issuers:
+        return 0
+    return rebate_for(rebate, spend)

@@ -16,7 +16,8 @@ from typing import TypeVar
 from pydantic import ValidationError
 
 from tariffs.errors import TariffError, TariffProblem
-from tariffs.model import ContractBook, Tariff, TariffVersion
+from tariffs.fares import rebate_rule
+from tariffs.model import ContractBook, MonthlyRebate, Tariff, TariffVersion
 from tariffs.registry import Registry, load_registry
 from tariffs.validate import check_contracts, check_tariff, describe_field_error
 
@@ -46,6 +47,22 @@ class TariffSet:
         if chosen is None:
             raise LookupError(f"no tariff version of area {area} is in force on {day}")
         return chosen
+
+    def rebates_in_force(self, day: dt.date) -> dict[int, tuple[TariffVersion, MonthlyRebate]]:
+        """SPEC §6 (v1.2): by network, the rebate rule in force on ``day`` and the tariff version
+        in force then that holds it (whose accepted issuers the rebate is paid to). A network
+        with no rule in force that day is absent: it pays no rebate."""
+        rules: dict[int, tuple[TariffVersion, MonthlyRebate]] = {}
+        for area in sorted(self.tariffs):
+            try:
+                version = self.version_for(area, day)
+            except LookupError:
+                continue
+            for network in sorted({r.network for r in version.rebates}):
+                rule = rebate_rule(version, network, day)
+                if rule is not None:
+                    rules[network] = (version, rule)
+        return rules
 
     def fee_bp(self, operator: int, issuer: int) -> int:
         """SPEC §8: the operator's contract rate for that issuer; no contract means 0."""

@@ -124,10 +124,16 @@ class RebateTier(_Frozen):
 
 
 class MonthlyRebate(_Frozen):
-    """Monthly spend rebate on a network (SPEC §6): the highest tier reached is paid."""
+    """Monthly spend rebate on a network (SPEC §6): the highest tier reached is paid.
+
+    SPEC §6 (v1.2): a rule is in force from its ``valid_from`` service day, within its tariff
+    version, and a month uses the rule in force on its last service day for all its spend.
+    """
 
     network: int
     operator: int  # owes the rebate to the card's issuer
+    # First service day in force; None: its version's valid_from (tariffs.fares.rebate_valid_from)
+    valid_from: dt.date | None = None
     tiers: list[RebateTier]
     source: str = ""
 

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from tariffs.fares import apply_rate, price_for
+from tariffs.fares import apply_rate, price_for, rebate_valid_from
 from tariffs.load import TariffSet
 from tariffs.model import TariffVersion, TransferStep
 from tariffs.registry import FLAT, Registry
@@ -211,7 +211,9 @@ def render_version(tariffs: TariffSet, area: int, day: dt.date) -> RenderableTyp
     for rebate in version.rebates:
         tiers = ", ".join(f"{t.spend_fen} → {t.rebate_fen}" for t in rebate.tiers)
         payer = reg.operators[rebate.operator].name
+        start = rebate_valid_from(version, rebate)
         other.add_row(f"monthly rebate, network {rebate.network}",
-                      f"spend → rebate (fen): {tiers}; owed by {rebate.operator} {payer}")
+                      f"spend → rebate (fen): {tiers}; owed by {rebate.operator} {payer}; "
+                      f"from {start}")
     parts.append(other)
     return Group(*parts)

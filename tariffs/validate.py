@@ -7,10 +7,12 @@ the programmer. Each kind of problem has its own stable code (listed in docs/tar
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from tariffs.errors import TariffProblem
+from tariffs.fares import rebate_valid_from
 from tariffs.model import ContractBook, NetworkFare, Tariff, TariffVersion
 from tariffs.registry import FLAT, Line, Registry
 from tariffs.vocab import Mode
@@ -113,7 +115,21 @@ def check_tariff(file: str, tariff: Tariff, registry: Registry) -> list[TariffPr
         def report(code: str, field: str, message: str, _v: TariffVersion = version) -> None:
             bad(code, str(_v.valid_from), field, message)
         check_version(version, f"versions[{i}]", tariff.area, area_lines, registry, report)
+    _check_rebate_ends(tariff, bad)
     return problems
+
+
+def _check_rebate_ends(tariff: Tariff, bad: Callable[[str, str, str, str], None]) -> None:
+    """A rebate rule starting on or after the next version's first day would never be in
+    force (SPEC §6 v1.2: a month uses the rule of the version in force on its last day)."""
+    for i, (v, after) in enumerate(zip(tariff.versions, tariff.versions[1:], strict=False)):
+        for j, rebate in enumerate(v.rebates):
+            if rebate.valid_from is not None and rebate.valid_from >= after.valid_from:
+                bad("TARIFF_REBATE_VALID_FROM", str(v.valid_from),
+                    f"versions[{i}].rebates[{j}].valid_from",
+                    f"takes effect on {rebate.valid_from}, when the next version (from "
+                    f"{after.valid_from}) is already in force, so it would never apply: move the "
+                    "rule into that version")
 
 
 def check_version(v: TariffVersion, at: str, area: int, area_lines: Sequence[Line],
@@ -329,16 +345,23 @@ def _check_transfer_caps(v: TariffVersion, at: str, report: Report) -> None:
 
 def _check_rebates(v: TariffVersion, at: str, area_networks: set[int], reg: Registry,
                    report: Report) -> None:
-    seen: set[int] = set()
+    seen: set[tuple[int, dt.date]] = set()
     for j, rebate in enumerate(v.rebates):
         where = f"{at}.rebates[{j}]"
+        start = rebate_valid_from(v, rebate)
         if rebate.network not in area_networks:
             report("TARIFF_UNKNOWN_NETWORK", f"{where}.network",
                    f"network {rebate.network} is not an entry-exit network of this area")
-        elif rebate.network in seen:
+        elif (rebate.network, start) in seen:
+            # SPEC §6 (v1.2): one rule in force per network and day, as with versions.
             report("TARIFF_DUPLICATE_REBATE", f"{where}.network",
-                   f"network {rebate.network} already has a monthly rebate")
-        seen.add(rebate.network)
+                   f"network {rebate.network} already has a monthly rebate in force from {start}")
+        seen.add((rebate.network, start))
+        if start < v.valid_from:
+            report("TARIFF_REBATE_VALID_FROM", f"{where}.valid_from",
+                   f"takes effect on {start}, before its version's {v.valid_from}: a rebate rule "
+                   "is in force only while its version is; give a day on or after "
+                   f"{v.valid_from}, or put the rule in the version in force on {start}")
         if rebate.operator not in reg.operators:
             report("TARIFF_UNKNOWN_OPERATOR", f"{where}.operator",
                    f"operator {rebate.operator} is not in the registry")

@@ -23,7 +23,6 @@ from tariffs.compile import (
     lookup_network_fare,
     lookup_penalty_fare,
     lookup_product_fare,
-    lookup_rebate,
     lookup_transfer_fare,
     lookup_version,
     network_fare_matrix,
@@ -35,7 +34,6 @@ from tariffs.fares import (
     capped_fare,
     network_fare,
     product_fare,
-    rebate_for,
     transfer_fare,
 )
 from tariffs.load import TariffSet, load_tariff_set
@@ -222,11 +220,6 @@ def check_query(tariffs: TariffSet, ct: CompiledTariffs, q: dict[str, Any]) -> N
         assert lookup_network_fare(ct, v, n, s_in, s_out) == base
         assert lookup_penalty_fare(ct, v, n) == nf.max_fare
         assert ct.fare_max_journey_ms[ct.fare_table[v, n]] == nf.max_journey_minutes * 60_000
-        rebate = next((r for r in version.rebates if r.network == ln.network), None)
-        expected = rebate_for(rebate, q["spend"]) if rebate else 0
-        assert lookup_rebate(ct, v, n, q["spend"]) == expected
-        if rebate:
-            assert ct.rebate_operator[v, n] == ct.operator_index[rebate.operator]
 
     i = _dense_issuer(ct, q["issuer"])
     honoured, f = product_fare(version, q["issuer"], int(q["product"]), int(ln.mode), base)
