@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pyarrow as pa
@@ -18,6 +19,8 @@ import pyarrow as pa
 from clearing.errors import RowError
 from clearing.service_day import day_bounds_ms
 from clearing.taps import ACCOUNT_BASED, TAP_COLUMNS, TapType
+from tariffs.compile import EPOCH, NO_INDEX, PriceKind, compile_tariffs, lookup_version
+from tariffs.load import TariffSet, load_tariff_set
 from tariffs.registry import FLAT, Registry
 from tariffs.vocab import Media, Product
 
@@ -48,6 +51,13 @@ CHECKS: tuple[Check, ...] = (
     Check("BAD_DEBIT", "debited_fen"),
     Check("CITY_MISMATCH", "city"),
     Check("TAP_TYPE_LINE_MISMATCH", "tap_type"),
+    # SPEC §4 "Acceptance guarantees pricing" and "Debit plausibility": after all the checks
+    # above, against the batch's declared service day. NO_TARIFF_VERSION concerns ts_ms, not
+    # city: the tariff area is the line's operator's city (SPEC §5), which the tap's city need
+    # not be (Line 11 into Ezhou), and what has no version is the day the tap lies in.
+    Check("NO_TARIFF_VERSION", "ts_ms"),
+    Check("UNPRICEABLE_LINE", "line"),
+    Check("DEBIT_TOO_HIGH", "debited_fen"),
 )
 CODES: tuple[str, ...] = tuple(c.code for c in CHECKS)
 
@@ -150,6 +160,114 @@ def _lookup(registry: Registry) -> _Lookup:
     return lookup
 
 
+# --------------------------------------------------------------------------- pricing guarantees
+
+PRICEABLE = 0  # the tariff set in force prices the tap
+NO_TARIFF_VERSION = 1  # no version of the line's tariff area is in force on the service day
+UNPRICEABLE_LINE = 2  # the version in force prices no fare (or no ORDINARY price) for the line
+PRICING_CODES: dict[int, str] = {NO_TARIFF_VERSION: "NO_TARIFF_VERSION",
+                                 UNPRICEABLE_LINE: "UNPRICEABLE_LINE"}
+
+
+@dataclass(frozen=True, eq=False)
+class DayRules:
+    """What acceptance needs of one tariff set on one service day, from its compiled tables.
+
+    Read from ``tariffs.compile`` (the very tables the kernels price with), so "acceptance
+    guarantees pricing" (SPEC §4) cannot drift from what pricing does; built once per (tariff
+    set, day) by ``day_rules``. Areas, operators and lines are the compiled dense indices.
+    """
+
+    day: dt.date
+    operator_index: np.ndarray  # int32[max operator + 1]: raw operator -> dense o, or -1
+    line_index: np.ndarray  # int32[O, max line + 1]: (o, raw line) -> dense l, or -1
+    operator_area: np.ndarray  # int32[O]: tariff area of operator o (SPEC §5: its city)
+    area_codes: np.ndarray  # int64[A]: GB/T 2260 code of area a
+    area_in_force: np.ndarray  # bool[A]: some version of area a is in force on the day
+    line_priceable: np.ndarray  # bool[L]: the version in force prices a leg on line l
+    area_max_leg: np.ndarray  # int64[A]: the most one leg can cost in area a that day; -1: none
+
+    def dense(self, operator: np.ndarray, line: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(dense operator, dense line) of raw columns; -1 where the tariff set has none."""
+        o = _gather(self.operator_index, operator)
+        width = self.line_index.shape[1]
+        ln = np.asarray(line, dtype=np.int64)
+        inside = (o >= 0) & (ln >= 0) & (ln < width)
+        lines = np.where(inside, self.line_index[np.maximum(o, 0), np.where(inside, ln, 0)],
+                         NO_INDEX)
+        return o, lines
+
+    def status(self, operator: np.ndarray, line: np.ndarray) -> np.ndarray:
+        """int8 per tap: PRICEABLE, NO_TARIFF_VERSION or UNPRICEABLE_LINE (first that fails).
+
+        An operator the tariff set's registry lacks is a line no tariff covers.
+        """
+        o, lines = self.dense(operator, line)
+        area = np.where(o >= 0, self.operator_area[np.maximum(o, 0)], NO_INDEX)
+        in_force = (area >= 0) & self.area_in_force[np.maximum(area, 0)]
+        covered = (lines >= 0) & self.line_priceable[np.maximum(lines, 0)]
+        out = np.full(len(o), PRICEABLE, dtype=np.int8)
+        out[~covered] = UNPRICEABLE_LINE
+        out[(area >= 0) & ~in_force] = NO_TARIFF_VERSION
+        return out
+
+    def max_leg(self, operator: np.ndarray) -> np.ndarray:
+        """int64 per tap: the most one leg can cost in its operator's area; -1 when unknown."""
+        o = _gather(self.operator_index, operator)
+        area = np.where(o >= 0, self.operator_area[np.maximum(o, 0)], NO_INDEX)
+        return np.where(area >= 0, self.area_max_leg[np.maximum(area, 0)], -1)
+
+
+def _gather(index: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``index[values]`` as int64, -1 for values outside the index."""
+    v = np.asarray(values, dtype=np.int64)
+    inside = (v >= 0) & (v < len(index))
+    return np.where(inside, index[np.where(inside, v, 0)], NO_INDEX).astype(np.int64)
+
+
+@lru_cache(maxsize=64)  # a tariff set is hashed by identity; batches of a day share one entry
+def day_rules(tariffs: TariffSet, day: dt.date) -> DayRules:
+    """SPEC §4 pricing guarantees of ``tariffs`` on service day ``day``, compiled once.
+
+    A line is priceable when the version of its area in force that day has a flat fare for it
+    (a flat line) or fares for its network (an entry-exit line), and an ORDINARY price for its
+    mode (SPEC §6.3: the fallback of every product). The most one leg can cost in an area is
+    the largest of the version's flat fares and its networks' ``max_fare`` (SPEC §4 debit
+    plausibility): ``max_fare`` is at least every base fare of its network (checked at load)
+    and discounts only lower a fare, so no correct debit exceeds it.
+    """
+    ct = compile_tariffs(tariffs)
+    n_areas = len(ct.area_codes)
+    number = (day - EPOCH).days
+    # the kernels' own version lookup, once per area (nine of them) and day
+    version = np.array([lookup_version(ct, a, number) for a in range(n_areas)], dtype=np.int64)
+    max_leg = np.full(n_areas, -1, dtype=np.int64)
+    for a in np.flatnonzero(version >= 0):
+        fares = ct.line_fare[version[a]]
+        tables = ct.fare_table[version[a]]
+        max_leg[a] = max(int(fares[fares >= 0].max(initial=0)),
+                         int(ct.fare_max[tables[tables >= 0]].max(initial=0)))
+    line_v = version[ct.line_area]
+    priceable = np.zeros(len(line_v), dtype=bool)
+    if len(ct.version_area):  # a set with no version at all prices nothing
+        v = np.maximum(line_v, 0)
+        net = ct.line_network
+        fare = np.where(net < 0, ct.line_fare[v, np.arange(len(net))] >= 0,
+                        ct.fare_table[v, np.maximum(net, 0)] >= 0)
+        priced_mode = ct.price_kind[v, ct.line_mode, int(Product.ORDINARY)] != PriceKind.NONE
+        priceable = (line_v >= 0) & fare & priced_mode
+    return DayRules(
+        day=day,
+        operator_index=ct.operator_index,
+        line_index=ct.line_index,
+        operator_area=ct.operator_area,
+        area_codes=ct.area_codes,
+        area_in_force=version >= 0,
+        line_priceable=priceable,
+        area_max_leg=max_leg,
+    )
+
+
 def _column(table: pa.Table, name: str, dtype: type) -> tuple[np.ndarray, np.ndarray]:
     """A column as a numpy array of its storage width, and the mask of its nulls."""
     col = table.column(name)
@@ -162,19 +280,23 @@ def _column(table: pa.Table, name: str, dtype: type) -> tuple[np.ndarray, np.nda
 
 
 def check_taps(
-    table: pa.Table, registry: Registry, service_day: dt.date
+    table: pa.Table, registry: Registry, service_day: dt.date, *,
+    tariffs: TariffSet | None = None,
 ) -> tuple[np.ndarray, list[RowError]]:
     """SPEC §4 acceptance: the mask of accepted rows and one ``RowError`` per rejected row.
 
     ``table`` has the columns of ``TAP_SCHEMA`` (extra columns are ignored); ``service_day``
     is the batch's declared day. Each row is reported with the first check it fails, in the
     SPEC's order (``CHECKS``); ``RowError.row`` is the 0-based row index in ``table``.
+    ``tariffs`` is the tariff set in force (default: ``tariffs.load.load_tariff_set()``,
+    cached per process): an accepted tap is one it prices (SPEC §4).
     """
     n = table.num_rows
     missing = [c for c in TAP_COLUMNS if c not in table.column_names]
     if missing:
         raise ValueError(f"check_taps needs the canonical tap columns; missing {missing}")
     lk = _lookup(registry)
+    rules = day_rules(tariffs if tariffs is not None else load_tariff_set(), service_day)
     null_any = np.zeros(n, dtype=bool)
     null_field = np.full(n, -1, dtype=np.int64)  # index in TAP_COLUMNS of the first null
     cols: dict[str, np.ndarray] = {}
@@ -205,6 +327,8 @@ def check_taps(
     # SPEC §4: the tap's city is its stop's city; for stop 0 the city of the line's operator.
     expected_city = np.where(zero, lk.operator_city[op], lk.stop_city[stop_idx])
     flat_line = network == FLAT
+    pricing = rules.status(op, cols["line"])
+    debit = cols["debited_fen"]
 
     failing: dict[str, Callable[[], np.ndarray]] = {
         "MISSING_VALUE": lambda: null_any,
@@ -224,6 +348,10 @@ def check_taps(
         "TAP_TYPE_LINE_MISMATCH": lambda: np.where(
             flat_line, tap_type != TapType.FLAT, tap_type == TapType.FLAT
         ),
+        "NO_TARIFF_VERSION": lambda: pricing == NO_TARIFF_VERSION,
+        "UNPRICEABLE_LINE": lambda: pricing == UNPRICEABLE_LINE,
+        # SPEC §4: a stored-value tap (debit >= 0) may debit at most one leg's worst case.
+        "DEBIT_TOO_HIGH": lambda: (debit >= 0) & (debit > rules.max_leg(op)),
     }
     first = np.zeros(n, dtype=np.int8)  # 0 = accepted, k = 1 + index in CHECKS of the failure
     undecided = np.ones(n, dtype=bool)
@@ -232,7 +360,7 @@ def check_taps(
         first[fails] = k
         undecided &= ~fails
     accepted = first == 0
-    return accepted, _row_errors(table, first, null_field, cols, lk, service_day)
+    return accepted, _row_errors(table, first, null_field, cols, lk, rules)
 
 
 def _row_errors(
@@ -241,7 +369,7 @@ def _row_errors(
     null_field: np.ndarray,
     cols: dict[str, np.ndarray],
     lk: _Lookup,
-    service_day: dt.date,
+    rules: DayRules,
 ) -> list[RowError]:
     """The rejected rows as values: a loop over the bad rows only."""
     bad = np.flatnonzero(first)
@@ -253,13 +381,15 @@ def _row_errors(
         check = CHECKS[int(first[row]) - 1]
         field = check.field or TAP_COLUMNS[int(null_field[row])]
         errors.append(RowError(check.code, row, field,
-                               _message(check.code, record, field, lk, service_day), record))
+                               _message(check.code, record, field, lk, rules), record))
     return errors
 
 
-def _message(code: str, r: dict, field: str, lk: _Lookup, day: dt.date) -> str:
+def _message(code: str, r: dict, field: str, lk: _Lookup, rules: DayRules) -> str:
     """Words an operator can act on, naming the offending values."""
+    day = rules.day
     line = f"line {r['line']} of operator {r['operator']}"
+    area = int(lk.operator_city[r["operator"]]) if 0 <= r["operator"] < 1 << 16 else 0
     match code:
         case "MISSING_VALUE":
             return f"{field} is empty"
@@ -296,4 +426,16 @@ def _message(code: str, r: dict, field: str, lk: _Lookup, day: dt.date) -> str:
         case "TAP_TYPE_LINE_MISMATCH":
             kind = TapType(r["tap_type"]).name
             return f"a {kind} tap on {line}, which is {'entry-exit' if kind == 'FLAT' else 'flat'}"
+        case "NO_TARIFF_VERSION":
+            return (f"no tariff version of tariff area {area} (the city of operator "
+                    f"{r['operator']}) is in force on the batch's service day {day}: check the "
+                    "batch's day, or have the tariff set give the area a version valid then")
+        case "UNPRICEABLE_LINE":
+            return (f"the tariff set prices no fare for {line} on {day} (no flat fare, no "
+                    "network fares or no ordinary price for its mode): the tap cannot be priced")
+        case "DEBIT_TOO_HIGH":
+            bound = int(rules.max_leg(np.array([r["operator"]]))[0])
+            return (f"debited_fen {r['debited_fen']} is more than one leg can cost in tariff "
+                    f"area {area} on {day} ({bound} fen, the largest flat fare or network "
+                    "max_fare in force)")
     return code

@@ -2,18 +2,25 @@
 
 The fast path prices by default; the reference is for audits and tests (``--reference``).
 Legs are an immutable Parquet file per day, replaced whole when a day is cleared again.
+Before any pricing, the day's taps are checked against the tariff set in force with the very
+rules acceptance applied (``clearing.accept.day_rules``): if the set changed since and can no
+longer price some of them, the day stays uncleared with ``DAY_UNPRICEABLE`` naming them
+(SPEC §4), never a pricing traceback and never a fare of zero.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import Engine
 
+from clearing.accept import PRICING_CODES, day_rules
 from clearing.errors import StateError
 from clearing.legs import LEG_SCHEMA
 from clearing.parquet_io import write_atomic
@@ -84,6 +91,7 @@ def clear_day(
 
     revision = day_revision_of(engine, day)  # read before the taps: a later batch bumps it
     taps = read_day_taps(data_dir, day, engine)
+    check_day_priceable(data_dir, day, taps, tariffs, engine=engine)
     if partitions > 0 and not reference:
         legs = _price_partitioned(taps, tariffs, partitions, scheduler)
     else:
@@ -91,6 +99,137 @@ def clear_day(
     legs = legs.replace_schema_metadata({REVISION_KEY: str(revision).encode()})
     path = write_atomic(legs, legs_path(data_dir, day))
     return ClearResult(day, taps.num_rows, legs.num_rows, path, revision)
+
+
+MAX_LISTED = 20  # taps named in a DAY_UNPRICEABLE message; the rest are counted
+
+
+@dataclass(frozen=True, slots=True)
+class UnpriceableTap:
+    """A stored tap the tariff set in force cannot price, and where it came from.
+
+    The tap store keeps a batch's accepted taps in file order but not their source rows, so
+    ``row`` is the tap's 0-based position among its batch's stored taps; the device key and
+    time find it in the source file.
+    """
+
+    code: str  # NO_TARIFF_VERSION or UNPRICEABLE_LINE (the acceptance codes, SPEC §4)
+    batch_id: int | None  # None when the day was read without a database
+    batch_file: str  # the batch's source file name (or stored file without a database)
+    row: int  # position among the batch's stored (accepted) taps
+    operator: int
+    line: int
+    device_id: int
+    device_seq: int
+    ts_ms: int
+
+
+class DayUnpriceableError(StateError):
+    """Stored taps of a day that the tariff set in force cannot price (SPEC §4).
+
+    A state conflict (exit 3), not an invalid tariff set (exit 4): the set loads and is valid,
+    but it no longer covers taps accepted under an earlier one. The day stays uncleared until
+    the tariff set covers them again or their batches are withdrawn.
+    """
+
+    code = "DAY_UNPRICEABLE"
+
+    def __init__(self, message: str, taps: tuple[UnpriceableTap, ...], count: int) -> None:
+        super().__init__(message)
+        self.taps = taps  # the first MAX_LISTED
+        self.count = count  # all of them
+
+
+def check_day_priceable(
+    data_dir: Path, day: dt.date, taps: pa.Table, tariffs: TariffSet, *,
+    engine: Engine | None = None,
+) -> None:
+    """Raise ``DayUnpriceableError`` if ``tariffs`` cannot price some of the day's stored taps.
+
+    One implementation of the rule: the acceptance checks' own ``day_rules`` (SPEC §4), so a
+    day whose taps were accepted under this tariff set always passes.
+    """
+    if taps.num_rows == 0:
+        return
+    status = day_rules(tariffs, day).status(
+        np.asarray(taps.column("operator").to_numpy()), np.asarray(taps.column("line").to_numpy()))
+    bad = np.flatnonzero(status)
+    if len(bad) == 0:
+        return
+    listed = bad[:MAX_LISTED]
+    rows = taps.take(pa.array(listed)).select(
+        ["operator", "line", "device_id", "device_seq", "ts_ms"]).to_pylist()
+    where = _tap_sources(data_dir, day, engine, taps.num_rows)
+    found = tuple(UnpriceableTap(PRICING_CODES[int(status[i])], *where(int(i)), **r)
+                  for i, r in zip(listed.tolist(), rows, strict=True))
+    raise DayUnpriceableError(_unpriceable_message(day, found, len(bad)), found, len(bad))
+
+
+def _unpriceable_message(day: dt.date, taps: tuple[UnpriceableTap, ...], count: int) -> str:
+    """Every listed tap by batch and row, then the two ways out."""
+    lines = [f"service day {day} cannot be cleared: {count} accepted tap(s) cannot be priced "
+             "by the tariff set in force (SPEC §4):"]
+    for t in taps:
+        batch = f"batch {t.batch_id} ({t.batch_file})" if t.batch_id is not None else (
+            f"batch file {t.batch_file}")
+        lines.append(f"  {batch} stored tap {t.row}: {t.code}, operator {t.operator} line "
+                     f"{t.line} device {t.device_id} seq {t.device_seq} ts_ms {t.ts_ms}")
+    if count > len(taps):
+        lines.append(f"  ... and {count - len(taps)} more")
+    ids = sorted({t.batch_id for t in taps if t.batch_id is not None})
+    withdraw = (f"`tongka batches withdraw {ids[0]}`" if len(ids) == 1 else
+                "`tongka batches withdraw ID` for each batch named" if ids else
+                "`tongka batches withdraw ID`")
+    lines.append(f"Fix the tariff set (a version in force on {day} for each tap's area, pricing "
+                 f"its line), or withdraw the batch: {withdraw}. The day stays uncleared "
+                 "until then.")
+    return "\n".join(lines)
+
+
+Source = tuple[int | None, str, int]  # (batch id, batch file, row among its stored taps)
+
+
+def _tap_sources(data_dir: Path, day: dt.date, engine: Engine | None, n_taps: int
+                 ) -> Callable[[int], Source]:
+    """A function from a position in ``read_day_taps``'s table to its batch and row.
+
+    ``read_day_taps`` concatenates the day's batch files in acceptance order; this lists the
+    same files in the same order with their row counts (Parquet footers only). If a batch
+    came or went meanwhile (the counts no longer add up) no position is guessed.
+    """
+    from clearing import tapstore
+
+    root = Path(data_dir)
+    files: list[tuple[int | None, str, Path]] = []
+    if engine is not None:
+        from sqlalchemy import select
+
+        from clearing.batches import Batch
+        from clearing.db import session_factory
+
+        with session_factory(engine)() as session:
+            rels = [rel for _, _, rel in tapstore._committed_files(session, [day])]
+            named = {str(b.tap_path): (b.id, b.source_name) for b in session.scalars(
+                select(Batch).where(Batch.tap_path.in_(rels)))}
+        files = [(*named.get(rel, (None, rel)), root / rel) for rel in rels]
+    else:
+        found = []
+        for f in tapstore.day_dir(root, day).glob("operator=*/*.parquet"):
+            meta = pq.read_schema(f).metadata or {}
+            found.append((int(meta.get(tapstore.META_DAY_SEQ, b"0")), f.name, f))
+        files = [(None, f.relative_to(root).as_posix(), f) for _, _, f in sorted(found)]
+    counts = [pq.read_metadata(f).num_rows if f.is_file() else 0 for _, _, f in files]
+    starts = np.cumsum([0, *counts])
+    consistent = int(starts[-1]) == n_taps
+
+    def where(i: int) -> Source:
+        if not consistent:
+            return None, "(the day's batches changed while clearing: clear again)", -1
+        k = int(np.searchsorted(starts, i, side="right")) - 1
+        batch_id, name, _ = files[k]
+        return batch_id, name, i - int(starts[k])
+
+    return where
 
 
 def _price_partitioned(

@@ -37,6 +37,7 @@ import numpy as np
 import pyarrow as pa
 from hypothesis import strategies as st
 
+from clearing.accept import day_rules
 from clearing.service_day import DAY_MS, day_bounds_ms, service_day_of
 from clearing.taps import ACCOUNT_BASED, TAP_SCHEMA, TapType
 from tariffs.load import TariffSet, load_tariff_set
@@ -161,7 +162,8 @@ def card_ids() -> st.SearchStrategy[int]:
 
 
 def debits() -> st.SearchStrategy[int]:
-    """A stored-value debit in fen: usual fares mostly, any int32-safe amount sometimes."""
+    """A stored-value debit in fen: usual fares mostly, any int32-safe amount sometimes (the
+    day strategies cap it at the most one leg can cost, SPEC v1.2 §4 DEBIT_TOO_HIGH)."""
     return st.one_of(st.sampled_from(_USUAL_DEBITS), st.integers(0, 20_000))
 
 
@@ -323,6 +325,9 @@ def _card_taps(draw: st.DrawFn, tariffs: TariffSet, start: int, end: int, *,
             debit = draw(debits())
         else:
             debit = draw(st.one_of(st.just(ACCOUNT_BASED), debits()))
+        if debit >= 0:  # SPEC v1.2 §4: no accepted debit exceeds the most one leg can cost
+            cap = int(day_rules(tariffs, service_day_of(ts)).max_leg(np.array([place.operator]))[0])
+            debit = min(debit, cap) if cap >= 0 else debit
         rows.append({
             "operator": place.operator,
             "device_id": draw(st.integers(1, 2000)),

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from clearing.accept import CODES, check_taps
 from clearing.service_day import day_bounds_ms, local_ms
 from clearing.taps import TAP_SCHEMA, TapType, taps_table
-from tariffs.registry import FLAT, Registry, load_registry
+from tariffs.load import load_tariff_set
+from tariffs.registry import FLAT, Line, Registry, load_registry
 from tariffs.vocab import Media, Product
 
 DAY = dt.date(2026, 11, 24)
@@ -150,7 +151,26 @@ def reference_code(r: dict, reg: Registry, day: dt.date) -> str:
     on_network = line.network != FLAT
     if (r["tap_type"] == TapType.FLAT) == on_network:
         return "TAP_TYPE_LINE_MISMATCH"
-    return "OK"
+    return pricing_code(r, line, day)
+
+
+def pricing_code(r: dict, line: Line, day: dt.date) -> str:
+    """SPEC §4 "acceptance guarantees pricing" and "debit plausibility", from the tariff model."""
+    tariffs = load_tariff_set()
+    area = REG.operators[line.operator].city
+    try:
+        version = tariffs.version_for(area, day)
+    except LookupError:
+        return "NO_TARIFF_VERSION"
+    flat = {(lf.operator, n) for lf in version.line_fares for n in (
+        lf.lines if lf.lines is not None else
+        [k[1] for k, ln in REG.lines.items() if k[0] == lf.operator and ln.network == FLAT])}
+    networks = {nf.network for nf in version.networks}
+    if line.key not in flat and line.network not in networks:
+        return "UNPRICEABLE_LINE"
+    most = max([lf.fare_fen for lf in version.line_fares] +
+               [nf.max_fare for nf in version.networks])
+    return "DEBIT_TOO_HIGH" if r["debited_fen"] > most else "OK"
 
 
 LINES = sorted(REG.lines.values(), key=lambda ln: ln.key)

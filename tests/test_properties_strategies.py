@@ -95,7 +95,7 @@ def test_the_engines_own_acceptance_checks_accept_every_drawn_tap(
     day_of = service_day_number(table["ts_ms"].to_numpy())
     for day in sorted(set(day_of.tolist())):
         part = table.filter(pa.array(day_of == day))
-        accepted, errors = check_taps(part, tariffs.registry, day_from_number(day))
+        accepted, errors = check_taps(part, tariffs.registry, day_from_number(day), tariffs=tariffs)
         assert accepted.all() and errors == [], errors[:3]
 
 
