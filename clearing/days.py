@@ -56,8 +56,13 @@ def lock_days(session: Session, days: Iterable[dt.date]) -> None:
     ordered = sorted(set(days))
     if session.get_bind().dialect.name == "postgresql":
         for day in ordered:
-            session.execute(text("SELECT pg_advisory_xact_lock(:cls, :day)"),
-                            {"cls": _LOCK_CLASS, "day": day_number(day)})
+            # keyed by the schema too: advisory locks are database-wide, and Tongka schemas
+            # side by side in one database must not serialise each other's days
+            session.execute(
+                text("SELECT pg_advisory_xact_lock("
+                     "hashtextextended(coalesce(current_schema(), '')"
+                     " || ':' || :cls || ':' || :day, 0))"),
+                {"cls": str(_LOCK_CLASS), "day": str(day_number(day))})
     elif ordered:
         session.execute(text("UPDATE service_days SET revision = revision WHERE 0 = 1"))
 

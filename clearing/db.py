@@ -6,11 +6,13 @@ created and upgraded only through the alembic migrations in ``clearing/migration
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy import Engine, MetaData, create_engine, event, text
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from clearing.errors import TongkaError
@@ -40,24 +42,50 @@ class DatabaseError(TongkaError):
         super().__init__(message, code=code)
 
 
+SQLITE_BUSY_TIMEOUT_MS = 60_000  # concurrent commands wait for each other this long, then fail
+SQLITE_IMMEDIATE = "tongka_sqlite_immediate"  # execution option: BEGIN IMMEDIATE on SQLite
+
+
+def _retry_locked(fn: Callable[[], object], attempts: int = 50, pause_s: float = 0.1) -> None:
+    """Run ``fn``, retrying while SQLite reports the file locked.
+
+    Switching a fresh file to WAL needs an exclusive lock and SQLite does not always wait on
+    the busy handler for it: several commands starting at once on a new database would fail
+    with "database is locked" instead of waiting their turn.
+    """
+    for attempt in range(attempts):
+        try:
+            fn()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(pause_s)
+
+
 def make_engine(url: str) -> Engine:
     """An engine with the settings each backend needs for correct, concurrent use."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 60})
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
             # Let SQLAlchemy's BEGIN be the real transaction start, so BEGIN IMMEDIATE works.
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
+            cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA journal_mode=WAL")
+            _retry_locked(lambda: cur.execute("PRAGMA journal_mode=WAL"))
             cur.execute("PRAGMA synchronous=FULL")
             cur.close()
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn) -> None:  # type: ignore[no-untyped-def]
-            conn.exec_driver_sql("BEGIN")
+            # A writer that starts as a reader cannot wait for the write lock under WAL (SQLite
+            # answers SQLITE_BUSY at once if another writer committed since it read), so
+            # transactions that will write ask for the lock up front and wait for it.
+            immediate = conn.get_execution_options().get(SQLITE_IMMEDIATE, False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
     return create_engine(url, pool_pre_ping=True)
@@ -101,21 +129,132 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def upgrade(engine: Engine) -> None:
-    """Bring the schema to the code's head; refuse a database newer than the code."""
+# SPEC v1.2 §8: tables the engine's role may only read and append to (the ledger, and the
+# settlement runs with their payment instructions; settlement.ledger.LEDGER_TABLES). Every other
+# table of the schema is operational: read, insert, update. alembic_version is read only.
+APPEND_ONLY_TABLES = (
+    "accounts",
+    "journal_entries",
+    "postings",
+    "settlement_runs",
+    "payment_instructions",
+)
+READ_ONLY_TABLES = ("alembic_version",)
+_INSUFFICIENT_PRIVILEGE = "42501"  # PostgreSQL SQLSTATE: permission denied, must be owner
+
+
+def upgrade(engine: Engine, owner_engine: Engine | None = None) -> None:
+    """Bring the schema to the code's head; refuse a database newer than the code.
+
+    Without ``owner_engine`` the engine's own role runs the migrations (one role: fine for
+    SQLite and for development). With it (PostgreSQL in production), the migrations run as the
+    owner role, and the engine's role is then granted exactly what it needs
+    (``grant_engine_role``): it can then neither rewrite the ledger nor switch its triggers off.
+    """
     from alembic import command
     from alembic.script import ScriptDirectory
+    from sqlalchemy.exc import DBAPIError
 
-    cfg = alembic_config(engine)
+    runner = owner_engine if owner_engine is not None else engine
+    if owner_engine is not None:
+        check_engine_role(engine, owner_engine)
+    cfg = alembic_config(runner)
     script = ScriptDirectory.from_config(cfg)
-    current = current_revision(engine)
+    current = current_revision(runner)
     if current is not None and not _known(script, current):
         raise DatabaseError(
             "DB_NEWER_THAN_CODE",
             f"the database is at schema revision {current}, which this version of tongka does "
             "not know: it was written by a newer tongka; upgrade tongka instead",
         )
-    command.upgrade(cfg, "head")
+    try:
+        command.upgrade(cfg, "head")
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) != _INSUFFICIENT_PRIVILEGE:
+            raise
+        raise DatabaseError(
+            "DB_UPGRADE_NEEDS_OWNER",
+            f"the schema is at revision {current} and this role may not change it: run "
+            "`tongka db upgrade --owner-url URL` with the schema owner's URL",
+        ) from None
+    if owner_engine is not None:
+        grant_engine_role(owner_engine, role_name(engine))
+
+
+def upgrade_as_owner(engine: Engine, owner_url: str) -> None:
+    """``tongka db upgrade --owner-url URL``: migrate as the owner, then grant ``engine``'s role."""
+    owner = make_engine(owner_url)
+    try:
+        upgrade(engine, owner_engine=owner)
+    finally:
+        owner.dispose()
+
+
+def role_name(engine: Engine) -> str:
+    """The database role an engine's connections run as."""
+    with engine.connect() as conn:
+        return str(conn.exec_driver_sql("SELECT current_user").scalar_one())
+
+
+def check_engine_role(engine: Engine, owner_engine: Engine) -> None:
+    """Refuse an engine role that could undo the guards: a superuser, the owner itself, or a
+    member of the owner role (each may ALTER, DISABLE or DROP the ledger's triggers)."""
+    if engine.dialect.name != "postgresql" or owner_engine.dialect.name != "postgresql":
+        raise DatabaseError(
+            "DB_ROLES_NEED_POSTGRESQL",
+            "a separate owner role needs PostgreSQL; SQLite runs as one role (no --owner-url)",
+        )
+    role = role_name(engine)
+    with owner_engine.connect() as conn:
+        owner, superuser, member = conn.execute(
+            text(
+                "SELECT current_user, r.rolsuper, pg_has_role(:role, current_user, 'MEMBER') "
+                "FROM pg_roles r WHERE r.rolname = :role"
+            ),
+            {"role": role},
+        ).one()
+    if superuser or member or role == owner:
+        raise DatabaseError(
+            "DB_ENGINE_ROLE_PRIVILEGED",
+            f"the engine role {role!r} is a superuser, the owner {owner!r} or a member of it: "
+            "it could alter, disable or drop the ledger's triggers; use a plain login role",
+        )
+
+
+def grant_engine_role(owner_engine: Engine, role: str) -> None:
+    """Give ``role`` exactly what the engine needs on the owner's tables of the current schema:
+    SELECT and INSERT on the append-only ledger tables, SELECT, INSERT and UPDATE on the
+    operational ones, SELECT on alembic_version, USAGE on the sequences; nothing else (no
+    UPDATE, DELETE, TRUNCATE, REFERENCES or TRIGGER on the ledger). Revokes first, so it can
+    run after every upgrade. USAGE on the schema itself is the database admin's grant."""
+    with owner_engine.begin() as conn:
+        quote = conn.dialect.identifier_preparer.quote
+        grantee = quote(role)
+        schema = quote(conn.exec_driver_sql("SELECT current_schema()").scalar_one())
+        tables = conn.exec_driver_sql(
+            "SELECT tablename FROM pg_tables "
+            "WHERE schemaname = current_schema() AND tableowner = current_user ORDER BY tablename"
+        ).scalars().all()
+        for table in tables:
+            name = f"{schema}.{quote(table)}"
+            conn.exec_driver_sql(f"REVOKE ALL ON {name} FROM {grantee}")
+            conn.exec_driver_sql(f"GRANT {_privileges(table)} ON {name} TO {grantee}")
+        sequences = conn.exec_driver_sql(
+            "SELECT sequencename FROM pg_sequences "
+            "WHERE schemaname = current_schema() AND sequenceowner = current_user"
+        ).scalars().all()
+        for sequence in sequences:
+            name = f"{schema}.{quote(sequence)}"
+            conn.exec_driver_sql(f"REVOKE ALL ON SEQUENCE {name} FROM {grantee}")
+            conn.exec_driver_sql(f"GRANT USAGE ON SEQUENCE {name} TO {grantee}")
+
+
+def _privileges(table: str) -> str:
+    if table in APPEND_ONLY_TABLES:
+        return "SELECT, INSERT"
+    if table in READ_ONLY_TABLES:
+        return "SELECT"
+    return "SELECT, INSERT, UPDATE"
 
 
 def _known(script, revision: str) -> bool:  # type: ignore[no-untyped-def]

@@ -9,6 +9,12 @@ A day's **target** balance per account follows from its obligations alone; settl
 difference between the target and what entries of that day already hold, so re-settling is
 idempotent and a late batch posts exactly the change (SPEC §8). The database itself refuses
 UPDATE and DELETE on posted rows (triggers created by migration 0002).
+
+Every settlement of a period is a **run** (SPEC v1.2 §8), recorded in the same transaction as
+its entry with the run's payment instructions: one per party for the change of its net position
+that this run posted, so no instruction is ever issued twice. Migration 0003 makes PostgreSQL
+refuse an unbalanced entry at commit; ``ledger_transaction`` checks the same before committing
+on every database (SQLite has no deferred triggers).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import enum
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from sqlalchemy import (
@@ -44,6 +50,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from clearing.db import Base
 from clearing.errors import StateError, TongkaError
+from settlement.netting import Direction, Instruction, run_instructions
 from settlement.obligations import Obligation, ObligationKind
 from settlement.parties import Party
 from tariffs.vocab import PartyRole
@@ -96,7 +103,7 @@ class LedgerError(TongkaError):
     """The ledger's own contract is broken: an unbalanced entry, an account outside the chart."""
 
     code = "LEDGER_INVALID"
-    exit_code = 4
+    exit_code = 1  # a broken contract of the engine itself, not bad input nor a tariff problem
 
 
 class AccountKey(NamedTuple):
@@ -177,7 +184,56 @@ class Posting(Base):
     account: Mapped[Account] = relationship()
 
 
-LEDGER_TABLES = ("accounts", "journal_entries", "postings")
+class SettlementRun(Base):
+    """One settlement of a period (SPEC v1.2 §8); created by migration 0003, never changed."""
+
+    __tablename__ = "settlement_runs"
+    __table_args__ = (
+        UniqueConstraint("scope", "period", "run"),
+        CheckConstraint("run >= 1", name="run_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    scope: Mapped[int] = mapped_column(SmallInteger)  # Scope
+    period: Mapped[dt.date] = mapped_column(Date)  # the service day, or the month's first day
+    run: Mapped[int] = mapped_column(Integer)  # 1.. per (scope, period)
+    entry_id: Mapped[int | None] = mapped_column(
+        ID, ForeignKey("journal_entries.id"), nullable=True, unique=True
+    )  # the run's journal entry (sealed by it: migration 0003); None when nothing changed
+    reason: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class InstructionRow(Base):
+    """One payment instruction of a run, stored before any file is written (the DB is the truth)."""
+
+    __tablename__ = "payment_instructions"
+    __table_args__ = (
+        UniqueConstraint("run_id", "n"),
+        CheckConstraint("amount_fen > 0", name="positive"),
+        CheckConstraint("direction IN (0, 1)", name="direction"),
+    )
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    instruction_id: Mapped[str] = mapped_column(String(40), unique=True)
+    run_id: Mapped[int] = mapped_column(ID, ForeignKey("settlement_runs.id"), index=True)
+    n: Mapped[int] = mapped_column(Integer)
+    value_date: Mapped[dt.date] = mapped_column(Date)
+    party_role: Mapped[int] = mapped_column(SmallInteger)
+    party_code: Mapped[int] = mapped_column(Integer)
+    direction: Mapped[int] = mapped_column(SmallInteger)  # Direction
+    amount_fen: Mapped[int] = mapped_column(BigInteger)  # > 0
+
+
+# Insert-only tables: the engine's role may SELECT and INSERT them, nothing else (migration 0003,
+# clearing.db.APPEND_ONLY_TABLES).
+LEDGER_TABLES = (
+    "accounts",
+    "journal_entries",
+    "postings",
+    "settlement_runs",
+    "payment_instructions",
+)
 
 
 # ---------------------------------------------------------------- pure arithmetic
@@ -203,11 +259,13 @@ def difference(
 
 
 def positions_from_balances(balances: Mapping[AccountKey, int]) -> dict[Party, int]:
-    """Net positions (owed minus owes) from account balances: minus each party's debits."""
+    """Net positions (owed minus owes) from account balances: minus each party's debits.
+
+    Parties that net to 0 are left out: accounts an adjustment brought back to 0 still exist."""
     out: dict[Party, int] = defaultdict(int)
     for key, amount in balances.items():
         out[key.party] -= amount
-    return dict(sorted(out.items()))
+    return {p: v for p, v in sorted(out.items()) if v != 0}
 
 
 # ---------------------------------------------------------------- locking
@@ -232,7 +290,13 @@ def ledger_transaction(engine: Engine, scope: Scope, day: dt.date) -> Iterator[S
         conn = session.connection()
         if conn.dialect.name == "postgresql":
             key = LOCK_NAMESPACE[scope] + (day.toordinal())
-            got = conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key}).scalar()
+            # keyed by the schema too: advisory locks are database-wide, and two Tongka
+            # schemas in one database (deployments, parallel tests) must not block each other
+            got = conn.execute(
+                text("SELECT pg_try_advisory_xact_lock("
+                     "hashtextextended(coalesce(current_schema(), '') || ':ledger:' || :k, 0))"),
+                {"k": str(key)},
+            ).scalar()
             if not got:
                 raise StateError(
                     f"a settlement of {what} is running; wait for it to finish and run again",
@@ -255,7 +319,35 @@ def ledger_transaction(engine: Engine, scope: Scope, day: dt.date) -> Iterator[S
                 ) from None
             finally:
                 conn.exec_driver_sql(f"PRAGMA busy_timeout = {SQLITE_BUSY_MS}")
+        mark = _last_posting_id(session)
         yield session
+        check_new_entries_balance(session, mark)
+
+
+def _last_posting_id(session: Session) -> int:
+    return int(session.execute(select(func.coalesce(func.max(Posting.id), 0))).scalar_one())
+
+
+def check_new_entries_balance(session: Session, after_posting_id: int) -> None:
+    """SPEC v1.2 §8 at commit: every entry that got a posting in this transaction sums to 0.
+
+    The last check before a settlement commits, whatever wrote the postings; PostgreSQL checks
+    the same again in a deferred constraint trigger (migration 0003), SQLite has only this.
+    """
+    session.flush()
+    touched = select(Posting.entry_id).where(Posting.id > after_posting_id).distinct()
+    bad = session.execute(
+        select(Posting.entry_id, func.sum(Posting.amount_fen))
+        .where(Posting.entry_id.in_(touched))
+        .group_by(Posting.entry_id)
+        .having(func.sum(Posting.amount_fen) != 0)
+        .order_by(Posting.entry_id)
+    ).all()
+    if bad:
+        shown = ", ".join(f"entry {e} sums to {int(t):+d} fen" for e, t in bad)
+        raise LedgerError(
+            f"refusing to commit unbalanced journal entries: {shown}", code="LEDGER_UNBALANCED"
+        )
 
 
 # ---------------------------------------------------------------- reading and posting
@@ -298,6 +390,7 @@ class Posted:
     kind: EntryKind | None
     reason: Reason
     postings: dict[str, int]  # account code -> amount (debit > 0)
+    changes: dict[Party, int] = field(default_factory=dict)  # net position moves this posted
 
     @property
     def debit_fen(self) -> int:
@@ -336,21 +429,169 @@ def post_difference(
             "(late_batch, tariff_correction or manual_correction)",
             code="SETTLEMENT_REASON_REQUIRED",
         )
-    accounts = ensure_accounts(session, diff.keys())
+    entry_id = post_entry(session, day, kind, reason, diff, now=now)
+    return Posted(
+        entry_id, kind, reason, {k.code: v for k, v in diff.items()}, positions_from_balances(diff)
+    )
+
+
+def post_entry(
+    session: Session,
+    day: dt.date,
+    kind: EntryKind,
+    reason: Reason,
+    amounts: Mapping[AccountKey, int],
+    *,
+    now: dt.datetime | None = None,
+) -> int:
+    """Insert one journal entry and its postings; the entry's id.
+
+    It does not check the balance itself: the commit does (``ledger_transaction``, and on
+    PostgreSQL the deferred trigger), so no path that writes postings can skip the check.
+    """
+    accounts = ensure_accounts(session, amounts.keys())
     entry = JournalEntry(
-        day=day,
-        kind=kind.value,
-        reason=reason.value,
-        created_at=now or dt.datetime.now(dt.UTC),
+        day=day, kind=kind.value, reason=reason.value, created_at=now or dt.datetime.now(dt.UTC)
     )
     session.add(entry)
     session.flush()
     session.add_all(
         Posting(entry_id=entry.id, account_id=accounts[key], amount_fen=amount)
-        for key, amount in diff.items()
+        for key, amount in amounts.items()
     )
     session.flush()
-    return Posted(entry.id, kind, reason, {k.code: v for k, v in diff.items()})
+    return entry.id
+
+
+# ---------------------------------------------------------------- settlement runs
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One settlement of a period and the instructions it issued (the change, not the period)."""
+
+    scope: Scope
+    period: dt.date  # the service day, or the month's first day
+    run: int  # 1.. counting the period's settlements
+    entry_id: int | None  # None when the run changed nothing
+    reason: Reason
+    instructions: tuple[Instruction, ...]
+
+    @property
+    def label(self) -> str:
+        return period_label(self.scope, self.period)
+
+
+def period_label(scope: Scope, period: dt.date) -> str:
+    """The period part of instruction ids and file names: ``2026-11-24``, a month ``2026-11``."""
+    return f"{period:%Y-%m}" if scope == Scope.MONTH else period.isoformat()
+
+
+def next_run_number(session: Session, scope: Scope, period: dt.date) -> int:
+    last = session.execute(
+        select(func.max(SettlementRun.run)).where(
+            SettlementRun.scope == int(scope), SettlementRun.period == period
+        )
+    ).scalar()
+    return int(last or 0) + 1
+
+
+def record_run(
+    session: Session,
+    scope: Scope,
+    period: dt.date,
+    posted: Posted,
+    *,
+    value_date: dt.date,
+    now: dt.datetime | None = None,
+) -> Run:
+    """Record this settlement as the period's next run, with one instruction per party for the
+    change ``posted`` made to its net position (SPEC v1.2 §8); call it in the transaction that
+    posted, so a run and its entry commit or vanish together. A run that changed nothing is
+    still recorded (its file lists no instruction)."""
+    number = next_run_number(session, scope, period)
+    instructions = run_instructions(
+        posted.changes, period_label(scope, period), number, value_date
+    )
+    row = SettlementRun(
+        scope=int(scope),
+        period=period,
+        run=number,
+        entry_id=posted.entry_id,
+        reason=posted.reason.value,
+        created_at=now or dt.datetime.now(dt.UTC),
+    )
+    session.add(row)
+    session.flush()
+    session.add_all(
+        InstructionRow(
+            instruction_id=i.instruction_id,
+            run_id=row.id,
+            n=i.n,
+            value_date=i.value_date,
+            party_role=int(i.party.role),
+            party_code=i.party.code,
+            direction=int(i.direction),
+            amount_fen=i.amount_fen,
+        )
+        for i in instructions
+    )
+    session.flush()
+    return Run(scope, period, number, posted.entry_id, posted.reason, tuple(instructions))
+
+
+def post_run(
+    session: Session,
+    period: dt.date,
+    scope: Scope,
+    target: Mapping[AccountKey, int],
+    reason: Reason,
+    *,
+    value_date: dt.date,
+    now: dt.datetime | None = None,
+) -> tuple[Posted, Run]:
+    """``post_difference`` and ``record_run`` in one go: what a settlement or a month close
+    calls inside its ``ledger_transaction``."""
+    posted = post_difference(session, period, scope, target, reason, now=now)
+    return posted, record_run(session, scope, period, posted, value_date=value_date, now=now)
+
+
+def load_runs(
+    session: Session, scope: Scope | None = None, period: dt.date | None = None
+) -> list[Run]:
+    """Stored runs with their instructions, by (scope, period, run)."""
+    query = select(SettlementRun).order_by(
+        SettlementRun.scope, SettlementRun.period, SettlementRun.run
+    )
+    if scope is not None:
+        query = query.where(SettlementRun.scope == int(scope))
+    if period is not None:
+        query = query.where(SettlementRun.period == period)
+    runs = session.execute(query).scalars().all()
+    by_run: dict[int, list[Instruction]] = defaultdict(list)
+    if runs:
+        rows = session.execute(
+            select(InstructionRow)
+            .where(InstructionRow.run_id.in_([r.id for r in runs]))
+            .order_by(InstructionRow.run_id, InstructionRow.n)
+        ).scalars()
+        for row in rows:
+            by_run[row.run_id].append(
+                Instruction(
+                    instruction_id=row.instruction_id,
+                    n=row.n,
+                    direction=Direction(row.direction),
+                    party=Party(PartyRole(row.party_role), row.party_code),
+                    amount_fen=int(row.amount_fen),
+                    value_date=row.value_date,
+                )
+            )
+    return [
+        Run(
+            Scope(r.scope), r.period, r.run, r.entry_id, Reason(r.reason), tuple(by_run[r.id])
+        )
+        for r in runs
+    ]
 
 
 def check_balanced(amounts: Iterable[int], what: str) -> None:

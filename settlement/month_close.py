@@ -30,13 +30,14 @@ from settlement.ledger import (
     EntryKind,
     Posted,
     Reason,
+    Run,
     Scope,
     ledger_transaction,
     parse_reason,
-    post_difference,
+    post_run,
     target_balances,
 )
-from settlement.netting import Payment, net_positions, payment_instructions
+from settlement.netting import Instruction, Payment, net_positions, payment_instructions
 from settlement.obligations import Obligation, ObligationKind
 from settlement.parties import Party, issuer, operator
 from settlement.payments import cny
@@ -69,6 +70,8 @@ class MonthCloseResult:
     entry_kind: EntryKind | None
     reason: Reason
     posted: dict[str, int]
+    run: int | None = None  # this close's run of the month (None for a dry run)
+    instructions: tuple[Instruction, ...] = ()  # the run's payment instructions: the change only
 
     @property
     def entry_balance(self) -> int:
@@ -200,10 +203,14 @@ def close_month(
     obligations = tuple(rebate_obligations(rebates))
     positions = net_positions(obligations)
     posted = Posted(None, None, why, {})
+    run: Run | None = None
     if not dry_run:
         _check_days_settled(engine, first, last)
         with ledger_transaction(engine, Scope.MONTH, first) as session:
-            posted = post_difference(session, first, Scope.MONTH, target_balances(obligations), why)
+            # SPEC v1.2 §8: each close is a run whose instructions are the change only
+            posted, run = post_run(
+                session, first, Scope.MONTH, target_balances(obligations), why, value_date=last
+            )
     return MonthCloseResult(
         month=first,
         rebates=rebates,
@@ -214,6 +221,8 @@ def close_month(
         entry_kind=posted.kind,
         reason=why,
         posted=posted.postings,
+        run=run.run if run is not None else None,
+        instructions=tuple(run.instructions) if run is not None else (),
     )
 
 

@@ -1,15 +1,40 @@
-"""Payment instruction files: the hub-and-spoke payments of a settlement as a bank-upload CSV."""
+"""Payment instruction files: the hub-and-spoke payments of a settlement as a bank-upload CSV.
+
+SPEC v1.2 §8: each settlement run has a file of its own, written from the run's instructions
+as stored in the database (the truth; files are exports):
+
+    <data dir>/payments/YYYY-MM-DD/run-001.csv   a service day's runs
+    <data dir>/payments/YYYY-MM/run-001.csv      a month close's runs
+
+A run file is created once, atomically and fsynced, and never rewritten or removed: writing it
+again is a no-op when the bytes agree and a PaymentFileError when they do not, so an
+instruction once handed to a bank can never be sent again under another file.
+"""
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
+import os
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from settlement.netting import Direction, Payment
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from clearing.errors import StateError
+from settlement.ledger import Run, Scope, load_runs, period_label
+from settlement.netting import Direction, Instruction, Payment
 from settlement.parties import CENTRE, Party, party_name
 from tariffs.registry import Registry
+
+
+class PaymentFileError(StateError):
+    """A run's payment file exists with other content than the run's stored instructions."""
+
+    code = "PAYMENT_FILE_CONFLICT"
 
 PAYMENT_FIELDS = (
     "instruction_id",
@@ -53,7 +78,10 @@ def write_payments_csv(
     """Write one row per instruction: debit and credit account, the amount twice (integer fen
     for machines, yuan with two decimals for the bank) and a reference; replaced atomically,
     so a bank upload never reads half a file. ``day`` is the value date of payments that do
-    not carry their own."""
+    not carry their own.
+
+    A whole-period export with ids ``YYYYMMDD-NNNNN`` that a re-settlement would repeat: not a
+    file to send to a bank (SPEC v1.2 §8). Bank files are ``write_run_file``'s."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -86,6 +114,121 @@ def write_payments_csv(
             )
     tmp.replace(path)
     return path
+
+
+# ---------------------------------------------------------------- one file per settlement run
+
+REFERENCES = {Scope.DAY: "TONGKA SETTLEMENT", Scope.MONTH: "TONGKA MONTH CLOSE"}
+
+
+def run_path(home: Path, scope: Scope, period: dt.date, run: int) -> Path:
+    """Where a run's file lives under the data directory (see the module docstring)."""
+    return Path(home) / "payments" / period_label(scope, period) / f"run-{run:03d}.csv"
+
+
+def render_run(run: Run, registry: Registry | None = None) -> bytes:
+    """A run's file, byte for byte: the header, then its instructions in id order (a run that
+    changed nothing is the header alone)."""
+    buf = io.StringIO(newline="")
+    writer = csv.writer(buf)
+    writer.writerow(PAYMENT_FIELDS)
+    for i in run.instructions:
+        writer.writerow(_instruction_row(i, registry, REFERENCES[run.scope]))
+    return buf.getvalue().encode("utf-8")
+
+
+def _instruction_row(i: Instruction, registry: Registry | None, reference: str) -> list[object]:
+    debit, credit = (
+        (account_number(i.party), SETTLEMENT_ACCOUNT)
+        if i.direction == Direction.PAY_IN
+        else (SETTLEMENT_ACCOUNT, account_number(i.party))
+    )
+    return [
+        i.instruction_id,
+        i.value_date.isoformat(),
+        i.direction.name.lower(),
+        debit,
+        credit,
+        i.party.tag,
+        party_name(i.party, registry),
+        i.amount_fen,
+        cny(i.amount_fen),
+        "CNY",
+        f"{reference} {i.instruction_id} {i.party.tag}",  # the id makes every reference unique
+    ]
+
+
+def write_run_file(home: Path, run: Run, registry: Registry | None = None) -> Path:
+    """Write the run's file once; an existing one is never touched (SPEC v1.2 §8).
+
+    Same bytes already there: nothing to do. Other bytes: PaymentFileError, since either the
+    data directory belongs to another database or the file was edited by hand, and neither
+    may be silently replaced.
+    """
+    path = run_path(home, run.scope, run.period, run.run)
+    data = render_run(run, registry)
+    if not path.exists():
+        try:
+            _create_once(path, data)
+            return path
+        except FileExistsError:  # another writer made it between our look and our link
+            pass
+    if path.read_bytes() != data:
+        raise PaymentFileError(
+            f"payment file {path} exists with other content than run {run.run} of "
+            f"{run.label} as stored; it is never rewritten: compare it with the database "
+            "(a data directory of another database, or an edited file?)",
+        )
+    return path
+
+
+def _create_once(path: Path, data: bytes) -> None:
+    """Create ``path`` with ``data`` atomically, never replacing a file: the bytes go to a
+    temporary file that is fsynced and then hard-linked to the name (link fails if the name
+    exists), and the directory is fsynced so the name survives a crash."""
+    new_dirs = [d for d in reversed(path.parents) if not d.exists()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
+    for directory in {path.parent, *(d.parent for d in new_dirs)}:
+        _fsync_dir(directory)
+
+
+def _fsync_dir(directory: Path) -> None:
+    if os.name != "posix":  # directories cannot be opened for fsync elsewhere
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_missing_run_files(
+    engine: Engine,
+    home: Path,
+    registry: Registry | None = None,
+    *,
+    scope: Scope | None = None,
+    period: dt.date | None = None,
+) -> list[Path]:
+    """Write the files of stored runs that have none (a crash between the commit and the
+    file), optionally for one scope or period; existing files are left as they are. The paths
+    written, in run order."""
+    with Session(engine) as session:
+        runs = load_runs(session, scope, period)
+    written = []
+    for run in runs:
+        if not run_path(home, run.scope, run.period, run.run).exists():
+            written.append(write_run_file(home, run, registry))
+    return written
 
 
 def read_payments_csv(path: Path) -> list[dict[str, str]]:

@@ -2,7 +2,8 @@
 
 The pure part (``compute_day``) turns a day's priced legs into its obligations, positions,
 payments and summaries; ``settle_day`` adds the imperative shell: one settlement of the day
-at a time, post only the difference from what the ledger already holds, mark the day settled.
+at a time, post only the difference from what the ledger already holds, record the run and
+its payment instructions (the difference only, SPEC v1.2 §8), mark the day settled.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from settlement.ledger import (
     Scope,
     ledger_transaction,
     parse_reason,
-    post_difference,
+    post_run,
     target_balances,
 )
-from settlement.netting import Payment, net_positions, payment_instructions
+from settlement.netting import Instruction, Payment, net_positions, payment_instructions
 from settlement.obligations import DiscountLine, Obligation, day_obligations, discount_lines
 from settlement.parties import Party
 from tariffs.load import TariffSet
@@ -54,6 +55,8 @@ class SettlementResult:
     day: dt.date
     obligations: tuple[Obligation, ...]
     positions: dict[Party, int]  # net positions; they sum to 0
+    # The whole day's hub-and-spoke payments, as if settled once: for statements and reports.
+    # NOT what to send to the bank after a re-settlement: that is ``instructions``.
     payments: tuple[Payment, ...]
     entry_id: int | None  # None when nothing was posted (unchanged day, or a dry run)
     entry_kind: EntryKind | None
@@ -64,6 +67,10 @@ class SettlementResult:
     dry_run: bool = False
     settled: bool = False  # the day is recorded settled at the revision whose legs were settled
     allocated: np.ndarray | None = field(default=None, compare=False, repr=False)  # per leg
+    run: int | None = None  # this settlement's run number for the day (None for a dry run)
+    # The run's payment instructions: each party's change of net position in this run, with
+    # ids DAY/RUN/N (SPEC v1.2 §8); the bank file is written from these (settlement.payments).
+    instructions: tuple[Instruction, ...] = ()
 
     @property
     def entry_balance(self) -> int:
@@ -118,6 +125,9 @@ def settle_day(
     Posts the difference between the day's target balances and what is already posted for
     it: the first time a ``settlement`` entry, later an ``adjustment`` naming ``reason``
     (late_batch | tariff_correction | manual_correction); an unchanged day posts nothing.
+    Every settlement that is not a dry run is a run of the day, recorded with its payment
+    instructions in the entry's transaction: the first run pays the day's positions, later
+    ones only their change, an unchanged day's run has no instruction.
     Raises StateError (SETTLEMENT_RUNNING) when another settlement of the day holds the lock,
     and (SETTLEMENT_REASON_REQUIRED) when a changed day is re-settled with reason "initial".
     ``dry_run`` computes everything and touches no database. ``revision`` is the day revision
@@ -130,12 +140,13 @@ def settle_day(
     comp = compute_day(legs, tariffs, day)
     posted = Posted(None, None, why, {})
     settled = False
+    run = None
     if not dry_run:
         target = target_balances(comp.obligations)
         with ledger_transaction(engine, Scope.DAY, day) as session:
             if on_locked is not None:
                 on_locked(session)
-            posted = post_difference(session, day, Scope.DAY, target, why)
+            posted, run = post_run(session, day, Scope.DAY, target, why, value_date=day)
             settled = _mark_settled(session, day, revision)
     return SettlementResult(
         day=day,
@@ -151,6 +162,8 @@ def settle_day(
         dry_run=dry_run,
         settled=settled,
         allocated=comp.allocated,
+        run=run.run if run is not None else None,
+        instructions=run.instructions if run is not None else (),
     )
 
 

@@ -140,9 +140,12 @@ def test_verify_passes_on_a_sound_ledger_and_lists_differences(engine: Engine) -
 
 def test_verify_finds_an_unbalanced_entry(engine: Engine) -> None:
     settle_day(engine, DAY, legs_table(LEGS), TARIFFS)
-    # Inserting is allowed (posting is inserting); an entry written around the engine that does
-    # not balance is exactly what verify must catch.
+    # An entry written around the engine that does not balance is exactly what verify must
+    # catch. PostgreSQL refuses one at commit (migration 0003); only a superuser switching
+    # triggers off (replica mode) can write one there, SQLite has no deferred trigger.
     with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SET LOCAL session_replication_role = replica"))
         conn.execute(
             text(
                 "INSERT INTO journal_entries (day, kind, reason, created_at) "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from clearing.db import make_engine
+from clearing.db import SQLITE_IMMEDIATE, make_engine
 
 config = context.config
 engine = config.attributes.get("engine")
@@ -21,16 +21,20 @@ _SQLITE_VERSION_TABLE = (
     "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
 )
 
-with engine.connect() as connection:
+with engine.connect().execution_options(**{SQLITE_IMMEDIATE: True}) as connection:
     # Both backends have transactional DDL (alembic assumes not for SQLite and would commit
     # after each revision): all pending revisions are applied in one transaction, or none.
     context.configure(connection=connection, render_as_batch=connection.dialect.name == "sqlite",
                       transactional_ddl=True)
     with context.begin_transaction():
         if connection.dialect.name == "postgresql":
-            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
+            # per schema: migrations of other schemas in the same database need not wait
+            connection.exec_driver_sql(
+                "SELECT pg_advisory_xact_lock(hashtextextended("
+                f"coalesce(current_schema(), '') || ':migrate:{_PG_MIGRATION_LOCK}', 0))"
+            )
         elif connection.dialect.name == "sqlite":
+            # BEGIN IMMEDIATE (SQLITE_IMMEDIATE above) already holds the write lock.
             connection.exec_driver_sql(_SQLITE_VERSION_TABLE)
-            connection.exec_driver_sql("DELETE FROM alembic_version WHERE 0 = 1")
         context.run_migrations()
     connection.commit()
