@@ -8,6 +8,7 @@ resubmission goes through ingestion (``clearing.ingest.resubmit``).
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 from collections.abc import Iterator
@@ -21,40 +22,54 @@ from sqlalchemy import (
     DateTime,
     Engine,
     ForeignKey,
+    Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
     func,
     select,
+    text,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from clearing.db import Base, session_factory
 from clearing.errors import StateError
+from clearing.sealed import quarantine_context, unseal
 
 ID = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER keys only
 
 
 class BatchStatus:
-    """Stored batch statuses; a batch is stored wholly or not at all, so there is one."""
+    """Stored batch statuses; a batch is stored wholly or not at all."""
 
     ACCEPTED = "accepted"  # stored: good rows in the tap store, bad rows in quarantine
+    WITHDRAWN = "withdrawn"  # SPEC v1.2 §4: every row left its day into the archive
+
+
+# SPEC v1.2 §4: the same bytes twice are one batch, among the batches not withdrawn.
+LIVE_BATCH = text("status <> 'withdrawn'")
 
 
 class QuarantineStatus:
     OPEN = "open"  # waiting for a correction
     RESUBMITTED = "resubmitted"  # a corrected version went through ingestion again
+    WITHDRAWN = "withdrawn"  # its batch was withdrawn: kept for audit, never resubmitted
 
 
 class Batch(Base):
     """The manifest of one submitted file (SPEC §4: identified by the SHA-256 of its bytes)."""
 
     __tablename__ = "batches"
-    __table_args__ = (UniqueConstraint("service_day", "day_seq", name="uq_batches_day_seq"),)
+    __table_args__ = (
+        UniqueConstraint("service_day", "day_seq", name="uq_batches_day_seq"),
+        Index("uq_batches_live_sha256", "file_sha256", unique=True,
+              sqlite_where=LIVE_BATCH, postgresql_where=LIVE_BATCH),
+    )
 
     id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
-    file_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    file_sha256: Mapped[str] = mapped_column(String(64))
     service_day: Mapped[dt.date] = mapped_column(Date, index=True)
     # SPEC §4 acceptance order: the batch's position among its day's batches, from 1.
     day_seq: Mapped[int] = mapped_column(Integer)
@@ -67,10 +82,16 @@ class Batch(Base):
     accepted: Mapped[int] = mapped_column(BigInteger)  # stored in the tap store
     duplicates: Mapped[int] = mapped_column(BigInteger)  # counted, not stored, not priced
     quarantined: Mapped[int] = mapped_column(BigInteger)  # rejected with a row error
-    tap_path: Mapped[str | None] = mapped_column(String(255))  # under the data dir; None if 0 taps
+    # under the data dir; None if 0 taps. Once withdrawn: the archived copy (SPEC v1.2 §4).
+    tap_path: Mapped[str | None] = mapped_column(String(255))
+    # the duplicate rows, kept so re-acceptance after a withdrawal can reconsider them; None
+    # when there are none, or for batches stored before migration 0004 (never kept)
+    dup_path: Mapped[str | None] = mapped_column(String(255))
     errors_json: Mapped[str] = mapped_column(Text)  # {"CODE": count, ...}
     received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     accepted_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    withdrawn_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    withdrawn_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class QuarantinedRow(Base):
@@ -87,6 +108,9 @@ class QuarantinedRow(Base):
     record: Mapped[str] = mapped_column(Text)  # the original record as JSON, PII tokenised
     status: Mapped[str] = mapped_column(String(16))
     resubmitted_batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"))
+    # the raw record as it came in, AES-GCM sealed (clearing.sealed): it may hold personal
+    # numbers (docs/pii.md); None for rows stored before migration 0004 or without a key
+    raw_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 # --------------------------------------------------------------------------- read-side values
@@ -109,6 +133,8 @@ class BatchSummary:
     quarantined: int
     received_at: dt.datetime
     accepted_at: dt.datetime
+    withdrawn_at: dt.datetime | None = None
+    withdrawn_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +168,8 @@ class BatchDetail:
 def _summary(b: Batch) -> BatchSummary:
     return BatchSummary(b.id, b.file_sha256, b.operator, b.service_day, b.day_seq,
                         b.source_format, b.source_name, b.status, b.late, b.received,
-                        b.accepted, b.duplicates, b.quarantined, b.received_at, b.accepted_at)
+                        b.accepted, b.duplicates, b.quarantined, b.received_at, b.accepted_at,
+                        b.withdrawn_at, b.withdrawn_reason)
 
 
 def _entry(q: QuarantinedRow) -> QuarantineEntry:
@@ -170,7 +197,10 @@ def find_batch(session: Session, batch: int | str) -> Batch:
     if len(prefix) < 8:
         raise StateError(f"batch {batch!r}: give an id or at least 8 hex digits of its SHA-256",
                          code="BATCH_NOT_FOUND")
-    rows = list(session.scalars(select(Batch).where(Batch.file_sha256.startswith(prefix)).limit(2)))
+    rows = list(session.scalars(select(Batch).where(Batch.file_sha256.startswith(prefix))))
+    if len(rows) > 1:
+        # the same bytes withdrawn, then submitted again: the prefix means the live batch
+        rows = [b for b in rows if b.status != BatchStatus.WITHDRAWN]
     if len(rows) != 1:
         raise StateError(f"no batch or several batches match {batch!r}", code="BATCH_NOT_FOUND")
     return rows[0]
@@ -226,14 +256,19 @@ def _quarantine_query(s: Session, batch_id: int | str | None, code: str | None,
 
 
 def export_quarantine(
-    engine: Engine, path: Path, *, batch_id: int | str | None = None, code: str | None = None
+    engine: Engine, path: Path, *, batch_id: int | str | None = None, code: str | None = None,
+    seal_key: bytes | None = None,
 ) -> int:
     """Write open quarantined rows as JSON Lines for correction; returns the number of rows.
 
     One object per line: ``quarantine_id``, ``batch_id``, ``batch_sha256``, ``service_day``,
-    ``operator``, ``row``, ``code``, ``field``, ``message`` and ``record`` (the tap fields).
-    Fix ``record`` in place, keep ``quarantine_id``, drop the lines you do not resubmit, and
-    hand the file to ``tongka quarantine resubmit``.
+    ``operator``, ``row``, ``code``, ``field``, ``message``, ``record`` (the tap fields) and
+    ``raw``: the row's raw record as it came in, so that even a row that could not be parsed
+    can be corrected (SPEC v1.2 §4). ``raw`` is ``{"base64": ...}`` when ``seal_key`` opens
+    it, ``{"sealed": true}`` without a key, ``null`` when none was kept. Fix ``record`` in
+    place, keep ``quarantine_id``, drop the lines you do not resubmit, and hand the file to
+    ``tongka quarantine resubmit``. With a key the file may hold personal numbers in clear:
+    it is the operator's to protect and delete (docs/pii.md).
     """
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
@@ -247,7 +282,18 @@ def export_quarantine(
                 "service_day": b.service_day.isoformat(), "operator": b.operator, "row": q.row,
                 "code": q.code, "field": q.field, "message": q.message,
                 "record": json.loads(q.record),
+                "raw": _raw_field(q, b.file_sha256, seal_key),
             }, ensure_ascii=False) + "\n")
             n += 1
     tmp.replace(path)
     return n
+
+
+def _raw_field(q: QuarantinedRow, batch_sha256: str, key: bytes | None) -> dict | None:
+    """A quarantined row's raw record for export: opened with the key, or said to be sealed."""
+    if q.raw_sealed is None:
+        return None
+    if key is None:
+        return {"sealed": True}
+    plain = unseal(key, bytes(q.raw_sealed), context=quarantine_context(batch_sha256, q.row))
+    return {"base64": base64.b64encode(plain).decode("ascii")}

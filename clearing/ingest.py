@@ -14,11 +14,13 @@ the key index). One batch is recorded wholly or not at all:
 A crash before the commit leaves at most a file no batch names; the next ingestion of that
 day removes it, and re-running the crashed ingestion gives exactly the state of a run that
 never crashed. Two processes with the same file serialise on the day lock and the unique
-constraint on the hash: one stores the batch, the other reports ``already_ingested``.
+index on the hash of the batches not withdrawn: one stores the batch, the other reports
+``already_ingested``. A withdrawn batch (``clearing.withdraw``) releases its hash.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -41,12 +43,15 @@ from clearing.batches import Batch, BatchStatus, QuarantinedRow, QuarantineStatu
 from clearing.days import DayStatus, day_status, lock_days, mark_needs_settlement
 from clearing.db import session_factory, transaction
 from clearing.errors import InputError, RowError
+from clearing.sealed import Sealer, quarantine_context
 from clearing.taps import TAP_COLUMNS, TAP_SCHEMA, TapRecord, taps_table
+from tariffs.load import TariffSet
 from tariffs.registry import Registry, load_registry
 
 MAX_BATCH_BYTES = 1 << 30  # 1 GiB: ten million canonical taps take about 200 MB
 MAX_BATCH_ROWS = 50_000_000  # five times the whole circle's busiest day
 SOURCE_ROW = "source_row"  # optional int64 column: each tap's row in the raw source file
+SOURCE_RAW = "source_raw"  # optional binary column: each tap's raw record, kept if rejected
 
 ALREADY_INGESTED = "already_ingested"
 
@@ -93,8 +98,12 @@ def read_input_bytes(path: Path, *, input_dir: Path | None = None,
     if size > max_bytes:
         raise InputError(f"{p}: {size:,} bytes, more than the limit of {max_bytes:,} for one "
                          "batch; split the day into several batch files", code="INPUT_TOO_LARGE")
-    with open(p, "rb") as fh:
-        data = fh.read(max_bytes + 1)  # never more than the limit, even if the file grows
+    try:
+        with open(p, "rb") as fh:
+            data = fh.read(max_bytes + 1)  # never more than the limit, even if the file grows
+    except OSError as exc:  # permission denied, an I/O error of the disk, ...
+        raise InputError(f"{p}: cannot be read: {exc.strerror or exc}",
+                         code="INPUT_UNREADABLE") from None
     if len(data) > max_bytes:
         raise InputError(f"{p}: grew beyond {max_bytes:,} bytes while being read",
                          code="INPUT_TOO_LARGE")
@@ -182,6 +191,8 @@ def ingest_file(
     input_dir: Path | None = None,
     max_bytes: int = MAX_BATCH_BYTES,
     max_rows: int = MAX_BATCH_ROWS,
+    tariffs: TariffSet | None = None,
+    seal_key: bytes | None = None,
 ) -> BatchReport:
     """Ingest one canonical Parquet batch (docs/batch-format.md).
 
@@ -199,7 +210,8 @@ def ingest_file(
     del data
     day, op = declared(metadata, path.name, service_day, operator)
     return ingest_taps(engine, data_dir, table, [], file_sha256=sha, source_format="canonical",
-                       source_name=path.name, service_day=day, operator=op, registry=registry)
+                       source_name=path.name, service_day=day, operator=op, registry=registry,
+                       tariffs=tariffs, seal_key=seal_key)
 
 
 def ingest_taps(
@@ -214,8 +226,11 @@ def ingest_taps(
     service_day: dt.date,
     operator: int,
     registry: Registry | None = None,
+    tariffs: TariffSet | None = None,
     reach_days: int = tapstore.DEDUP_REACH_DAYS,
     resolves: Sequence[int] = (),
+    seal_key: bytes | None = None,
+    raw_records: Callable[[list[int]], list[bytes]] | None = None,
 ) -> BatchReport:
     """Ingest a batch already parsed into canonical taps (the reader adapters' entry point).
 
@@ -223,6 +238,11 @@ def ingest_taps(
     row in the raw file, used to number its row errors); ``adapter_errors`` are the rows the
     adapter could not parse. ``file_sha256`` is the hash of the raw file's bytes: the batch's
     identity. ``resolves`` lists quarantine ids this batch corrects (resubmission).
+    ``seal_key`` seals each rejected row's raw record into quarantine (``clearing.sealed``;
+    the raw is the error's ``raw``, else the ``source_raw`` column, else the record's values
+    as JSON); without it no raw record is kept, since none may be stored in clear.
+    ``raw_records`` (the adapter's ``ParseResult.raw_records``) gives the raw bytes of the
+    rows acceptance rejects, by their source rows, so they too can be corrected byte for byte.
     """
     registry = registry if registry is not None else load_registry()
     if operator not in registry.operators:
@@ -237,20 +257,29 @@ def ingest_taps(
                          code="INPUT_SCHEMA")
     check_schema(taps.select(list(TAP_COLUMNS)).schema, source_name)
     received_at = _now()
-    candidate, row_errors = check_taps(taps, registry, service_day)
+    candidate, row_errors = check_taps(taps, registry, service_day, tariffs=tariffs)
     if SOURCE_ROW in taps.column_names:
         source_rows = np.asarray(taps.column(SOURCE_ROW).to_numpy(), dtype=np.int64)
-        row_errors = [RowError(e.code, int(source_rows[e.row]), e.field, e.message, e.record)
+        row_errors = [RowError(e.code, int(source_rows[e.row]), e.field, e.message, e.record,
+                               _source_raw(taps, e))
                       for e in row_errors]
+    elif SOURCE_RAW in taps.column_names:
+        row_errors = [dataclasses.replace(e, raw=_source_raw(taps, e)) for e in row_errors]
+    if raw_records is not None and seal_key is not None and row_errors:
+        # only rows acceptance rejected: few, so their raw bytes are looked up one by one
+        raws = raw_records([e.row for e in row_errors])
+        row_errors = [e if e.raw else dataclasses.replace(e, raw=raw)
+                      for e, raw in zip(row_errors, raws, strict=True)]
     errors = sorted([*adapter_errors, *row_errors], key=lambda e: e.row)
     window = [service_day + dt.timedelta(days=k) for k in range(-reach_days, reach_days + 1)]
-    written: Path | None = None
+    written: list[Path] = []
     committing = False  # past this point a failure may hide a commit: never delete the file
     try:
         with transaction(engine) as s:
             lock_days(s, window)
             _checkpoint("locked")
-            existing = s.scalar(select(Batch).where(Batch.file_sha256 == file_sha256))
+            existing = s.scalar(select(Batch).where(Batch.file_sha256 == file_sha256,
+                                                    Batch.status != BatchStatus.WITHDRAWN))
             if existing is not None:
                 return _report(existing, ALREADY_INGESTED)
             tapstore.remove_strays(data_dir, window, tapstore.committed_paths(s, window))
@@ -262,30 +291,34 @@ def ingest_taps(
             day_seq = (s.scalar(select(func.max(Batch.day_seq))
                                 .where(Batch.service_day == service_day)) or 0) + 1
             rel = tapstore.batch_relpath(service_day, operator, file_sha256) if accepted else None
+            dup_rel = (tapstore.dup_relpath(service_day, operator, file_sha256)
+                       if duplicates else None)
             batch = Batch(
                 file_sha256=file_sha256, service_day=service_day, day_seq=day_seq,
                 operator=operator, source_format=source_format, source_name=source_name[:255],
                 status=BatchStatus.ACCEPTED, late=day_status(s, service_day) is DayStatus.SETTLED,
                 received=taps.num_rows + len(adapter_errors), accepted=accepted,
-                duplicates=duplicates, quarantined=len(errors), tap_path=rel,
+                duplicates=duplicates, quarantined=len(errors), tap_path=rel, dup_path=dup_rel,
                 errors_json=json.dumps(dict(sorted(Counter(e.code for e in errors).items()))),
                 received_at=received_at, accepted_at=_now(),
             )
             s.add(batch)
             s.flush()
             _checkpoint("batch_row")
+            metadata = {
+                tapstore.META_DAY: service_day.isoformat().encode(),
+                tapstore.META_OPERATOR: str(operator).encode(),
+                tapstore.META_SHA: file_sha256.encode(),
+                tapstore.META_DAY_SEQ: str(day_seq).encode(),
+            }
             if rel is not None:
-                metadata = {
-                    tapstore.META_DAY: service_day.isoformat().encode(),
-                    tapstore.META_OPERATOR: str(operator).encode(),
-                    tapstore.META_SHA: file_sha256.encode(),
-                    tapstore.META_DAY_SEQ: str(day_seq).encode(),
-                }
                 stored = taps.select(list(TAP_COLUMNS)).filter(pa.array(accepted_mask))
-                written = tapstore.write_batch_taps(data_dir, rel, stored, metadata)
+                written.append(tapstore.write_batch_taps(data_dir, rel, stored, metadata))
                 del stored
                 _checkpoint("file_renamed")
-            _quarantine(s, batch.id, errors)
+            if dup_rel is not None:
+                written.append(_write_dups(data_dir, dup_rel, taps, status, metadata))
+            _quarantine(s, batch.id, errors, file_sha256, seal_key)
             _checkpoint("quarantined")
             if resolves:
                 s.execute(update(QuarantinedRow)
@@ -314,25 +347,55 @@ def ingest_taps(
         raise
 
 
-def _discard(path: Path | None, committing: bool) -> None:
-    """Remove the file of a batch that failed before its commit.
+def _discard(paths: Sequence[Path], committing: bool) -> None:
+    """Remove the files of a batch that failed before its commit.
 
     A failure during the commit may hide a commit that happened (a connection lost after the
-    server committed): the file stays, and the next ingestion of the day removes it if no
-    committed batch names it.
+    server committed): the files stay, and the next ingestion of the day removes them if no
+    committed batch names them.
     """
-    if path is not None and not committing:
-        path.unlink(missing_ok=True)
+    if not committing:
+        for path in paths:
+            path.unlink(missing_ok=True)
 
 
-def _quarantine(s: Session, batch_id: int, errors: Sequence[RowError]) -> None:
+def _write_dups(data_dir: Path, rel: str, taps: pa.Table, status: np.ndarray,
+                metadata: dict[bytes, bytes]) -> Path:
+    """Keep the batch's duplicate rows: a withdrawal may make them acceptable (SPEC v1.2 §4)."""
+    candidates = status != tapstore.NOT_CANDIDATE
+    positions = np.flatnonzero(status[candidates] == tapstore.DUPLICATE)
+    dups = taps.select(list(TAP_COLUMNS)).filter(pa.array(status == tapstore.DUPLICATE))
+    return tapstore.write_batch_dups(data_dir, rel, dups, positions, metadata)
+
+
+def _source_raw(taps: pa.Table, e: RowError) -> bytes:
+    """A rejected tap's raw record from the adapter's ``source_raw`` column, if it gave one."""
+    if e.raw or SOURCE_RAW not in taps.column_names:
+        return e.raw
+    value = taps.column(SOURCE_RAW)[e.row].as_py()
+    return bytes(value) if value is not None else b""
+
+
+def _raw_bytes(e: RowError) -> bytes:
+    """What quarantine seals for a row: its raw record, else its values (canonical batches:
+    the record holds no personal number, sealed anyway so every row is treated alike)."""
+    if e.raw:
+        return e.raw
+    return json.dumps(e.record, default=str, ensure_ascii=False, sort_keys=True).encode()
+
+
+def _quarantine(s: Session, batch_id: int, errors: Sequence[RowError], batch_sha256: str,
+                seal_key: bytes | None) -> None:
     """One SQL row per rejected row, inserted in chunks (a bad batch can have many)."""
     chunk = 20_000
+    sealer = Sealer(seal_key) if seal_key is not None else None
     for start in range(0, len(errors), chunk):
         s.execute(insert(QuarantinedRow), [
             {"batch_id": batch_id, "row": e.row, "code": e.code, "field": e.field,
              "message": e.message, "record": json.dumps(e.record, default=str, ensure_ascii=False),
-             "status": QuarantineStatus.OPEN, "resubmitted_batch_id": None}
+             "status": QuarantineStatus.OPEN, "resubmitted_batch_id": None,
+             "raw_sealed": None if sealer is None else sealer.seal(
+                 _raw_bytes(e), context=quarantine_context(batch_sha256, e.row))}
             for e in errors[start:start + chunk]
         ])
 
@@ -352,7 +415,8 @@ def _report(b: Batch, status: str) -> BatchReport:
 
 def _stored_report(engine: Engine, sha: str) -> BatchReport | None:
     with session_factory(engine)() as s:
-        b = s.scalar(select(Batch).where(Batch.file_sha256 == sha))
+        b = s.scalar(select(Batch).where(Batch.file_sha256 == sha,
+                                         Batch.status != BatchStatus.WITHDRAWN))
         return None if b is None else _report(b, ALREADY_INGESTED)
 
 
@@ -389,7 +453,8 @@ class ResubmitResult:
 
 
 def resubmit(engine: Engine, data_dir: Path, path: Path, registry: Registry, *,
-             input_dir: Path | None = None) -> ResubmitResult:
+             input_dir: Path | None = None, tariffs: TariffSet | None = None,
+             seal_key: bytes | None = None) -> ResubmitResult:
     """Send corrected quarantined rows through ingestion again (SPEC §4).
 
     ``path`` is a JSON Lines file as ``clearing.batches.export_quarantine`` writes it, with
@@ -423,7 +488,8 @@ def resubmit(engine: Engine, data_dir: Path, path: Path, registry: Registry, *,
         reports.append(ingest_taps(engine, data_dir, taps, errors, file_sha256=sha,
                                    source_format="resubmit", source_name=path.name,
                                    service_day=day, operator=op, registry=registry,
-                                   resolves=[qid for _, qid, _ in rows]))
+                                   tariffs=tariffs,
+                                   seal_key=seal_key, resolves=[qid for _, qid, _ in rows]))
     resubmitted = {qid for rows in groups.values() for _, qid, _ in rows}
     return ResubmitResult(tuple(reports), tuple(i for i in ids if i not in resubmitted))
 

@@ -2,7 +2,12 @@
 
 Layout (ARCHITECTURE.md, Storage): ``<data_dir>/taps/day=YYYY-MM-DD/operator=NNN/<sha256>.parquet``,
 one file per batch, named by the batch's SHA-256, holding the batch's accepted taps in file
-order with ``TAP_SCHEMA``. A file is written under a temporary name, fsynced and renamed, and
+order with ``TAP_SCHEMA``; beside it ``<sha256>.dup.parquet`` keeps the batch's duplicate rows
+(with their position among the batch's candidates), so that re-acceptance after a withdrawal
+(SPEC v1.2 §4) can reconsider them. Re-acceptance writes a batch's changed files under new
+names (``<sha256>.w<id>.parquet``, ``id`` the withdrawn batch) and the old ones become strays.
+A withdrawn batch's files are copied to ``<data_dir>/archive/`` (kept for audit, never read
+by clearing). A file is written under a temporary name, fsynced and renamed, and
 only then is the batch committed in SQL; a file that no committed batch names is an orphan of
 a crash and is removed by the next ingestion that locks its day.
 
@@ -32,6 +37,8 @@ is what keeps de-duplication independent of history.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -42,13 +49,16 @@ from numba import njit
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from clearing.batches import Batch
+from clearing.batches import Batch, BatchStatus
 from clearing.db import session_factory
 from clearing.errors import StateError
-from clearing.parquet_io import write_atomic
+from clearing.parquet_io import TMP_SUFFIX, write_atomic
 from clearing.taps import TAP_COLUMNS, TAP_SCHEMA
 
 TAPS_DIR = "taps"
+ARCHIVE_DIR = "archive"
+DUP_SUFFIX = ".dup.parquet"
+DUP_POS = "candidate_pos"  # int64: a duplicate row's position among its batch's candidates
 
 DEDUP_REACH_DAYS = 1  # neighbouring service days, each side, a duplicate key can reach
 DEVICE_KEY = ("operator", "device_id", "device_seq")
@@ -73,9 +83,27 @@ def day_dir(data_dir: Path, day: dt.date) -> Path:
     return Path(data_dir) / TAPS_DIR / f"day={day.isoformat()}"
 
 
-def batch_relpath(day: dt.date, operator: int, sha256: str) -> str:
-    """Where a batch's accepted taps live, relative to the data directory (stored in SQL)."""
-    return f"{TAPS_DIR}/day={day.isoformat()}/operator={operator:03d}/{sha256}.parquet"
+def batch_relpath(day: dt.date, operator: int, sha256: str, generation: str = "") -> str:
+    """Where a batch's accepted taps live, relative to the data directory (stored in SQL).
+
+    ``generation`` names a rewrite after a withdrawal, so the file it replaces stays intact
+    until the commit (a crash leaves the old state, or the new one).
+    """
+    gen = f".{generation}" if generation else ""
+    return f"{TAPS_DIR}/day={day.isoformat()}/operator={operator:03d}/{sha256}{gen}.parquet"
+
+
+def dup_relpath(day: dt.date, operator: int, sha256: str, generation: str = "") -> str:
+    """Where a batch's duplicate rows live, beside its accepted taps."""
+    return batch_relpath(day, operator, sha256, generation).removesuffix(".parquet") + DUP_SUFFIX
+
+
+def archive_relpath(relpath: str, batch_id: int) -> str:
+    """Where a withdrawn batch's file is kept: the same layout under ``archive/``, and the
+    batch id in the name (the same bytes can be submitted and withdrawn more than once)."""
+    rel = relpath.removeprefix(f"{TAPS_DIR}/")
+    head, _, name = rel.rpartition("/")
+    return f"{ARCHIVE_DIR}/{head}/b{batch_id}-{name}"
 
 
 # --------------------------------------------------------------------------- writing
@@ -119,21 +147,75 @@ def remove_strays(data_dir: Path, days: Iterable[dt.date], committed: set[str]) 
     return removed
 
 
+def write_batch_dups(data_dir: Path, relpath: str, dups: pa.Table, positions: np.ndarray,
+                     metadata: dict[bytes, bytes]) -> Path:
+    """Write a batch's duplicate rows (with their candidate positions) crash-safely."""
+    table = dups.select(list(TAP_COLUMNS)).cast(TAP_SCHEMA).append_column(
+        DUP_POS, pa.array(np.asarray(positions, dtype=np.int64), pa.int64()))
+    return write_atomic(table.replace_schema_metadata(metadata), Path(data_dir) / relpath)
+
+
+def copy_atomic(src: Path, dst: Path) -> Path:
+    """Copy a file wholly or not at all: temporary name, fsync, rename, fsync the directory."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f"{dst.name}.{os.getpid()}{TMP_SUFFIX}")
+    with open(src, "rb") as fin, open(tmp, "wb") as fout:
+        shutil.copyfileobj(fin, fout)
+        fout.flush()
+        os.fsync(fout.fileno())
+    os.replace(tmp, dst)
+    fd = os.open(dst.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return dst
+
+
 # --------------------------------------------------------------------------- reading
 
 
 def _committed_files(session: Session, days: Sequence[dt.date]) -> list[tuple[dt.date, int, str]]:
-    """(day, day_seq, tap_path) of the committed batches of ``days`` that stored taps."""
+    """(day, day_seq, tap_path) of the live committed batches of ``days`` that stored taps.
+
+    A withdrawn batch's taps left its day (SPEC v1.2 §4): it is never read again.
+    """
     rows = session.execute(
         select(Batch.service_day, Batch.day_seq, Batch.tap_path)
-        .where(Batch.service_day.in_(list(days)), Batch.tap_path.is_not(None))
+        .where(Batch.service_day.in_(list(days)), Batch.tap_path.is_not(None),
+               Batch.status != BatchStatus.WITHDRAWN)
         .order_by(Batch.service_day, Batch.day_seq)
     ).all()
     return [(r[0], r[1], str(r[2])) for r in rows]
 
 
 def committed_paths(session: Session, days: Sequence[dt.date]) -> set[str]:
-    return {rel for _, _, rel in _committed_files(session, days)}
+    """The files of ``days`` that live committed batches name: taps and kept duplicates."""
+    dups = session.scalars(
+        select(Batch.dup_path)
+        .where(Batch.service_day.in_(list(days)), Batch.dup_path.is_not(None),
+               Batch.status != BatchStatus.WITHDRAWN))
+    return {rel for _, _, rel in _committed_files(session, days)} | {str(d) for d in dups}
+
+
+def batch_candidates(data_dir: Path, tap_path: str | None, dup_path: str | None
+                     ) -> tuple[pa.Table, np.ndarray]:
+    """A batch's candidates (rows that passed the checks) in file order, and which were
+    accepted: its accepted taps merged with its kept duplicates by their positions."""
+    root = Path(data_dir)
+    acc = _read(root / tap_path) if tap_path else TAP_SCHEMA.empty_table()
+    if not dup_path:
+        return acc.cast(TAP_SCHEMA), np.ones(acc.num_rows, dtype=bool)
+    dup = _read(root / dup_path)
+    pos = np.asarray(dup.column(DUP_POS).to_numpy(), dtype=np.int64)
+    total = acc.num_rows + dup.num_rows
+    is_dup = np.zeros(total, dtype=bool)
+    is_dup[pos] = True
+    order = np.empty(total, dtype=np.int64)
+    order[~is_dup] = np.arange(acc.num_rows)
+    order[is_dup] = acc.num_rows + np.arange(dup.num_rows)
+    both = pa.concat_tables([acc.cast(TAP_SCHEMA), dup.select(list(TAP_COLUMNS)).cast(TAP_SCHEMA)])
+    return both.take(pa.array(order)), ~is_dup
 
 
 def _read(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
@@ -143,6 +225,18 @@ def _read(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
             "it from backup (the database says it was stored)", code="TAPSTORE_MISSING")
     table = pq.read_table(path, columns=list(columns) if columns else None)
     return table.replace_schema_metadata(None)
+
+
+def day_files_on_disk(data_dir: Path, day: dt.date) -> list[Path]:
+    """A day's tap files on disk in the order their metadata records (no database at hand);
+    kept duplicates are not taps of the day and are left out."""
+    found = []
+    for f in day_dir(Path(data_dir), day).glob("operator=*/*.parquet"):
+        if f.name.endswith(DUP_SUFFIX):
+            continue
+        meta = pq.read_schema(f).metadata or {}
+        found.append((int(meta.get(META_DAY_SEQ, b"0")), f.name, f))
+    return [f for _, _, f in sorted(found)]
 
 
 def read_day_taps(data_dir: Path, day: dt.date, engine: Engine | None = None) -> pa.Table:
@@ -158,11 +252,7 @@ def read_day_taps(data_dir: Path, day: dt.date, engine: Engine | None = None) ->
         with session_factory(engine)() as session:
             paths = [root / rel for _, _, rel in _committed_files(session, [day])]
     else:
-        found = []
-        for f in day_dir(root, day).glob("operator=*/*.parquet"):
-            meta = pq.read_schema(f).metadata or {}
-            found.append((int(meta.get(META_DAY_SEQ, b"0")), f.name, f))
-        paths = [f for _, _, f in sorted(found)]
+        paths = day_files_on_disk(root, day)
     tables = [_read(p) for p in paths]
     if not tables:
         return TAP_SCHEMA.empty_table()
