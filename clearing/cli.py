@@ -9,12 +9,14 @@ stable code in brackets.
 from __future__ import annotations
 
 import datetime as dt
-import shutil
+import os
+import socket
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -22,9 +24,13 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import make_url
 
-from clearing.errors import InputError, TongkaError
-from clearing.settings import Settings
+from clearing.db import SQLITE_BUSY_TIMEOUT_MS
+from clearing.errors import InputError, StateError, TongkaError
+from clearing.settings import DB_FILE, Settings
+from readers.registry import adapter_names
 from tariffs.errors import TariffError
 
 app = typer.Typer(
@@ -48,8 +54,9 @@ except ImportError:  # pragma: no cover - the tariffs commands are optional at i
     pass
 
 console = Console(width=100) if not sys.stdout.isatty() else Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # an error stays one line, for logs and grep
 EXIT_TARIFF = 4
+FORMAT_NAMES = ", ".join(adapter_names())  # the raw reader formats, named in --help texts
 T = TypeVar("T")
 
 
@@ -76,9 +83,11 @@ def main(data_dir: DataDir = None, db: DbUrl = None) -> None:
 
 
 def run() -> None:
-    """Console entry point: typed errors become a message and a documented exit code."""
-    from typer._click.exceptions import ClickException
+    """Console entry point: typed errors become a message and a documented exit code.
 
+    No traceback reaches a user: an error the engine did not foresee prints one coded line
+    (INTERNAL_ERROR, exit 1) and the traceback only with ``TONGKA_DEBUG=1``.
+    """
     try:
         rv = app(standalone_mode=False)
     except TariffError as exc:
@@ -89,34 +98,157 @@ def run() -> None:
     except TongkaError as exc:
         err_console.print(f"error: {exc}", markup=False, style="red")
         sys.exit(exc.exit_code)
-    except ClickException as exc:  # usage errors: bad option, missing argument
-        exc.show()
+    except typer.TyperException as exc:  # usage errors: bad option, missing argument
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            err_console.print(f"error: {exc}", markup=False, style="red")
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("aborted")
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence, see the docstring
+        coded = coded_error(exc)
+        if coded is not None:
+            err_console.print(f"error: {coded}", markup=False, style="red")
+            sys.exit(coded.exit_code)
+        if os.environ.get("TONGKA_DEBUG"):
+            raise
+        err_console.print(
+            f"error: unexpected {type(exc).__name__}: {_one_line(str(exc))} [INTERNAL_ERROR] "
+            "(set TONGKA_DEBUG=1 for the traceback, and report it)",
+            markup=False,
+            style="red",
+        )
+        sys.exit(1)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def coded_error(exc: BaseException) -> TongkaError | None:
+    """Infrastructure failures a user can act on, as coded errors (SPEC: no traceback)."""
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError) and _is_connect_failure(
+        exc
+    ):
+        return TongkaError(
+            f"the database cannot be reached: {_one_line(str(exc.orig), 200)}",
+            code="DB_UNREACHABLE",
+        )
+    if isinstance(exc, sa_exc.OperationalError) and "locked" in str(exc):
+        return TongkaError(
+            "the SQLite database stayed locked by another tongka command for over "
+            f"{SQLITE_BUSY_TIMEOUT_MS // 1000} s; try again when it has finished",
+            code="DB_LOCKED",
+        )
+    return None
+
+
+def _is_connect_failure(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return any(
+        marker in text
+        for marker in (
+            "connection refused",
+            "could not connect",
+            "connection failed",
+            "could not translate host",
+            "name or service not known",
+            "timeout expired",
+            "unable to open database",
+            "server closed the connection",
+            "no such host",
+        )
+    )
 
 
 # --------------------------------------------------------------------------- plumbing
 
 
 def _home() -> Path:
+    """The data directory, created on first use by a command that writes."""
     home = _State.settings.home
     home.mkdir(parents=True, exist_ok=True)
     return home
 
 
-def _engine():  # type: ignore[no-untyped-def]
-    """The database, upgraded to the code's schema (refusing one newer than the code)."""
+def _existing_home() -> Path:
+    """The data directory for a command that only reads: never created (an empty answer from
+    a directory that does not exist would hide a wrong --data-dir)."""
+    home = _State.settings.home
+    if not home.is_dir():
+        raise StateError(
+            f"no Tongka data directory at {home}: nothing has been ingested there; give "
+            "--data-dir or TONGKA_HOME",
+            code="NO_DATA_DIR",
+        )
+    return home
+
+
+SUPPORTED_DATABASES = ("sqlite", "postgresql")  # URL schemes (a driver may follow a "+")
+
+
+def _database_url() -> str:
+    """The configured database URL, refused with a coded error unless Tongka supports it."""
+    url = _State.settings.resolved_url()
+    try:
+        backend = make_url(url).get_backend_name()
+    except sa_exc.ArgumentError:
+        raise InputError(
+            f"--db {url!r} is not a database URL (e.g. postgresql+psycopg://user@host/db)",
+            code="DB_URL_INVALID",
+        ) from None
+    if backend not in SUPPORTED_DATABASES:
+        raise InputError(
+            f"--db: Tongka runs on SQLite or PostgreSQL, not {backend!r}",
+            code="DB_URL_UNSUPPORTED",
+        )
+    return url
+
+
+def _engine(*, read_only: bool = False):  # type: ignore[no-untyped-def]
+    """The database, upgraded to the code's schema (refusing one newer than the code).
+
+    ``read_only`` commands neither create the data directory nor a new SQLite file.
+    """
     from clearing.db import make_engine, upgrade
 
-    _home()
-    engine = make_engine(_State.settings.resolved_url())
+    url = _database_url()
+    if not read_only:
+        _home()
+    elif _State.settings.database_url is None:
+        _existing_home()
+        if not (_State.settings.home / DB_FILE).exists():
+            raise StateError(
+                f"no Tongka database in {_State.settings.home}: nothing has been ingested there",
+                code="NO_DATA_DIR",
+            )
+    engine = make_engine(url)
     upgrade(engine)
     return engine
+
+
+# Service days Tongka accepts: far beyond any real one, and every day's bounds (04:00 to
+# 04:00 China time, in epoch milliseconds) and its neighbours stay representable.
+FIRST_DAY = dt.date(1970, 1, 2)
+LAST_DAY = dt.date(2199, 12, 31)
+
+
+def _service_day(value: dt.datetime | dt.date, option: str = "--date") -> dt.date:
+    day = value.date() if isinstance(value, dt.datetime) else value
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise InputError(
+            f"{option} {day.isoformat()} is outside the service days Tongka handles "
+            f"({FIRST_DAY.isoformat()} to {LAST_DAY.isoformat()})",
+            code="DATE_OUT_OF_RANGE",
+        )
+    return day
 
 
 def _reader_config():  # type: ignore[no-untyped-def]
@@ -124,6 +256,17 @@ def _reader_config():  # type: ignore[no-untyped-def]
     from readers.config import ReaderConfig
 
     return ReaderConfig.demo() if _State.demo_keys else ReaderConfig()
+
+
+def _seal_key() -> bytes | None:
+    """The key quarantine seals raw records with (derived from TONGKA_PII_KEY inside
+    ``clearing.sealed``); None without one: then no raw record is kept, never one in clear."""
+    from readers.config import ReaderConfigError
+
+    try:
+        return bytes(_reader_config().pii_key_bytes())
+    except ReaderConfigError:
+        return None
 
 
 def _tariffs():  # type: ignore[no-untyped-def]
@@ -153,6 +296,33 @@ def _step(label: str, total: int | None = None) -> Iterator[Callable[[int], None
         yield advance
 
 
+def _table(title: str) -> Table:
+    """A table whose values never wrap mid-value (a split ``15,19``/``2`` misreads as two
+    numbers): columns added to it keep their values whole; see ``_print_table``."""
+    return Table(title=title)
+
+
+def _print_table(table: Table, *, to: Console | None = None) -> None:
+    """Print with every value whole: no column wraps or truncates; a table wider than the
+    terminal is printed wider (a pager or a wide terminal scrolls it) rather than folded."""
+    out = to or console
+    for column in table.columns:
+        column.no_wrap = True
+        column.overflow = "ignore"
+    needed = out.measure(table, options=out.options.update_width(10_000)).maximum
+    if needed <= out.width:
+        out.print(table)
+        return
+    wide = Console(
+        file=out.file,
+        width=needed,
+        color_system=out.color_system,  # type: ignore[arg-type]
+        force_terminal=out.is_terminal,
+        highlight=False,
+    )
+    wide.print(table, crop=False)
+
+
 def _timed(label: str, fn: Callable[[], T]) -> T:
     start = time.perf_counter()
     with _step(label):
@@ -168,10 +338,13 @@ def _timed(label: str, fn: Callable[[], T]) -> T:
 def generate(
     date: DateOpt,
     taps: Annotated[int, typer.Option("--taps", min=1, help="Number of taps.")] = 200_000,
-    seed: Annotated[int, typer.Option("--seed")] = 1,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Random seed: the same seed gives the same day.")
+    ] = 1,
     out: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("batches"),
     raw: Annotated[
-        str | None, typer.Option("--raw", help="Write a raw reader format instead.")
+        str | None,
+        typer.Option("--raw", help=f"Write a raw reader format instead: {FORMAT_NAMES}."),
     ] = None,
 ) -> None:
     """Generate a deterministic synthetic service day: one Parquet batch per operator."""
@@ -179,7 +352,7 @@ def generate(
     from clearing.generate import generate as generate_taps
     from clearing.generate import write_day
 
-    day = date.date()
+    day = _service_day(date)
     tariffs = _tariffs()
     generated = _timed(
         f"generate {taps:,} taps for {day}",
@@ -205,41 +378,88 @@ def generate(
 def ingest(
     files: Annotated[list[Path], typer.Argument(help="Batch files.")],
     fmt: Annotated[
-        str | None, typer.Option("--format", help="Reader format; detected if omitted.")
+        str | None,
+        typer.Option(
+            "--format",
+            help=f"Reader format, detected from the file if omitted: canonical (Parquet) or "
+            f"one of the raw formats {FORMAT_NAMES}.",
+        ),
     ] = None,
-    date: Annotated[dt.datetime | None, typer.Option("--date", formats=["%Y-%m-%d"])] = None,
-    operator: Annotated[int | None, typer.Option("--operator")] = None,
+    date: Annotated[
+        dt.datetime | None,
+        typer.Option(
+            "--date",
+            formats=["%Y-%m-%d"],
+            help="The batch's service day, overriding the file's own (raw formats: inferred "
+            "from the taps).",
+        ),
+    ] = None,
+    operator: Annotated[
+        int | None,
+        typer.Option(
+            "--operator",
+            help="The batch's operator code, overriding the file's own (raw formats: inferred "
+            "from the taps).",
+        ),
+    ] = None,
 ) -> None:
-    """Ingest batch files: accepted rows stored, bad rows quarantined, duplicates counted."""
-    reports = _ingest_files(files, fmt, date.date() if date else None, operator)
+    """Ingest batch files: accepted rows stored, bad rows quarantined, duplicates counted.
+
+    Each file stands alone; the exit code is 2 when any file was refused.
+    """
+    reports = _ingest_files(files, fmt, _service_day(date) if date else None, operator)
     _print_batch_reports(reports)
+    refused = [r for r in reports if isinstance(r, RefusedFile)]
+    if len(refused) == len(reports) == 1:
+        raise InputError(refused[0].message, code=refused[0].code)
+    if refused:
+        raise InputError(
+            f"{len(refused)} of {len(reports)} files refused (see the table)",
+            code=refused[0].code if len(refused) == 1 else "INPUT_FILES_REFUSED",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedFile:
+    """A file ``tongka ingest`` could not store at all: its row in the outcome table."""
+
+    source_name: str
+    code: str
+    message: str
 
 
 def _ingest_files(
     files: list[Path], fmt: str | None, day: dt.date | None, operator: int | None
 ) -> list[Any]:
+    """Ingest each file as its own committed unit; a refused file is reported and the rest go
+    on (one bad file must not leave an operator guessing which of seventy were stored)."""
     from clearing.ingest import ingest_file
 
     engine = _engine()
     tariffs = _tariffs()
     home = _home()
-    reports = []
+    reports: list[Any] = []
     with _step("ingest", total=len(files)) as advance:
         for path in files:
-            if fmt in (None, "canonical", "parquet") and (fmt or path.suffix == ".parquet"):
-                reports.append(
-                    ingest_file(
-                        engine,
-                        home,
-                        path,
-                        tariffs.registry,
-                        service_day=day,
-                        operator=operator,
-                        input_dir=_State.settings.input_dir,
+            try:
+                if fmt in (None, "canonical", "parquet") and (fmt or path.suffix == ".parquet"):
+                    reports.append(
+                        ingest_file(
+                            engine,
+                            home,
+                            path,
+                            tariffs.registry,
+                            service_day=day,
+                            operator=operator,
+                            input_dir=_State.settings.input_dir,
+                            tariffs=tariffs,
+                            seal_key=_seal_key(),
+                        )
                     )
-                )
-            else:
-                reports.append(_ingest_raw(engine, home, path, fmt, day, operator, tariffs))
+                else:
+                    reports.append(_ingest_raw(engine, home, path, fmt, day, operator, tariffs))
+            except InputError as exc:
+                reports.append(RefusedFile(path.name, exc.code, str(exc.args[0])))
             advance(1)
     return reports
 
@@ -256,12 +476,13 @@ def _ingest_raw(
     import hashlib
 
     from clearing.ingest import ingest_taps, read_input_bytes
-    from readers.registry import detect_format, get_adapter
+    from readers.registry import detect_format_bytes, get_adapter
 
-    # The same guards as canonical batches: inside the input directory, a regular file, bounded.
-    digest = hashlib.sha256(read_input_bytes(path, input_dir=_State.settings.input_dir)).hexdigest()
-    name = fmt or detect_format(path)
-    result = get_adapter(name).parse(path, _reader_config())
+    # Read once: the bytes hashed for the batch's identity are the bytes detected and parsed.
+    data = read_input_bytes(path, input_dir=_State.settings.input_dir)
+    digest = hashlib.sha256(data).hexdigest()
+    name = fmt or detect_format_bytes(data, name=path.name)
+    result = get_adapter(name).parse_bytes(data, _reader_config(), name=path.name)
     day = day or result.service_day
     operator = operator if operator is not None else result.operator
     if day is None or operator is None:
@@ -281,17 +502,23 @@ def _ingest_raw(
         service_day=day,
         operator=operator,
         registry=tariffs.registry,
+        tariffs=tariffs,
+        seal_key=_seal_key(),
+        raw_records=result.raw_records if result.lines is not None else None,
     )
 
 
 def _print_batch_reports(reports: list[Any]) -> None:
-    table = Table(title="Batches")
+    table = _table("Batches")
     table.add_column("file", overflow="fold")
     table.add_column("op", justify="right")
     for col in ("rows", "accepted", "dup", "quarantined"):
         table.add_column(col, justify="right")
     table.add_column("status")
     for r in reports:
+        if isinstance(r, RefusedFile):
+            table.add_row(r.source_name, "", "", "", "", "", f"refused [{r.code}]")
+            continue
         status = r.status + (" (late: day re-settles)" if getattr(r, "late", False) else "")
         table.add_row(
             str(getattr(r, "source_name", r.file_sha256[:12])),
@@ -302,7 +529,10 @@ def _print_batch_reports(reports: list[Any]) -> None:
             f"{r.quarantined:,}",
             status,
         )
-    console.print(table)
+    _print_table(table)
+    for r in reports:
+        if isinstance(r, RefusedFile):
+            err_console.print(f"{r.source_name}: {r.message} [{r.code}]", markup=False)
 
 
 @app.command()
@@ -321,7 +551,9 @@ def clear(
     """Match and price a service day's accepted taps into legs."""
     from clearing.day import clear_day
 
-    day = date.date()
+    day = _service_day(date)
+    if scheduler:
+        _check_scheduler(scheduler)
     engine = _engine()
     tariffs = _tariffs()
     result = _timed(
@@ -339,6 +571,28 @@ def clear(
     console.print(f"{result.taps:,} taps → {result.legs:,} legs ({result.path})")
 
 
+SCHEDULER_CONNECT_S = 5.0  # a scheduler that does not answer a TCP connect by then is down
+
+
+def _check_scheduler(address: str) -> None:
+    """Refuse an unreachable dask scheduler at once, with a code, instead of dask's own
+    OSError after its 30-second connect timeout."""
+    target = address.split("://", 1)[-1].rsplit("/", 1)[0]
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError(
+            f"--scheduler {address!r} is not an address like tcp://host:8786",
+            code="SCHEDULER_ADDRESS",
+        )
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), SCHEDULER_CONNECT_S).close()
+    except OSError as exc:
+        raise TongkaError(
+            f"the dask scheduler at {address} cannot be reached: {exc}",
+            code="SCHEDULER_UNREACHABLE",
+        ) from None
+
+
 @app.command()
 def settle(
     date: DateOpt,
@@ -352,7 +606,7 @@ def settle(
     ] = "",
 ) -> None:
     """Settle a cleared day: obligations, netting, payments, one balanced journal entry."""
-    result = _settle(date.date(), reason)
+    result = _settle(_service_day(date), reason)
     _print_settlement(result)
 
 
@@ -362,7 +616,8 @@ def _settle(day: dt.date, reason: str) -> Any:
     from clearing.day import clear_day, legs_revision, read_day_legs
     from clearing.days import DayStatus, day_revision, day_status
     from clearing.db import session_factory
-    from settlement.payments import write_payments_csv
+    from settlement.ledger import Scope
+    from settlement.payments import write_missing_run_files
     from settlement.settle import settle_day
 
     engine = _engine()
@@ -371,7 +626,7 @@ def _settle(day: dt.date, reason: str) -> Any:
         revision = day_revision(session, day)
         status = day_status(session, day)
     if not reason:
-        from settlement.ledger import Scope, has_entries
+        from settlement.ledger import has_entries
 
         with session_factory(engine)() as session:
             settled_before = has_entries(session, day, Scope.DAY)
@@ -388,8 +643,12 @@ def _settle(day: dt.date, reason: str) -> Any:
         f"settle {day}",
         lambda: settle_day(engine, day, legs, tariffs, reason=reason, revision=revision),
     )
-    out = _home() / "payments" / f"{day.isoformat()}.csv"
-    write_payments_csv(out, result.payments, day=day, registry=tariffs.registry)
+    # SPEC v1.2 §8: the run's own file, the change only; files of earlier runs are never
+    # rewritten (and one lost to a crash after the commit is written now, from the database)
+    for path in write_missing_run_files(
+        engine, _home(), tariffs.registry, scope=Scope.DAY, period=day
+    ):
+        err_console.print(f"payment instructions: {path}", markup=False)
     return result
 
 
@@ -404,12 +663,12 @@ def _print_settlement(result: Any) -> None:
 
 
 def _print_positions(title: str, positions: dict) -> None:
-    table = Table(title=title)
+    table = _table(title)
     table.add_column("party")
     table.add_column("net", justify="right")
     for party, fen in sorted(positions.items(), key=lambda kv: (int(kv[0][0]), kv[0][1])):
         table.add_row(_party_name(party), f"{fen:,}")
-    console.print(table)
+    _print_table(table)
 
 
 def _party_name(party: Any) -> str:
@@ -434,48 +693,122 @@ def _party_name(party: Any) -> str:
 def report(
     date: DateOpt,
     out: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("reports"),
+    settle_first: Annotated[
+        bool,
+        typer.Option(
+            "--settle",
+            help="Settle the day first when its taps changed since its settlement (a late "
+            "batch), so the report is current.",
+        ),
+    ] = False,
 ) -> None:
-    """Write the day's statements: per party CSV and HTML with charts, and the overview."""
+    """Write the day's statements: per party CSV and HTML with charts, and the overview.
+
+    A day changed since its settlement is reported with a warning, or settled first (--settle).
+    """
     from clearing.day import read_day_legs
     from settlement.settle import settle_day
     from settlement.statements import write_statements
 
-    day = date.date()
-    engine = _engine()
-    legs = read_day_legs(_home(), day)
+    day = _service_day(date)
+    engine = _engine(read_only=not settle_first)
+    stale = _staleness(engine, day)
+    if stale and settle_first:
+        _settle(day, "")
+        stale = None
+    if stale:
+        err_console.print(f"warning: {stale}", markup=False, style="yellow")
+    legs = read_day_legs(_existing_home(), day)
     tariffs = _tariffs()
     result = settle_day(engine, day, legs, tariffs, dry_run=True)
     paths = _timed(
-        f"report {day}", lambda: write_statements(out, day, legs, result, tariffs.registry)
+        f"report {day}",
+        lambda: write_statements(out, day, legs, result, tariffs.registry, stale=stale),
     )
     console.print(f"{len(paths)} files in {out}")
 
 
-@db_app.command("upgrade")
-def db_upgrade() -> None:
-    """Create or upgrade the schema to this version of tongka."""
-    from clearing.db import current_revision
+def _staleness(engine: Any, day: dt.date) -> str | None:
+    """Why the stored legs of ``day`` no longer show the day, or None when they do."""
+    from clearing.day import legs_revision
+    from clearing.days import DayStatus, day_revision, day_status
+    from clearing.db import session_factory
+    from settlement.ledger import Scope, has_entries
 
-    engine = _engine()
+    with session_factory(engine)() as session:
+        revision = day_revision(session, day)
+        status = day_status(session, day)
+        settled_before = has_entries(session, day, Scope.DAY)
+    cleared = legs_revision(_State.settings.home, day)
+    if settled_before and status is DayStatus.NEEDS_SETTLEMENT:
+        return (
+            f"the taps of {day} changed since it was settled (a late or withdrawn batch): "
+            f"these figures are not the settlement; run `tongka settle --date {day}` or "
+            "report with --settle"
+        )
+    if cleared is not None and cleared != revision:
+        return (
+            f"the taps of {day} changed since it was cleared: these figures miss them; run "
+            f"`tongka clear --date {day}` or report with --settle"
+        )
+    return None
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    owner_url: Annotated[
+        str | None,
+        typer.Option(
+            "--owner-url",
+            help="PostgreSQL: migrate as this owner role, then grant the engine's role (--db) "
+            "only what it needs: SELECT and INSERT on the ledger (README: PostgreSQL roles).",
+        ),
+    ] = None,
+) -> None:
+    """Create or upgrade the schema to this version of tongka."""
+    from clearing.db import current_revision, make_engine, upgrade_as_owner
+
+    if owner_url:
+        engine = make_engine(_database_url())
+        upgrade_as_owner(engine, owner_url)
+    else:
+        engine = _engine()
     console.print(f"schema at revision {current_revision(engine)}")
+
+
+DEMO_DAY = dt.date(2026, 11, 24)
+_DEMO_DATETIME = dt.datetime.combine(DEMO_DAY, dt.time())  # typer passes dates as datetimes
 
 
 @app.command()
 def demo(
-    taps: Annotated[int, typer.Option("--taps", min=1000)] = 200_000,
-    date: Annotated[dt.datetime, typer.Option("--date", formats=["%Y-%m-%d"])] = dt.datetime(
-        2026, 11, 24
-    ),
-    seed: Annotated[int, typer.Option("--seed")] = 1,
+    taps: Annotated[int, typer.Option("--taps", min=1000, help="Taps in the day.")] = 200_000,
+    date: Annotated[
+        dt.datetime,
+        typer.Option(
+            "--date",
+            formats=["%Y-%m-%d"],
+            help="Service day.",
+            show_default=DEMO_DAY.isoformat(),
+        ),
+    ] = _DEMO_DATETIME,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Random seed: the same seed gives the same day.")
+    ] = 1,
     keep: Annotated[
-        Path | None, typer.Option("--keep", help="Keep the data directory here.")
+        Path | None,
+        typer.Option(
+            "--keep",
+            help="Keep the data directory here: a new or empty directory (a non-empty one is "
+            "refused, never emptied).",
+        ),
     ] = None,
 ) -> None:
     """A full day of the nine cities in a fresh data directory: generate → … → report."""
-    day = date.date()
+    day = _service_day(date)
+    if keep is not None:
+        _refuse_non_empty(keep)
     home = Path(tempfile.mkdtemp(prefix="tongka-demo-")) if keep is None else keep
-    if keep is not None and home.exists():
-        shutil.rmtree(home)
     home.mkdir(parents=True, exist_ok=True)
     _State.settings = Settings(home=home, database_url=None)
     console.rule(f"Tongka demo: {day}, {taps:,} taps, data in {home}")
@@ -493,8 +826,19 @@ def demo(
         console.print(f"(data directory {home} kept for inspection; delete it when done)")
 
 
+def _refuse_non_empty(path: Path) -> None:
+    """The engine never removes a directory it did not create: a user's folder given as
+    ``--keep`` must be new or empty."""
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise InputError(
+            f"--keep {path}: exists and is not an empty directory; give a new or empty one "
+            "(Tongka never deletes a directory it did not create)",
+            code="DIR_NOT_EMPTY",
+        )
+
+
 def _print_city_summary(result: Any) -> None:
-    table = Table(title=f"Per city {result.day} (fen)")
+    table = _table(f"Per city {result.day} (fen)")
     for col in ("city", "legs", "base", "charged", "discount"):
         table.add_column(col, justify="left" if col == "city" else "right")
     from tariffs.registry import load_registry
@@ -508,7 +852,7 @@ def _print_city_summary(result: Any) -> None:
             f"{row.charged_fen:,}",
             f"{row.discount_fen:,}",
         )
-    console.print(table)
+    _print_table(table)
 
 
 # --------------------------------------------------------------------------- operators
@@ -516,13 +860,17 @@ def _print_city_summary(result: Any) -> None:
 
 @batches_app.command("list")
 def batches_list(
-    date: Annotated[dt.datetime | None, typer.Option("--date", formats=["%Y-%m-%d"])] = None,
+    date: Annotated[
+        dt.datetime | None,
+        typer.Option("--date", formats=["%Y-%m-%d"], help="Only this service day's batches."),
+    ] = None,
 ) -> None:
     """Every stored batch (or one day's): status and counts."""
     from clearing.batches import list_batches
 
-    rows = list_batches(_engine(), day=date.date() if date else None)
-    table = Table(title="Batches")
+    day = _service_day(date) if date else None
+    rows = list_batches(_engine(read_only=True), day=day)
+    table = _table("Batches")
     for col in (
         "id",
         "day",
@@ -535,7 +883,7 @@ def batches_list(
         "quarantined",
         "status",
     ):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, justify="right" if col in NUMERIC_COLUMNS else "left")
     for b in rows:
         status = b.status + (" late" if b.late else "")
         table.add_row(
@@ -550,7 +898,7 @@ def batches_list(
             f"{b.quarantined:,}",
             status,
         )
-    console.print(table)
+    _print_table(table)
 
 
 @batches_app.command("show")
@@ -558,7 +906,7 @@ def batches_show(batch: Annotated[str, typer.Argument(help="Batch id or SHA-256 
     """One batch: counts, and its rejected rows grouped by error code with examples."""
     from clearing.batches import batch_detail
 
-    detail = batch_detail(_engine(), int(batch) if batch.isdigit() else batch)
+    detail = batch_detail(_engine(read_only=True), int(batch) if batch.isdigit() else batch)
     b = detail.batch
     console.print(f"batch {b.id} {b.source_name} ({b.source_format}) sha256 {b.file_sha256}")
     console.print(
@@ -575,36 +923,100 @@ def batches_show(batch: Annotated[str, typer.Argument(help="Batch id or SHA-256 
             console.print(f"  row {q.row} {q.field}: {q.message}", markup=False)
 
 
+NUMERIC_COLUMNS = frozenset({"id", "op", "rows", "accepted", "dup", "quarantined", "batch", "row"})
+
+
+def known_row_codes() -> frozenset[str]:
+    """Every code a quarantined row can carry: the acceptance checks, the readers' codes and
+    the corrections check."""
+    from clearing.accept import CODES
+    from readers.codes import RowCode
+
+    return frozenset(CODES) | {c.value for c in RowCode} | {"BAD_RECORD"}
+
+
+def _check_row_code(code: str | None) -> None:
+    if code is not None and code not in known_row_codes():
+        raise InputError(
+            f"--code {code!r} is not a row error code (they are listed in "
+            "docs/error-codes.md and docs/formats/README.md)",
+            code="ROW_CODE_UNKNOWN",
+        )
+
+
+@batches_app.command("withdraw")
+def batches_withdraw(
+    batch: Annotated[str, typer.Argument(help="Batch id or SHA-256 prefix.")],
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why (kept with the archive), e.g. 'wrong --date'.")
+    ],
+) -> None:
+    """Withdraw a batch read wrong: its rows leave the day into the archive, the same file
+    can be ingested again, and a settled day is settled again (SPEC v1.2 §4)."""
+    from clearing.withdraw import withdraw_batch
+
+    engine = _engine()
+    ref: int | str = int(batch) if batch.isdigit() else batch
+    w = withdraw_batch(engine, _home(), ref, reason=reason)
+    console.print(
+        f"batch {w.batch_id} withdrawn from {w.service_day} (operator {w.operator}): "
+        f"{w.accepted:,} taps, {w.duplicates:,} duplicates and {w.quarantined:,} quarantined "
+        f"rows archived ({', '.join(w.archived) or 'no files'}); {w.reaccepted:,} rows of "
+        f"other batches now accepted, {w.now_duplicates:,} now duplicates"
+    )
+    if w.was_settled:
+        console.print(f"{w.service_day} was settled: settling it again")
+        _print_settlement(_settle(w.service_day, "manual_correction"))
+
+
 @quarantine_app.command("list")
 def quarantine_list(
     batch: Annotated[str | None, typer.Option("--batch", help="Batch id or SHA prefix.")] = None,
-    code: Annotated[str | None, typer.Option("--code", help="Only this error code.")] = None,
-    limit: Annotated[int, typer.Option("--limit")] = 50,
+    code: Annotated[str | None, typer.Option("--code", help="Only this row error code.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many rows.")] = 50,
 ) -> None:
     """Rejected rows waiting for a correction."""
     from clearing.batches import quarantined_rows
 
+    _check_row_code(code)
     ref = int(batch) if batch and batch.isdigit() else batch
-    rows = quarantined_rows(_engine(), ref, code=code, limit=limit)
-    table = Table(title="Quarantined rows")
+    rows = quarantined_rows(_engine(read_only=True), ref, code=code, limit=limit)
+    table = _table("Quarantined rows")
     for col in ("id", "batch", "row", "code", "field", "message"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, justify="right" if col in NUMERIC_COLUMNS else "left")
     for q in rows:
         table.add_row(str(q.id), str(q.batch_id), str(q.row), q.code, q.field, q.message)
-    console.print(table)
+    _print_table(table)
 
 
 @quarantine_app.command("export")
 def quarantine_export(
     out: Annotated[Path, typer.Argument(help="JSON Lines file to write.")],
-    batch: Annotated[str | None, typer.Option("--batch")] = None,
-    code: Annotated[str | None, typer.Option("--code")] = None,
+    batch: Annotated[
+        str | None, typer.Option("--batch", help="Only this batch (id or SHA-256 prefix).")
+    ] = None,
+    code: Annotated[str | None, typer.Option("--code", help="Only this row error code.")] = None,
+    with_raw: Annotated[
+        bool,
+        typer.Option(
+            "--with-raw",
+            help="Include each row's raw record (unsealed with TONGKA_PII_KEY): it may hold "
+            "card numbers, so protect and delete the file when done.",
+        ),
+    ] = False,
 ) -> None:
     """Write rejected rows as JSON Lines, to correct and resubmit."""
     from clearing.batches import export_quarantine
 
+    _check_row_code(code)
     ref = int(batch) if batch and batch.isdigit() else batch
-    n = export_quarantine(_engine(), out, batch_id=ref, code=code)
+    key = _seal_key() if with_raw else None
+    if with_raw and key is None:
+        raise InputError(
+            "--with-raw needs the key the raw records were sealed with: set TONGKA_PII_KEY",
+            code="SEAL_KEY_MISSING",
+        )
+    n = export_quarantine(_engine(read_only=True), out, batch_id=ref, code=code, seal_key=key)
     console.print(f"{n:,} rows written to {out}")
 
 
@@ -615,7 +1027,10 @@ def quarantine_resubmit(
     """Resubmit corrected rows: they go through the same checks as any batch."""
     from clearing.ingest import resubmit
 
-    result = resubmit(_engine(), _home(), corrected, _tariffs().registry)
+    tariffs = _tariffs()
+    result = resubmit(
+        _engine(), _home(), corrected, tariffs.registry, tariffs=tariffs, seal_key=_seal_key()
+    )
     _print_batch_reports(list(result.reports))
     if result.skipped:
         console.print(f"{len(result.skipped)} rows were already resubmitted before")
@@ -629,13 +1044,13 @@ def ledger_balances_cmd() -> None:
     """Every account's balance (debit positive), and each party's net position."""
     from settlement.ledger import account_balances, positions_from_balances
 
-    balances = account_balances(_engine())
-    table = Table(title="Ledger balances (fen)")
+    balances = account_balances(_engine(read_only=True))
+    table = _table("Ledger balances (fen)")
     table.add_column("account")
     table.add_column("balance", justify="right")
     for key, fen in sorted(balances.items(), key=lambda kv: kv[0].code):
         table.add_row(key.code, f"{fen:,}")
-    console.print(table)
+    _print_table(table)
     _print_positions("Net positions, all periods (fen)", positions_from_balances(balances))
     console.print(f"sum of balances: {sum(balances.values())} fen")
 
@@ -649,9 +1064,10 @@ def ledger_verify_cmd() -> None:
     from settlement.settle import day_recomputer
 
     tariffs = _tariffs()
-    home = _home()
+    engine = _engine(read_only=True)
+    home = _existing_home()
     problems = verify_ledger(
-        _engine(),
+        engine,
         day_recomputer(lambda d: read_day_legs(home, d), tariffs),
         lambda m: month_obligations(_month_legs(m), tariffs, m),
     )
@@ -674,29 +1090,45 @@ def _month_legs(month: dt.date) -> Any:
     tables = []
     day = first
     while day <= last:
-        if legs_path(_home(), day).exists():
-            tables.append(read_day_legs(_home(), day))
+        if legs_path(_State.settings.home, day).exists():
+            tables.append(read_day_legs(_State.settings.home, day))
         day += dt.timedelta(days=1)
     return pa.concat_tables(tables) if tables else LEG_SCHEMA.empty_table()
 
 
 @app.command("close-month")
 def close_month_cmd(
-    month: Annotated[str, typer.Argument(help="YYYY-MM")],
-    reason: Annotated[str, typer.Option("--reason")] = "initial",
+    month: Annotated[str, typer.Argument(help="The calendar month, YYYY-MM.")],
+    reason: Annotated[
+        str,
+        typer.Option(
+            "--reason",
+            help="initial for the first close; late_batch, tariff_correction or "
+            "manual_correction when a closed month is closed again.",
+        ),
+    ] = "initial",
 ) -> None:
     """Month close: rebates (operator owes issuer), netted and posted; card-load files."""
+    from settlement.ledger import Scope
     from settlement.month_close import close_month, parse_month, write_card_loads
-    from settlement.payments import write_payments_csv
+    from settlement.payments import write_missing_run_files
 
-    first = parse_month(month)
+    try:
+        first = parse_month(month)
+    except ValueError as exc:
+        raise InputError(str(exc), code="MONTH_INVALID") from None
+    _service_day(first, "month")
     tariffs = _tariffs()
+    engine = _engine()
     result = _timed(
         f"close {month}",
-        lambda: close_month(_engine(), first, _month_legs(first), tariffs, reason=reason),
+        lambda: close_month(engine, first, _month_legs(first), tariffs, reason=reason),
     )
+    for path in write_missing_run_files(
+        engine, _home(), tariffs.registry, scope=Scope.MONTH, period=first
+    ):
+        err_console.print(f"payment instructions: {path}", markup=False)
     out = _home() / "month-close" / f"{first:%Y-%m}"
-    write_payments_csv(out / "payments.csv", result.payments, registry=tariffs.registry)
     loads = write_card_loads(out, first, result.rebates)
     console.print(
         f"{len(result.rebates):,} rebates, {sum(r.rebate_fen for r in result.rebates):,}"

@@ -12,6 +12,7 @@ network, visitors, several versions on consecutive days) and hypothesis-varied s
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,9 @@ MINUTE_MS = 60_000
 
 # Examples per registry case; match_and_price is the SPEC §9 property "the fast path equals
 # the reference", run on at least 2000 generated days.
-EXAMPLES = {"sort": 300, "match": 400, "match_and_price": 2000, "match_and_price_1thread": 200}
+# Examples per case in the default run; the deep profile (make test-deep) runs ten times as many.
+EXAMPLES = {"sort": 300, "match": 250, "match_and_price": 600, "match_and_price_1thread": 200}
+SCALE = 10 if os.environ.get("TONGKA_HYPOTHESIS_PROFILE") == "deep" else 1
 HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]
 
 
@@ -130,7 +133,8 @@ def _check(case: KernelCase, tariffs: TariffSet, taps: pa.Table) -> None:
 
 @pytest.mark.parametrize("case", KERNELS, ids=[c.name for c in KERNELS])
 def test_kernel_equals_its_reference_twin(case: KernelCase) -> None:
-    @settings(max_examples=EXAMPLES[case.name], deadline=None, suppress_health_check=HEALTH)
+    @settings(max_examples=EXAMPLES[case.name] * SCALE, deadline=None,
+              suppress_health_check=HEALTH)
     @given(priced_days())
     def check(drawn: tuple[TariffSet, pa.Table]) -> None:
         _check(case, *drawn)
