@@ -147,3 +147,41 @@ def test_tongka_clear_exits_3_with_the_code_not_a_traceback(
     assert exited.value.code == 3, err
     assert "[DAY_UNPRICEABLE]" in err and f"batch {xiaogan.batch_id}" in err
     assert "Traceback" not in err and "LookupError" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["clear", "--date", DAY.isoformat()], (3, "DAY_UNPRICEABLE")),
+        (["clear", "--date", DAY.isoformat(), "--reference"], (3, "DAY_UNPRICEABLE")),
+        (["clear", "--date", DAY.isoformat(), "--partitions", "2"], (3, "DAY_UNPRICEABLE")),
+        (["settle", "--date", DAY.isoformat()], (3, "DAY_NOT_CLEARED")),
+        (["report", "--date", DAY.isoformat()], (3, "DAY_NOT_CLEARED")),
+        (["close-month", f"{DAY:%Y-%m}"], (3, "MONTH_NOT_SETTLED")),
+        (["ledger", "verify"], (0, None)),
+        (["ledger", "balances"], (0, None)),
+        (["batches", "list"], (0, None)),
+        (["quarantine", "list"], (0, None)),
+    ],
+    ids=lambda v: "-".join(v) if isinstance(v, list) else None,
+)
+def test_every_command_on_an_unpriceable_day_answers_with_a_code(
+        db_url: str, engine: Engine, home: Path, stored: tuple[BatchReport, BatchReport],
+        args: list[str], expected: tuple[int, str | None],
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SPEC v1.2 §4: the day stays uncleared until the tariff set is fixed; every command
+    says so with a coded line (or works, for those that only read), never a traceback."""
+    import clearing.cli as cli
+
+    changed = xiaogan_later(TARIFFS)
+    monkeypatch.setattr(cli, "_tariffs", lambda: changed)
+    monkeypatch.setattr(sys, "argv", ["tongka", "--data-dir", str(home), "--db", db_url, *args])
+    with pytest.raises(SystemExit) as exited:
+        cli.run()
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "LookupError" not in err, err
+    code, name = expected
+    assert exited.value.code == code, err
+    if name is not None:
+        assert f"[{name}]" in err, err
