@@ -18,7 +18,6 @@ import datetime as dt
 import io
 import os
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -26,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from clearing.errors import StateError
 from settlement.ledger import Run, Scope, load_runs, period_label
-from settlement.netting import Direction, Instruction, Payment
+from settlement.netting import Direction, Instruction
 from settlement.parties import CENTRE, Party, party_name
 from tariffs.registry import Registry
 
@@ -65,55 +64,6 @@ def account_number(party: Party) -> str:
 
 
 SETTLEMENT_ACCOUNT = account_number(CENTRE)  # the clearing centre's settlement account, the hub
-
-
-def write_payments_csv(
-    path: Path,
-    payments: Iterable[Payment],
-    day: dt.date | None = None,
-    registry: Registry | None = None,
-    *,
-    reference: str = "TONGKA SETTLEMENT",
-) -> Path:
-    """Write one row per instruction: debit and credit account, the amount twice (integer fen
-    for machines, yuan with two decimals for the bank) and a reference; replaced atomically,
-    so a bank upload never reads half a file. ``day`` is the value date of payments that do
-    not carry their own.
-
-    A whole-period export with ids ``YYYYMMDD-NNNNN`` that a re-settlement would repeat: not a
-    file to send to a bank (SPEC v1.2 §8). Bank files are ``write_run_file``'s."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(PAYMENT_FIELDS)
-        for n, p in enumerate(payments, start=1):
-            value_date = p.value_date or day
-            if value_date is None:
-                raise ValueError("a payment has no value date: pass the settled day")
-            debit, credit = (
-                (account_number(p.party), SETTLEMENT_ACCOUNT)
-                if p.direction == Direction.PAY_IN
-                else (SETTLEMENT_ACCOUNT, account_number(p.party))
-            )
-            writer.writerow(
-                [
-                    f"{value_date:%Y%m%d}-{n:05d}",
-                    value_date.isoformat(),
-                    p.direction.name.lower(),
-                    debit,
-                    credit,
-                    p.party.tag,
-                    party_name(p.party, registry),
-                    p.amount_fen,
-                    cny(p.amount_fen),
-                    "CNY",
-                    f"{reference} {value_date.isoformat()} {p.party.tag}",
-                ]
-            )
-    tmp.replace(path)
-    return path
 
 
 # ---------------------------------------------------------------- one file per settlement run

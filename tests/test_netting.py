@@ -6,16 +6,32 @@ from decimal import Decimal
 from pathlib import Path
 
 from hypothesis import given, settings
-from test_settle_builders import DAY, REGISTRY, TARIFFS, day_legs
+from test_settle_builders import DAY, TARIFFS, day_legs
 
 from clearing.legs import Leg, legs_table
 from settlement.apportion import allocate
-from settlement.netting import Direction, Payment, net_positions, payment_instructions
+from settlement.ledger import Reason, Run, Scope
+from settlement.netting import (
+    Direction,
+    Instruction,
+    Payment,
+    net_positions,
+    payment_instructions,
+)
 from settlement.obligations import Obligation, ObligationKind, day_obligations
 from settlement.parties import CENTRE, government, issuer, operator
-from settlement.payments import SETTLEMENT_ACCOUNT, cny, read_payments_csv, write_payments_csv
+from settlement.payments import SETTLEMENT_ACCOUNT, cny, read_payments_csv, write_run_file
 
 REV, FEE, SUB = ObligationKind.REVENUE, ObligationKind.FEE, ObligationKind.SUBSIDY
+
+
+def _run_file(home: Path, pays: list[Payment]) -> Path:
+    """The payments as the first settlement run of DAY, written as the bank file."""
+    instructions = tuple(
+        Instruction(f"{DAY.isoformat()}/1/{n}", n, p.direction, p.party, p.amount_fen, DAY)
+        for n, p in enumerate(pays, start=1)
+    )
+    return write_run_file(home, Run(Scope.DAY, DAY, 1, None, Reason.INITIAL, instructions))
 
 
 def test_positions_and_payments_by_hand(tmp_path: Path) -> None:
@@ -43,7 +59,7 @@ def test_positions_and_payments_by_hand(tmp_path: Path) -> None:
         (Direction.PAY_OUT, operator(201), 992),
     ]
     # The centre's fee stays in the settlement account: 1350 in, 1342 out.
-    path = write_payments_csv(tmp_path / "p.csv", pays, registry=REGISTRY)
+    path = _run_file(tmp_path, pays)
     rows = read_payments_csv(path)
     assert [r["amount_cny"] for r in rows] == ["10.00", "3.00", "0.50", "3.50", "9.92"]
     assert all(r["value_date"] == DAY.isoformat() for r in rows)
@@ -93,7 +109,7 @@ def test_payment_file_amounts_agree(tmp_path: Path) -> None:
         Payment(Direction.PAY_IN, issuer(1), 123_45, DAY),
         Payment(Direction.PAY_OUT, operator(101), 7, DAY),
     ]
-    rows = read_payments_csv(write_payments_csv(tmp_path / "x" / "p.csv", pays))
+    rows = read_payments_csv(_run_file(tmp_path / "x", pays))
     for r in rows:
         assert Decimal(r["amount_cny"]) * 100 == int(r["amount_fen"])
-    assert not list((tmp_path / "x").glob("*.tmp"))
+    assert not [p for p in (tmp_path / "x").rglob("*") if p.name.endswith(".tmp")]
