@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from clearing.accept import DayRules, day_rules
 from clearing.legs import LegStatus
 from clearing.service_day import day_bounds_ms, day_number
 from clearing.taps import ACCOUNT_BASED, TAP_SCHEMA, TapType
@@ -183,6 +184,16 @@ EVENING_PEAK = (18.1, 1.0, 16.0, 22.5)
 CASUAL_TIMES = ((0.70, (13.5, 3.0, 5.5, 22.5)), (0.15, (9.5, 1.2, 6.0, 12.0)),
                 (0.15, (19.5, 1.5, 16.0, 24.5)))
 
+# Riders per line relative to the quietest (illustrative: the order follows the operator's
+# published daily ridership, Line 2 the busiest; the ratios are rounded guesses). A station
+# draws entries by the sum of its lines' weights, so interchanges of busy lines draw most and
+# every line, however quiet, is ridden and transferred from. Lines not listed weigh 1.
+LINE_WEIGHT: Mapping[tuple[int, int], float] = MappingProxyType({
+    (102, 2): 10.0, (102, 4): 7.0, (102, 1): 6.0, (102, 3): 5.0, (102, 7): 5.0,
+    (102, 6): 4.0, (102, 8): 4.0, (102, 5): 3.0, (102, 11): 3.0, (102, 12): 2.0,
+    (102, 19): 2.0, (102, 16): 1.0, (102, 21): 1.0,
+})
+
 BUS_MIN_PER_STOP = (1.6, 2.8)
 FERRY_MINUTES = (8.0, 15.0)
 NETWORK_SPEED_M_PER_MIN = MappingProxyType({Mode.METRO: 580.0, Mode.INTERCITY: 700.0})
@@ -246,7 +257,8 @@ def generate(day: dt.date, n_taps: int, seed: int, tariffs: TariffSet, *,
     report = _merge(reports)
     rng = np.random.default_rng(np.random.SeedSequence([seed & _MASK, dayno, n_taps]))
     _assign_device_seq(rows, dayno, day)
-    stale_devices, stale_legs = _set_debits(rows, plan, tariffs, price, circle.devices, rng)
+    stale_devices, stale_legs = _set_debits(rows, plan, tariffs, price, circle.devices, rng,
+                                            day_rules(tariffs, day))
     table, row_invalid, row_resent = _table(rows, report.duplicate_rows)
     return GeneratedDay(
         day=day, table=table, cards=len(plan.card_id),
@@ -438,8 +450,10 @@ def _circle(tariffs: TariffSet) -> _Circle:
         for i, x in enumerate(serving):
             net_lines[i, : len(x)] = x
         n_lines = np.array([len(x) for x in serving], dtype=np.int64)
-        # Interchanges draw more riders; the rest vary around one (fixed, like the registry).
-        weight = n_lines * fixed.lognormal(0.0, 0.5, size=len(stops))
+        # Interchanges and busy lines draw more riders; stations vary around their lines'
+        # weight (fixed, like the registry).
+        line_weight = np.array([sum(LINE_WEIGHT.get(keys[g], 1.0) for g in x) for x in serving])
+        weight = line_weight * fixed.lognormal(0.0, 0.5, size=len(stops))
         mode = reg.lines[net.lines[0]].mode
         nets[nid] = _Net(nid, mode, stops,
                          np.array([reg.stops[s].city for s in net.stops], dtype=np.int64),
@@ -1042,13 +1056,15 @@ def _assign_device_seq(rows: dict[str, np.ndarray], dayno: int, day: dt.date) ->
 
 
 def _set_debits(rows: dict[str, np.ndarray], plan: _Plan, tariffs: TariffSet, price: PriceFn,
-                readers: np.ndarray, rng: np.random.Generator
+                readers: np.ndarray, rng: np.random.Generator, rules: DayRules
                 ) -> tuple[tuple[tuple[int, int], ...], int]:
     """Stored-value readers debit the fare the tariff computes for the leg (SPEC §6).
 
     FLAT and ORPHAN_EXIT taps debit their leg's fare, an ENTRY debits 0 and the EXIT that closes
     a trip debits the trip's fare. A few readers run an old tariff and debit a little off.
-    Returns the stale readers and the number of legs they debited wrongly.
+    Returns the stale readers and the number of legs they debited wrongly. A stale debit never
+    exceeds what one leg can cost in its area that day (``rules.max_leg``, SPEC §4), so that it
+    stays a plausible debit that ingestion accepts.
     """
     valid = np.flatnonzero(rows["_keep"] & (rows["_invalid"] < 0))
     taps = _arrow({k: v[valid] for k, v in rows.items() if not k.startswith("_")})
@@ -1091,7 +1107,8 @@ def _set_debits(rows: dict[str, np.ndarray], plan: _Plan, tariffs: TariffSet, pr
     stale = np.sort(shuffled[: int(np.searchsorted(cum, STALE_LEG_SHARE * len(row))) + 1])
     delta = np.zeros(n_readers, dtype=np.int64)
     delta[stale] = STALE_DELTAS[rng.integers(0, len(STALE_DELTAS), len(stale))]
-    debit = np.maximum(0, fare + delta[reader])
+    cap = np.maximum(fare, rules.max_leg(rows["operator"][row]))
+    debit = np.minimum(np.maximum(0, fare + delta[reader]), cap)
     rows["debited_fen"][row] = debit
     names = tuple((int(k) >> 32, int(k) & 0xFFFF_FFFF) for k in readers[stale])
     return names, int((debit != fare).sum())

@@ -36,9 +36,12 @@ DAY_2016 = dt.date(2019, 6, 10)  # a Monday under Wuhan's 2016 version
 WUHAN_BUS, WUHAN_METRO, WUHAN_FERRY = 101, 102, 103
 HUANGSHI_BUS, EZHOU_BUS, EZHOU_COACH, XIAOGAN_BUS, XIANNING_BUS = 201, 301, 302, 401, 601
 HANKOU_NORTH, TENGZIGANG, DANSHUICHI, ERQI_ROAD = 100001, 100003, 100006, 100008  # Line 1
-ZHONGNAN_ROAD, GUANGBUTUN, YANGJIAWAN = 100053, 100056, 100058  # Line 2
-YANGCHUNHU, XINTIAN, FENGHUANG_ROAD = 100092, 100116, 100120  # Line 4
-WUHAN_BUSINESS_DISTRICT = 100080  # Line 3
+# Band-edge pairs of the 13-line network (issue #15: metres along the track).
+JINGHE, HANXI_1ST_ROAD = 100032, 100020  # Line 1
+JIANSHE_2ND_ROAD, ZHANGJIAWAN = 100152, 100164  # Line 5
+HANZHENG_STREET = 100182  # Line 6
+XIAODONGMEN, BANQIAO = 100204, 100208  # Line 7
+BAIBUTINGHUAYUAN_ROAD = 100271  # Yangluo Line (21)
 EZHOU_STATION, GEDIAN = 310001, 310003  # Ezhou-Wuhan intercity coach
 
 # Issuers.
@@ -195,18 +198,18 @@ def test_e06_visitor_rate_and_a_transfer_for_a_visitor() -> None:
 
 
 def test_e07_distance_band_edge_is_inclusive() -> None:
-    at_4000 = Card().metro(at(8), ZHONGNAN_ROAD, at(8, 10), GUANGBUTUN, line=2)
-    check(at_4000, [Fen(C, 200, 180, 180, 180)])
-    at_32000 = Card().metro(at(8), YANGJIAWAN, at(8, 50), XINTIAN, line=2, exit_line=4)
+    at_8000 = Card().metro(at(8), XIAODONGMEN, at(8, 20), BANQIAO, line=7)
+    check(at_8000, [Fen(C, 300, 270, 270, 270)])
+    at_32000 = Card().metro(at(8), JINGHE, at(9, 5), JIANSHE_2ND_ROAD, line=1, exit_line=5)
     check(at_32000, [Fen(C, 700, 630, 630, 630)])
 
 
 def test_e08_one_metre_past_a_band_edge() -> None:
-    at_18001 = Card().metro(at(8), GUANGBUTUN, at(8, 40), YANGCHUNHU, line=2, exit_line=4)
+    at_12001 = Card().metro(at(8), HANZHENG_STREET, at(8, 40), BAIBUTINGHUAYUAN_ROAD, line=6,
+                            exit_line=21)
+    check(at_12001, [Fen(C, 500, 450, 450, 450)])
+    at_18001 = Card().metro(at(8), HANXI_1ST_ROAD, at(8, 50), ZHANGJIAWAN, line=1, exit_line=5)
     check(at_18001, [Fen(C, 600, 540, 540, 540)])
-    at_24001 = Card().metro(at(8), WUHAN_BUSINESS_DISTRICT, at(8, 50), FENGHUANG_ROAD, line=3,
-                            exit_line=4)
-    check(at_24001, [Fen(C, 700, 630, 630, 630)])
 
 
 def test_e09_directional_stop_to_stop_matrix() -> None:
@@ -425,11 +428,11 @@ def test_the_tariff_values_and_distances_the_document_quotes() -> None:
     reg = ts.registry
     d = reg.distances(1)
     i = reg.stop_index(1)
-    for a, b, metres in ((ZHONGNAN_ROAD, GUANGBUTUN, 4000), (YANGJIAWAN, XINTIAN, 32000),
-                         (GUANGBUTUN, YANGCHUNHU, 18001),
-                         (WUHAN_BUSINESS_DISTRICT, FENGHUANG_ROAD, 24001),
-                         (HANKOU_NORTH, TENGZIGANG, 5088),
-                         (HANKOU_NORTH, DANSHUICHI, 9254), (HANKOU_NORTH, ERQI_ROAD, 11920)):
+    for a, b, metres in ((XIAODONGMEN, BANQIAO, 8000), (JINGHE, JIANSHE_2ND_ROAD, 32000),
+                         (HANZHENG_STREET, BAIBUTINGHUAYUAN_ROAD, 12001),
+                         (HANXI_1ST_ROAD, ZHANGJIAWAN, 18001),
+                         (HANKOU_NORTH, TENGZIGANG, 4541),
+                         (HANKOU_NORTH, DANSHUICHI, 8159), (HANKOU_NORTH, ERQI_ROAD, 10484)):
         assert d[i[a], i[b]] == metres, (a, b)
     ezhou = ts.version_for(420700, DAY)
     coach = ezhou.networks[0]

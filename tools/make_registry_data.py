@@ -2,15 +2,24 @@
 
 Wuhan Metro comes from the OpenStreetMap-derived files in wuhan-metro/ (© OpenStreetMap
 contributors, ODbL 1.0); every other line, stop and distance is synthetic and marked so.
+
+    python tools/make_registry_data.py                       # rebuild from the vendored copy
+    python tools/make_registry_data.py --from ../shared/data/wuhan-metro   # refresh it first
+
+``--from`` copies the reference files (and their SOURCES.md, which carries the attribution)
+into ``wuhan-metro/`` unchanged, so the derived CSVs always sit beside the data they came from.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import random
+import shutil
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parent.parent / "tariffs" / "data" / "registry"
+METRO_FILES = ("stations.csv", "line_stations.csv", "lines.csv", "SOURCES.md")
 
 CITIES = [
     (420100, "Wuhan", "武汉"),
@@ -80,14 +89,21 @@ BUS = [
     (901, 5, 12, 900000, 429006),
 ]
 
-METRO_STOP_BASE = 100000
-# Straight lines understate track; the registry's metres are haversine x this factor (an estimate).
-TRACK_FACTOR_PERMILLE = 1150
-# Stations without coordinates: estimated spacing per line, in metres of track (an estimate).
-MISSING_SPACING_M = {2: 1800, 4: 2300, 11: 2100}
+METRO_STOP_BASE = 100000  # stop id = base + the station's row in wuhan-metro/stations.csv
+METRO_OPERATOR, METRO_NETWORK = 102, 1
+# distance_source values of wuhan-metro/line_stations.csv, copied to line_stops.source: a hop
+# is measured on OSM track, or estimated (SOURCES.md §5); anything else is refused.
+MEASURED = ("line_start", "osm_along_track")
+ESTIMATED = ("estimated_section_length", "estimated_straight_x_line_ratio")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--from", dest="source", type=Path,
+                        help="refresh wuhan-metro/ from this reference folder first")
+    args = parser.parse_args(argv)
+    if args.source is not None:
+        vendor_metro(args.source, OUT / "wuhan-metro")
     rng = random.Random(20261125)
     OUT.mkdir(parents=True, exist_ok=True)
     _write("cities.csv", ["city", "name", "name_zh"], CITIES)
@@ -100,32 +116,10 @@ def main() -> None:
     line_stops: list[tuple] = []
 
     # Wuhan Metro from the OSM-derived reference data.
-    metro_dir = OUT / "wuhan-metro"
-    station_ids: dict[str, int] = {}
-    with open(metro_dir / "stations.csv", encoding="utf-8") as fh:
-        for n, row in enumerate(csv.DictReader(fh), start=1):
-            sid = METRO_STOP_BASE + n
-            station_ids[row["station_id"]] = sid
-            name = row["name_en"] or row["station_id"]
-            stops.append(
-                (sid, name, row["name_zh"], int(row["city_code"]), "osm:" + row["station_id"])
-            )
-    with open(metro_dir / "line_stations.csv", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    for ln in sorted({int(r["line"]) for r in rows}):
-        lines.append((102, ln, f"Metro Line {ln}", "metro", 1, "osm"))
-        for r in (r for r in rows if int(r["line"]) == ln):
-            raw = r["metres_from_previous"]
-            if r["distance_source"] == "line_start":
-                metres, source = 0, "line_start"
-            elif raw:
-                metres = int(raw) * TRACK_FACTOR_PERMILLE // 1000
-                source = "haversine_x1.15_estimate"
-            else:
-                metres, source = MISSING_SPACING_M[ln], "estimated_missing_coordinates"
-            line_stops.append(
-                (102, ln, int(r["seq"]), station_ids[r["station_id"]], metres, source)
-            )
+    metro_stops, metro_lines, metro_line_stops = metro_rows(OUT / "wuhan-metro")
+    stops += metro_stops
+    lines += metro_lines
+    line_stops += metro_line_stops
 
     # Synthetic flat bus lines: each line a run of fresh stops plus a few shared hubs.
     for op, n_lines, n_stops, base, city in BUS:
@@ -178,6 +172,48 @@ def main() -> None:
         ["operator", "line", "seq", "stop", "metres_from_previous", "source"],
         line_stops,
     )
+
+
+def vendor_metro(source: Path, dest: Path) -> None:
+    """Copy the reference files unchanged: the derived rows must be traceable to them."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in METRO_FILES:
+        shutil.copyfile(source / name, dest / name)
+
+
+def metro_rows(metro_dir: Path) -> tuple[list[tuple], list[tuple], list[tuple]]:
+    """(stops, lines, line_stops) rows of Wuhan Metro from the OSM-derived files.
+
+    Stop ids follow the row order of stations.csv, whose first rows are the first version's in
+    its order, so every earlier stop id still names the same station. Hop metres are the
+    reference's ``metres_from_previous`` as they are (along the track, or an estimate that
+    ``distance_source`` names); nothing is scaled.
+    """
+    stops: list[tuple] = []
+    station_ids: dict[str, int] = {}
+    with open(metro_dir / "stations.csv", encoding="utf-8") as fh:
+        for n, row in enumerate(csv.DictReader(fh), start=1):
+            sid = METRO_STOP_BASE + n
+            station_ids[row["station_id"]] = sid
+            name = row["name_en"] or row["station_id"]
+            stops.append(
+                (sid, name, row["name_zh"], int(row["city_code"]), "osm:" + row["station_id"])
+            )
+    with open(metro_dir / "lines.csv", encoding="utf-8") as fh:
+        names = {int(r["line"]): r["name_en"] for r in csv.DictReader(fh)}
+    with open(metro_dir / "line_stations.csv", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    lines: list[tuple] = []
+    line_stops: list[tuple] = []
+    for ln in sorted({int(r["line"]) for r in rows}):
+        lines.append((METRO_OPERATOR, ln, f"Metro {names[ln]}", "metro", METRO_NETWORK, "osm"))
+        for r in sorted((r for r in rows if int(r["line"]) == ln), key=lambda r: int(r["seq"])):
+            source = r["distance_source"]
+            if source not in MEASURED + ESTIMATED:
+                raise ValueError(f"line {ln} seq {r['seq']}: unknown distance_source {source!r}")
+            line_stops.append((METRO_OPERATOR, ln, int(r["seq"]), station_ids[r["station_id"]],
+                               int(r["metres_from_previous"]), source))
+    return stops, lines, line_stops
 
 
 def _write(name: str, header: list[str], rows: list[tuple]) -> None:
