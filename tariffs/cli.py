@@ -1,8 +1,9 @@
-"""The ``tongka tariffs`` commands: validate, show and diff tariffs, for those who review them.
+"""The ``tongka tariffs`` commands: validate, show, diff, and GTFS-Fares v2 export and import.
 
 Mounted by ``clearing.cli`` as ``tongka tariffs``. Exit codes: 0 success; 2 a bad argument
-(unknown city, no version in force, missing path); 4 an invalid tariff set, with every problem
-printed as ``file: version V: field: what is wrong [CODE]``.
+(unknown city, no version in force, missing path) or a GTFS feed that cannot be imported, with
+every problem printed as ``file: row N: field: what is wrong [CODE]``; 4 an invalid tariff set,
+with every problem printed as ``file: version V: field: what is wrong [CODE]``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from rich.text import Text
 
 from tariffs.diff import Change, diff_contracts, diff_tariffs
 from tariffs.errors import TariffError
+from tariffs.gtfs import GtfsError, export, import_feed
 from tariffs.load import DEFAULT_TARIFF_DIR, TariffSet, load_tariff_file, load_tariff_set
 from tariffs.model import ContractBook, Tariff
 from tariffs.registry import load_registry
@@ -141,3 +143,68 @@ def diff(
     for c in changes:
         table.add_row(*(Text(x) for x in (c.area, c.version, c.field, c.old, c.new)))
     out.print(table)
+
+
+@app.command("export-gtfs")
+def export_gtfs(
+    date: Annotated[dt.datetime, typer.Option(
+        "--date", formats=["%Y-%m-%d"],
+        help="Service day whose tariff versions are exported (YYYY-MM-DD).")],
+    out: Annotated[Path, typer.Option(
+        "--out", help="Directory to write the GTFS files into (created if missing).")],
+    tariffs_dir: TariffsOpt = None,
+    registry: RegistryOpt = None,
+) -> None:
+    """Write the fares in force on a day as a GTFS-Fares v2 feed for trip planners.
+
+    What Fares v2 cannot express is printed and written to export-notes.txt.
+    """
+    try:
+        _, _, tariffs = _load(tariffs_dir or DEFAULT_TARIFF_DIR, registry)
+    except TariffError as exc:
+        raise _invalid(exc) from None
+    if tariffs is None:
+        raise _fail(EXIT_BAD_ARGUMENT, "--tariffs must be a directory of tariff files")
+    result = export(tariffs, date.date(), out)
+    console = _console()
+    console.print(f"wrote {len(result.files)} file(s) to {out}:", markup=False)
+    for path in result.files:
+        console.print(f"  {path.name}", markup=False)
+    console.print(f"not expressible in GTFS-Fares v2 ({len(result.not_expressible)}):",
+                  markup=False)
+    for note in result.not_expressible:
+        console.print(f"  - {note}", markup=False, soft_wrap=True)
+
+
+@app.command("import-gtfs")
+def import_gtfs(
+    feed_dir: Annotated[Path, typer.Argument(
+        help="Directory of a GTFS feed with Fares v2 files (routes.txt, fare_products.txt, "
+             "fare_leg_rules.txt, ...); route and stop ids are registry ids.")],
+    out: Annotated[Path, typer.Option(
+        "--out", help="Directory to write one tariff file per area into (created if missing).")],
+    valid_from: Annotated[dt.datetime | None, typer.Option(
+        "--valid-from", formats=["%Y-%m-%d"],
+        help="First service day of the imported versions (default: feed_info's "
+             "feed_start_date).")] = None,
+    registry: RegistryOpt = None,
+) -> None:
+    """Read a GTFS-Fares v2 feed into Tongka tariff files; refuse what the model cannot hold."""
+    if not feed_dir.is_dir():
+        raise _fail(EXIT_BAD_ARGUMENT, f"{feed_dir} is not a feed directory [GTFS_MISSING_FILE]")
+    try:
+        result = import_feed(feed_dir, out, registry=load_registry(registry),
+                             valid_from=valid_from.date() if valid_from else None)
+    except GtfsError as exc:
+        err = _console(stderr=True)
+        err.print(f"error: cannot import {feed_dir}, {len(exc.problems)} problem(s) "
+                  f"[{exc.code}]", markup=False, style="red")
+        for problem in exc.problems:
+            err.print(f"  {problem}", markup=False, soft_wrap=True)
+        raise _exit(EXIT_BAD_ARGUMENT) from None
+    console = _console()
+    console.print(f"wrote {len(result.files)} tariff file(s) to {out}:", markup=False)
+    for path in result.files:
+        console.print(f"  {path.name}", markup=False)
+    for note in result.notes:
+        console.print(f"  note: {note}", markup=False, soft_wrap=True)
