@@ -23,10 +23,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from clearing.accept import day_rules
 from clearing.db import make_engine, upgrade
 from clearing.ingest import ingest_file
 from clearing.service_day import day_bounds_ms
 from clearing.taps import TAP_SCHEMA, TapType
+from tariffs.load import load_tariff_set
 from tariffs.registry import FLAT, Registry, load_registry
 
 CACHE = Path(__file__).resolve().parent / ".cache"
@@ -73,7 +75,10 @@ def synthetic_day(n: int, registry: Registry, seed: int = 20261124) -> pa.Table:
         "line": line_id[li],
         "stop": pair_stop[pair],
         "tap_type": tap_type,
-        "debited_fen": np.where(media == 5, -1, rng.integers(0, 600, unique)).astype(np.int32),
+        # a plausible stored-value debit: never above the most one leg costs there (SPEC §4)
+        "debited_fen": np.where(media == 5, -1, np.minimum(
+            rng.integers(0, 600, unique), day_rules(load_tariff_set(), DAY).max_leg(line_op[li])
+        )).astype(np.int32),
     }
     bad = rng.random(unique) < INVALID
     cols["product"][bad] = 9
@@ -88,7 +93,7 @@ def synthetic_day(n: int, registry: Registry, seed: int = 20261124) -> pa.Table:
 
 
 def batch_file(n: int, registry: Registry) -> Path:
-    path = CACHE / f"ingest-{n}.parquet"
+    path = CACHE / f"ingest-v2-{n}.parquet"  # v2: debits within the SPEC v1.2 §4 bound
     if not path.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -100,6 +105,7 @@ def batch_file(n: int, registry: Registry) -> Path:
 CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
+from clearing.accept import day_rules
 from clearing.db import make_engine, upgrade
 from clearing.ingest import ingest_file
 from tariffs.registry import load_registry

@@ -49,7 +49,11 @@ app.add_typer(ledger_app, name="ledger")
 try:
     from tariffs.cli import app as tariffs_app
 
-    app.add_typer(tariffs_app, name="tariffs", help="Validate, show and diff tariffs.")
+    app.add_typer(
+        tariffs_app,
+        name="tariffs",
+        help="Validate, show and diff tariffs; export and import GTFS-Fares v2.",
+    )
 except ImportError:  # pragma: no cover - the tariffs commands are optional at import time
     pass
 
@@ -712,7 +716,7 @@ def report(
 
     day = _service_day(date)
     engine = _engine(read_only=not settle_first)
-    stale = _staleness(engine, day)
+    stale = _staleness(engine, _State.settings.home, day)
     if stale and settle_first:
         _settle(day, "")
         stale = None
@@ -728,7 +732,7 @@ def report(
     console.print(f"{len(paths)} files in {out}")
 
 
-def _staleness(engine: Any, day: dt.date) -> str | None:
+def _staleness(engine: Any, home: Path, day: dt.date) -> str | None:
     """Why the stored legs of ``day`` no longer show the day, or None when they do."""
     from clearing.day import legs_revision
     from clearing.days import DayStatus, day_revision, day_status
@@ -739,7 +743,7 @@ def _staleness(engine: Any, day: dt.date) -> str | None:
         revision = day_revision(session, day)
         status = day_status(session, day)
         settled_before = has_entries(session, day, Scope.DAY)
-    cleared = legs_revision(_State.settings.home, day)
+    cleared = legs_revision(home, day)
     if settled_before and status is DayStatus.NEEDS_SETTLEMENT:
         return (
             f"the taps of {day} changed since it was settled (a late or withdrawn batch): "
@@ -1136,3 +1140,42 @@ def close_month_cmd(
         f"{result.entry_id if result.entry_id is not None else 'none (unchanged)'}"
     )
     _print_positions(f"Month-close net positions {first:%Y-%m} (fen)", result.positions)
+
+
+@app.command()
+def whatif(
+    tariffs_dir: Annotated[
+        Path, typer.Option("--tariffs", help="Directory of proposed tariff files (replace or add).")
+    ],
+    date: Annotated[
+        dt.datetime | None, typer.Option("--date", formats=["%Y-%m-%d"], help="One service day.")
+    ] = None,
+    first: Annotated[
+        dt.datetime | None, typer.Option("--from", formats=["%Y-%m-%d"], help="First service day.")
+    ] = None,
+    last: Annotated[
+        dt.datetime | None, typer.Option("--to", formats=["%Y-%m-%d"], help="Last service day.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write the HTML and CSV report here.")
+    ] = None,
+) -> None:
+    """Price stored days under proposed tariffs and compare (SPEC §11); changes nothing."""
+    from settlement.whatif import run_whatif, summary_lines
+
+    if date is not None and (first is not None or last is not None):
+        raise InputError("give --date, or --from and --to, not both", code="WHATIF_RANGE")
+    if date is None and (first is None or last is None):
+        raise InputError("give --date D, or --from D1 --to D2", code="WHATIF_RANGE")
+    start = _service_day(date if date is not None else first, "--from")  # type: ignore[arg-type]
+    end = _service_day(date if date is not None else last, "--to")  # type: ignore[arg-type]
+    engine = _engine(read_only=True)
+    tariffs = _tariffs()
+    n_days = max(0, (end - start).days + 1)
+    with _step("what-if", total=n_days) as advance:
+        result = run_whatif(engine, _existing_home(), tariffs_dir, start, end, out,
+                            progress=lambda _day: advance(1), current=tariffs)
+    for line in summary_lines(result, tariffs.registry):
+        console.print(line, markup=False)
+    if out is not None:
+        console.print(f"report: {out / 'whatif.html'} (and CSV files beside it)", markup=False)

@@ -181,7 +181,9 @@ def test_sigkill_at_any_point_loses_nothing_and_counts_nothing_twice(
             assert (result["signal"], result["exit"]) == (0, 0)
             clean.append(result["elapsed"])
             assert snapshot(engine, data_dir) == never_crashed
-        span = 1.1 * sorted(clean)[1]
+        # past the slowest clean run: on a busy machine a run can take longer than any measured
+        # one, and kills spread only over the fast runs' span would all land before the commit
+        span = 1.5 * max(clean)
         plans = [{"checkpoint": c, "delay": None} for c in CHECKPOINTS] + [
             {"checkpoint": None, "delay": span * k / TIMED_POINTS} for k in range(TIMED_POINTS)]
         outcomes = {"committed": 0, "not_committed": 0}
@@ -208,5 +210,8 @@ def test_sigkill_at_any_point_loses_nothing_and_counts_nothing_twice(
             assert snapshot(engine, data_dir) == never_crashed, plan
     finally:
         zygote.close()
-    assert outcomes["committed"] >= 2 and outcomes["not_committed"] >= 5, outcomes
+    # both outcomes happened: the "committed" checkpoint guarantees one commit whatever the
+    # machine's speed (timed kills add more on a quiet machine), the earlier checkpoints and
+    # timed kills guarantee kills before the commit
+    assert outcomes["committed"] >= 1 and outcomes["not_committed"] >= 5, outcomes
     assert sum(outcomes.values()) >= 100
