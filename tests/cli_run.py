@@ -41,3 +41,10 @@ def coded(err: str) -> str:
     match = CODED_LINE.match(lines[0])
     assert match, lines[0]
     return match.group(1)
+
+
+def ok(result: tuple[int, str, str]) -> str:
+    """What a command that must succeed printed (stdout then stderr); fails with both if not."""
+    rc, out, err = result
+    assert rc == 0, out + err
+    return out + err

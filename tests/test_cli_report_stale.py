@@ -7,15 +7,9 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-from cli_run import tongka
+from cli_run import ok, tongka
 
 DAY = dt.date(2026, 11, 24)
-
-
-def _ok(result: tuple[int, str, str]) -> str:
-    rc, out, err = result
-    assert rc == 0, out + err
-    return out + err
 
 
 def test_a_report_of_a_changed_day_says_so_or_settles_first(
@@ -29,24 +23,24 @@ def test_a_report_of_a_changed_day_says_so_or_settles_first(
     def cli(*args: str) -> tuple[int, str, str]:
         return tongka(monkeypatch, capsys, home, *args, db=db_url)
 
-    _ok(cli("generate", "--date", str(DAY), "--taps", "3000", "--seed", "5",
+    ok(cli("generate", "--date", str(DAY), "--taps", "3000", "--seed", "5",
             "--out", str(tmp_path / "in")))
     files = sorted((tmp_path / "in").glob("*.parquet"))
-    _ok(cli("ingest", *map(str, files[:-1])))
-    _ok(cli("clear", "--date", str(DAY)))
-    _ok(cli("settle", "--date", str(DAY)))
+    ok(cli("ingest", *map(str, files[:-1])))
+    ok(cli("clear", "--date", str(DAY)))
+    ok(cli("settle", "--date", str(DAY)))
 
-    fresh = _ok(cli("report", "--date", str(DAY), "--out", str(tmp_path / "r0")))
+    fresh = ok(cli("report", "--date", str(DAY), "--out", str(tmp_path / "r0")))
     assert "warning" not in fresh
     assert all("data-stale" not in p.read_text() for p in (tmp_path / "r0").glob("*.html"))
 
-    _ok(cli("ingest", str(files[-1])))  # a late batch
-    stale = _ok(cli("report", "--date", str(DAY), "--out", str(tmp_path / "r1")))
+    ok(cli("ingest", str(files[-1])))  # a late batch
+    stale = ok(cli("report", "--date", str(DAY), "--out", str(tmp_path / "r1")))
     assert "warning: the taps of 2026-11-24 changed since it was settled" in stale
     pages = list((tmp_path / "r1").glob("*.html"))
     assert pages and all("data-stale" in p.read_text() for p in pages)
 
-    settled = _ok(cli("report", "--date", str(DAY), "--settle", "--out", str(tmp_path / "r2")))
+    settled = ok(cli("report", "--date", str(DAY), "--settle", "--out", str(tmp_path / "r2")))
     assert "warning" not in settled
     assert all("data-stale" not in p.read_text() for p in (tmp_path / "r2").glob("*.html"))
     # settling first made the day current: nothing left to warn about

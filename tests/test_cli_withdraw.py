@@ -8,15 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
-from cli_run import coded, tongka
+from cli_run import coded, ok, tongka
 
 DAY = dt.date(2026, 11, 24)
-
-
-def _ok(result: tuple[int, str, str]) -> str:
-    rc, out, err = result
-    assert rc == 0, out + err
-    return out + err
 
 
 def test_a_batch_read_with_the_wrong_format_is_withdrawn_and_loaded_right(
@@ -31,10 +25,10 @@ def test_a_batch_read_with_the_wrong_format_is_withdrawn_and_loaded_right(
     def cli(*args: str) -> tuple[int, str, str]:
         return tongka(monkeypatch, capsys, home, *args, db=db_url)
 
-    _ok(cli("generate", "--date", str(DAY), "--taps", "2000", "--seed", "4", "--raw", "card",
+    ok(cli("generate", "--date", str(DAY), "--taps", "2000", "--seed", "4", "--raw", "card",
             "--out", str(tmp_path / "raw")))
     (card,) = sorted((tmp_path / "raw").glob("*card*"))[:1]
-    wrong = _ok(cli("ingest", "--format", "nfc", "--date", str(DAY), "--operator", "101",
+    wrong = ok(cli("ingest", "--format", "nfc", "--date", str(DAY), "--operator", "101",
                     str(card)))
     assert "accepted" in wrong
     rc, out, err = cli("ingest", str(card))
@@ -42,14 +36,14 @@ def test_a_batch_read_with_the_wrong_format_is_withdrawn_and_loaded_right(
 
     # every wrongly read row kept its raw bytes, sealed: exported with the key, it is the line
     export = tmp_path / "q.jsonl"
-    _ok(cli("quarantine", "export", str(export), "--batch", "1", "--with-raw"))
+    ok(cli("quarantine", "export", str(export), "--batch", "1", "--with-raw"))
     rows = [json.loads(line) for line in export.read_text().splitlines()]
     assert rows and all(r["raw"] and "base64" in r["raw"] for r in rows)
 
-    _ok(cli("batches", "withdraw", "1", "--reason", "read with --format nfc by mistake"))
-    right = _ok(cli("ingest", str(card)))
+    ok(cli("batches", "withdraw", "1", "--reason", "read with --format nfc by mistake"))
+    right = ok(cli("ingest", str(card)))
     assert "already_ingested" not in right
-    listing = _ok(cli("batches", "list"))
+    listing = ok(cli("batches", "list"))
     assert "withdrawn" in listing
 
     rc, _out, err = cli("batches", "withdraw", "1", "--reason", "again")
@@ -69,15 +63,15 @@ def test_withdrawing_a_batch_of_a_settled_day_settles_it_again(
     def cli(*args: str) -> tuple[int, str, str]:
         return tongka(monkeypatch, capsys, home, *args, db=db_url)
 
-    _ok(cli("generate", "--date", str(DAY), "--taps", "3000", "--seed", "6",
+    ok(cli("generate", "--date", str(DAY), "--taps", "3000", "--seed", "6",
             "--out", str(tmp_path / "in")))
     files = sorted((tmp_path / "in").glob("*.parquet"))
-    _ok(cli("ingest", *map(str, files)))
-    _ok(cli("clear", "--date", str(DAY)))
-    _ok(cli("settle", "--date", str(DAY)))
-    out = _ok(cli("batches", "withdraw", "2", "--reason", "sent for the wrong day"))
+    ok(cli("ingest", *map(str, files)))
+    ok(cli("clear", "--date", str(DAY)))
+    ok(cli("settle", "--date", str(DAY)))
+    out = ok(cli("batches", "withdraw", "2", "--reason", "sent for the wrong day"))
     assert "settling it again" in out
     assert "journal entry:" in out and "nothing to post" not in out
-    _ok(cli("ledger", "verify"))
-    report = _ok(cli("report", "--date", str(DAY), "--out", str(tmp_path / "r")))
+    ok(cli("ledger", "verify"))
+    report = ok(cli("report", "--date", str(DAY), "--out", str(tmp_path / "r")))
     assert "warning" not in report  # the day is settled as it now stands

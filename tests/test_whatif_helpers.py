@@ -17,8 +17,8 @@ from sqlalchemy import Engine, inspect, select, table, text
 from clearing.fast import match_and_price_fast
 from clearing.generate import generate, write_day
 from clearing.ingest import ingest_file
+from tariffs.gtfs import tariff_toml  # the one TOML writer of tariff models
 from tariffs.load import DEFAULT_TARIFF_DIR, load_tariff_set
-from tariffs.model import Tariff
 
 TARIFFS = load_tariff_set()
 
@@ -61,32 +61,6 @@ def dump_tables(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
                 "WHERE schemaname = current_schema()")).all()
             out["_sequences"] = sorted(tuple(map(repr, r)) for r in seqs)
     return out
-
-
-def tariff_toml(tariff: Tariff) -> str:
-    """A tariff model as TOML that ``tariffs.load`` reads back to an equal model."""
-    out = [f"area = {tariff.area}", f"name = {_toml(tariff.name)}",
-           f"illustrative = {_toml(tariff.illustrative)}"]
-    for version in tariff.versions:
-        out.append("\n[[versions]]")
-        for key, value in version.model_dump(exclude_none=True).items():
-            out.append(f"{key} = {_toml(value)}")
-    return "\n".join(out) + "\n"
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | dt.date):
-        return str(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    if isinstance(value, dict):
-        items = [f"{k} = {_toml(v)}" for k, v in value.items() if v is not None]
-        return "{ " + ", ".join(items) + " }" if items else "{}"
-    raise TypeError(f"cannot write {type(value).__name__} as TOML")
 
 
 def area_file(area: int) -> Path:
