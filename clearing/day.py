@@ -24,6 +24,7 @@ from clearing.accept import PRICING_CODES, day_rules
 from clearing.errors import StateError
 from clearing.legs import LEG_SCHEMA
 from clearing.parquet_io import write_atomic
+from clearing.taps import TAP_COLUMNS
 from tariffs.load import TariffSet
 
 
@@ -34,6 +35,7 @@ class ClearResult:
     legs: int
     path: Path
     revision: int  # the day's revision (clearing.days) whose taps these legs price
+    signals: int = 0  # SPEC §10 risk signals stored beside the legs (clearing.risk_store)
 
 
 REVISION_KEY = b"tongka.day_revision"
@@ -90,7 +92,10 @@ def clear_day(
     from clearing.tapstore import read_day_taps
 
     revision = day_revision_of(engine, day)  # read before the taps: a later batch bumps it
-    taps = read_day_taps(data_dir, day, engine)
+    from clearing.risk_store import read_day_signals, write_day_signals
+
+    full = read_day_taps(data_dir, day, engine, optional=True)  # balance_fen for risk only
+    taps = full.select(list(TAP_COLUMNS))  # pricing never sees balance_fen (SPEC v1.2 §3)
     check_day_priceable(data_dir, day, taps, tariffs, engine=engine)
     if partitions > 0 and not reference:
         legs = _price_partitioned(taps, tariffs, partitions, scheduler)
@@ -98,7 +103,11 @@ def clear_day(
         legs = price_taps(taps, tariffs, reference=reference)
     legs = legs.replace_schema_metadata({REVISION_KEY: str(revision).encode()})
     path = write_atomic(legs, legs_path(data_dir, day))
-    return ClearResult(day, taps.num_rows, legs.num_rows, path, revision)
+    # SPEC §10: signals come after pricing and never feed back into legs, fares or the ledger
+    write_day_signals(data_dir, day, full, legs, engine=engine, reference=reference)
+    signals = read_day_signals(data_dir, day)
+    return ClearResult(day, taps.num_rows, legs.num_rows, path, revision,
+                       signals.num_rows if signals is not None else 0)
 
 
 MAX_LISTED = 20  # taps named in a DAY_UNPRICEABLE message; the rest are counted

@@ -44,7 +44,14 @@ from clearing.days import DayStatus, day_status, lock_days, mark_needs_settlemen
 from clearing.db import session_factory, transaction
 from clearing.errors import InputError, RowError
 from clearing.sealed import Sealer, quarantine_context
-from clearing.taps import TAP_COLUMNS, TAP_SCHEMA, TapRecord, taps_table
+from clearing.taps import (
+    FULL_TAP_SCHEMA,
+    TAP_COLUMNS,
+    TAP_SCHEMA,
+    TapRecord,
+    taps_table,
+    with_optional_columns,
+)
 from tariffs.load import TariffSet
 from tariffs.registry import Registry, load_registry
 
@@ -128,7 +135,9 @@ def parse_canonical(data: bytes, name: str, *, max_rows: int = MAX_BATCH_ROWS
                          "batch", code="INPUT_TOO_LARGE")
     check_schema(pf.schema_arrow, name)
     try:
-        table = pf.read(columns=list(TAP_COLUMNS), use_threads=True)
+        optional = [f.name for f in FULL_TAP_SCHEMA if f.name not in TAP_COLUMNS
+                    and f.name in pf.schema_arrow.names]
+        table = pf.read(columns=list(TAP_COLUMNS) + optional, use_threads=True)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise InputError(f"{name}: corrupt Parquet data ({exc})", code="INPUT_CORRUPT") from None
     if table.num_rows != rows:
@@ -138,10 +147,11 @@ def parse_canonical(data: bytes, name: str, *, max_rows: int = MAX_BATCH_ROWS
 
 
 def check_schema(schema: pa.Schema, name: str) -> None:
-    """Exactly the columns of TAP_SCHEMA with their types (nullability and order are free)."""
-    expected = {f.name: f.type for f in TAP_SCHEMA}
+    """Exactly the columns of TAP_SCHEMA with their types (nullability and order are free),
+    and optionally those of ``FULL_TAP_SCHEMA`` (``balance_fen``, SPEC v1.2 §3)."""
+    expected = {f.name: f.type for f in FULL_TAP_SCHEMA}
     have = {f.name: f.type for f in schema}
-    missing = [c for c in expected if c not in have]
+    missing = [c for c in TAP_SCHEMA.names if c not in have]
     extra = [c for c in have if c not in expected]
     wrong = [f"{c} is {have[c]}, expected {t}" for c, t in expected.items()
              if c in have and have[c] != t]
@@ -255,7 +265,8 @@ def ingest_taps(
     if missing:
         raise InputError(f"{source_name}: tap table lacks {', '.join(missing)}",
                          code="INPUT_SCHEMA")
-    check_schema(taps.select(list(TAP_COLUMNS)).schema, source_name)
+    check_schema(taps.select([c for c in FULL_TAP_SCHEMA.names if c in taps.column_names]
+                             ).schema, source_name)
     received_at = _now()
     candidate, row_errors = check_taps(taps, registry, service_day, tariffs=tariffs)
     if SOURCE_ROW in taps.column_names:
@@ -312,7 +323,7 @@ def ingest_taps(
                 tapstore.META_DAY_SEQ: str(day_seq).encode(),
             }
             if rel is not None:
-                stored = taps.select(list(TAP_COLUMNS)).filter(pa.array(accepted_mask))
+                stored = with_optional_columns(taps.filter(pa.array(accepted_mask)))
                 written.append(tapstore.write_batch_taps(data_dir, rel, stored, metadata))
                 del stored
                 _checkpoint("file_renamed")
@@ -364,7 +375,7 @@ def _write_dups(data_dir: Path, rel: str, taps: pa.Table, status: np.ndarray,
     """Keep the batch's duplicate rows: a withdrawal may make them acceptable (SPEC v1.2 §4)."""
     candidates = status != tapstore.NOT_CANDIDATE
     positions = np.flatnonzero(status[candidates] == tapstore.DUPLICATE)
-    dups = taps.select(list(TAP_COLUMNS)).filter(pa.array(status == tapstore.DUPLICATE))
+    dups = with_optional_columns(taps.filter(pa.array(status == tapstore.DUPLICATE)))
     return tapstore.write_batch_dups(data_dir, rel, dups, positions, metadata)
 
 

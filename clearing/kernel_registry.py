@@ -188,3 +188,96 @@ KERNELS: tuple[KernelCase, ...] = (
 )
 KERNELS_BY_NAME: dict[str, KernelCase] = {case.name: case for case in KERNELS}
 assert len(KERNELS_BY_NAME) == len(KERNELS), "kernel case names must be unique"
+
+
+# ---------------------------------------------------------------------------------------------
+# risk signals (SPEC v1.2 §10): kept apart from KERNELS until tests/test_kernel_equality.py
+# gives them example counts; tests/test_risk_kernels.py and bench/test_bench_risk.py run them.
+
+
+@dataclass(frozen=True)
+class RiskInput:
+    cols: dict[str, np.ndarray]  # signal_columns, balance_fen filled in (see _risk_input)
+    lat: np.ndarray
+    lon: np.ndarray
+    earlier: list[dict[str, np.ndarray]]  # stored card keys of "earlier days" (replays)
+
+
+def _risk_input(taps: pa.Table, tariffs: TariffSet) -> RiskInput:
+    """The day's signal columns and coordinates; a day without balances gets synthetic ones
+    (some consistent, most not) so BALANCE_BREAK is exercised, and every third tap's card key
+    reappears among the earlier keys, split over two chunks, so replays are too."""
+    from clearing.risk import signal_columns, stop_coordinates, tap_coordinates
+
+    cols = signal_columns(taps)
+    if not (cols["balance_fen"] >= 0).any():
+        seq = cols["card_seq"].astype(np.int64)
+        synthetic = (cols["card_id"] % np.uint64(997)).astype(np.int64) * 1000 - 150 * seq
+        cols["balance_fen"] = np.where(cols["debited_fen"] >= 0, synthetic, -1)
+    lat, lon = tap_coordinates(np.asarray(taps.column("stop").to_numpy()), stop_coordinates())
+    pick = np.arange(0, len(cols["card_id"]), 3)
+    keys = {c: cols[c][pick] for c in ("issuer", "card_id", "card_seq")}
+    half = len(pick) // 2
+    earlier = [{c: v[:half] for c, v in keys.items()}, {c: v[half:] for c, v in keys.items()}]
+    return RiskInput(cols, lat, lon, earlier)
+
+
+def _risk_fast(inp: RiskInput) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    from clearing.risk import card_signals, replay_hits
+
+    return card_signals(inp.cols, inp.lat, inp.lon), replay_hits(inp.cols, inp.earlier)
+
+
+def _risk_reference(inp: RiskInput) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    from clearing import risk_reference
+
+    return (risk_reference.card_signals(inp.cols, inp.lat, inp.lon),
+            risk_reference.replay_hits(inp.cols, inp.earlier))
+
+
+def _assert_same_signals(fast: tuple[np.ndarray, list[tuple[int, int, int]]],
+                         ref: tuple[np.ndarray, list[tuple[int, int, int]]]) -> None:
+    if not np.array_equal(fast[0], ref[0]):
+        f, r = set(map(tuple, fast[0].tolist())), set(map(tuple, ref[0].tolist()))
+        raise AssertionError(f"card signals differ: {len(fast[0])} fast, {len(ref[0])} "
+                             f"reference; only fast {sorted(f - r)[:3]}, only reference "
+                             f"{sorted(r - f)[:3]}")
+    if fast[1] != ref[1]:
+        raise AssertionError(f"replay hits differ: {len(fast[1])} fast, {len(ref[1])} reference")
+
+
+def _mismatch_input(taps: pa.Table, tariffs: TariffSet) -> pa.Table:
+    return match_and_price_fast(taps, tariffs)
+
+
+def _mismatch_reference(legs: pa.Table) -> list[tuple[int, int, int, int]]:
+    from clearing import risk_reference
+
+    return risk_reference.mismatch_devices(legs_from_table(legs))
+
+
+def _assert_same_devices(fast: list[tuple[int, int, int, int]],
+                         ref: list[tuple[int, int, int, int]]) -> None:
+    if fast != ref:
+        raise AssertionError(f"DEBIT_MISMATCH devices differ: fast {fast[:3]}, ref {ref[:3]}")
+
+
+def _mismatch_fast(legs: pa.Table) -> list[tuple[int, int, int, int]]:
+    from clearing.risk import mismatch_devices
+
+    return mismatch_devices(legs)
+
+
+RISK_KERNELS: tuple[KernelCase, ...] = (
+    KernelCase(
+        name="risk_signals", spec="SPEC §10 (replay, backwards, balance, travel)",
+        prepare=_risk_input, fast=_risk_fast, reference=_risk_reference,
+        assert_equal=_assert_same_signals, reference_max_taps=1_000_000,
+    ),
+    KernelCase(
+        name="risk_debit_mismatch", spec="SPEC §10 (DEBIT_MISMATCH)",
+        prepare=_mismatch_input, fast=_mismatch_fast, reference=_mismatch_reference,
+        assert_equal=_assert_same_devices, reference_max_taps=1_000_000,
+    ),
+)
+RISK_KERNELS_BY_NAME: dict[str, KernelCase] = {case.name: case for case in RISK_KERNELS}

@@ -53,7 +53,7 @@ from clearing.batches import Batch, BatchStatus
 from clearing.db import session_factory
 from clearing.errors import StateError
 from clearing.parquet_io import TMP_SUFFIX, write_atomic
-from clearing.taps import TAP_COLUMNS, TAP_SCHEMA
+from clearing.taps import FULL_TAP_SCHEMA, TAP_SCHEMA, with_optional_columns
 
 TAPS_DIR = "taps"
 ARCHIVE_DIR = "archive"
@@ -117,12 +117,12 @@ def write_batch_taps(
     Compressed with zstd; dictionary encoding only for the low-cardinality columns, where it
     pays (device ids, sequence numbers and card tokens are near-unique).
     """
-    table = taps.select(list(TAP_COLUMNS)).cast(TAP_SCHEMA).replace_schema_metadata(metadata)
+    table = with_optional_columns(taps).replace_schema_metadata(metadata)
     return write_atomic(
         table,
         Path(data_dir) / relpath,
         use_dictionary=["operator", "issuer", "product", "media", "city", "line", "stop",
-                        "tap_type", "debited_fen"],
+                        "tap_type", "debited_fen", "balance_fen"],
         row_group_size=1 << 20,
     )
 
@@ -150,7 +150,7 @@ def remove_strays(data_dir: Path, days: Iterable[dt.date], committed: set[str]) 
 def write_batch_dups(data_dir: Path, relpath: str, dups: pa.Table, positions: np.ndarray,
                      metadata: dict[bytes, bytes]) -> Path:
     """Write a batch's duplicate rows (with their candidate positions) crash-safely."""
-    table = dups.select(list(TAP_COLUMNS)).cast(TAP_SCHEMA).append_column(
+    table = with_optional_columns(dups).append_column(
         DUP_POS, pa.array(np.asarray(positions, dtype=np.int64), pa.int64()))
     return write_atomic(table.replace_schema_metadata(metadata), Path(data_dir) / relpath)
 
@@ -203,9 +203,10 @@ def batch_candidates(data_dir: Path, tap_path: str | None, dup_path: str | None
     """A batch's candidates (rows that passed the checks) in file order, and which were
     accepted: its accepted taps merged with its kept duplicates by their positions."""
     root = Path(data_dir)
-    acc = _read(root / tap_path) if tap_path else TAP_SCHEMA.empty_table()
+    acc = with_optional_columns(_read(root / tap_path) if tap_path else
+                                TAP_SCHEMA.empty_table())
     if not dup_path:
-        return acc.cast(TAP_SCHEMA), np.ones(acc.num_rows, dtype=bool)
+        return acc, np.ones(acc.num_rows, dtype=bool)
     dup = _read(root / dup_path)
     pos = np.asarray(dup.column(DUP_POS).to_numpy(), dtype=np.int64)
     total = acc.num_rows + dup.num_rows
@@ -214,7 +215,7 @@ def batch_candidates(data_dir: Path, tap_path: str | None, dup_path: str | None
     order = np.empty(total, dtype=np.int64)
     order[~is_dup] = np.arange(acc.num_rows)
     order[is_dup] = acc.num_rows + np.arange(dup.num_rows)
-    both = pa.concat_tables([acc.cast(TAP_SCHEMA), dup.select(list(TAP_COLUMNS)).cast(TAP_SCHEMA)])
+    both = pa.concat_tables([acc, with_optional_columns(dup)])
     return both.take(pa.array(order)), ~is_dup
 
 
@@ -239,8 +240,13 @@ def day_files_on_disk(data_dir: Path, day: dt.date) -> list[Path]:
     return [f for _, _, f in sorted(found)]
 
 
-def read_day_taps(data_dir: Path, day: dt.date, engine: Engine | None = None) -> pa.Table:
+def read_day_taps(data_dir: Path, day: dt.date, engine: Engine | None = None, *,
+                  optional: bool = False) -> pa.Table:
     """A service day's accepted taps, every operator, in acceptance order (SPEC §4).
+
+    ``TAP_SCHEMA`` columns, which is all pricing reads; ``optional=True`` adds the optional
+    columns of ``FULL_TAP_SCHEMA`` (``balance_fen``, for risk signals), -1 for files stored
+    before v1.2 (SPEC v1.2 §3).
 
     Acceptance order is batches in the order they were stored, rows in file order. With an
     ``engine`` the committed batches in SQL say which files belong to the day (the
@@ -253,11 +259,13 @@ def read_day_taps(data_dir: Path, day: dt.date, engine: Engine | None = None) ->
             paths = [root / rel for _, _, rel in _committed_files(session, [day])]
     else:
         paths = day_files_on_disk(root, day)
-    tables = [_read(p) for p in paths]
+    # files stored before v1.2 have no balance_fen: they read as -1 (SPEC v1.2 §3)
+    tables = [with_optional_columns(_read(p)) for p in paths]
+    schema = FULL_TAP_SCHEMA if optional else TAP_SCHEMA
     if not tables:
-        return TAP_SCHEMA.empty_table()
+        return schema.empty_table()
     # chunks stay as the files' row groups: the fast path reads chunk by chunk, no copy
-    return pa.concat_tables(tables).cast(TAP_SCHEMA)
+    return pa.concat_tables(tables).select(schema.names)
 
 
 def iter_keys(data_dir: Path, session: Session, days: Sequence[dt.date],

@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from clearing.errors import RowError
 from clearing.service_day import day_from_number, service_day_number
-from clearing.taps import empty_taps
+from clearing.taps import BALANCE_FIELD, TAP_COLUMNS, empty_taps
 from readers.columns import Lines
 from readers.config import ReaderConfig
 from tariffs.vocab import Media
@@ -50,11 +50,18 @@ class ParseResult:
     rows: int = 0  # records read: == taps.num_rows + len(errors)
     source_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     lines: Lines | None = field(default=None, repr=False)  # the file's records (raw_records)
+    # SPEC v1.2 §3: each tap's purse balance (int64 fen) when the format carries one; None
+    # for formats without (QR: account-based), whose taps read as balance_fen -1
+    balances: np.ndarray | None = field(default=None, repr=False)
 
     def taps_with_source_rows(self) -> pa.Table:
         """The taps plus an int64 ``source_row`` column: what ``clearing.ingest.ingest_taps``
-        reads to number the rows it rejects by their line in the raw file."""
-        return self.taps.append_column(SOURCE_ROW, pa.array(self.source_rows, type=pa.int64()))
+        reads to number the rows it rejects by their line in the raw file; and ``balance_fen``
+        when the format carries balances (SPEC v1.2 §3)."""
+        taps = self.taps
+        if self.balances is not None:
+            taps = taps.append_column(BALANCE_FIELD, pa.array(self.balances, type=pa.int64()))
+        return taps.append_column(SOURCE_ROW, pa.array(self.source_rows, type=pa.int64()))
 
     def raw_records(self, source_rows: np.ndarray | list[int]) -> list[bytes]:
         """The raw bytes of the records at these 0-based file rows, as ``RowError.raw`` has them.
@@ -151,6 +158,10 @@ def result(
     """
     if taps is None:
         taps = empty_taps()
+    balances = None
+    if "balance_fen" in taps.column_names:  # kept beside the taps: ``taps`` is TAP_SCHEMA
+        balances = np.asarray(taps.column("balance_fen").to_numpy(), dtype=np.int64)
+        taps = taps.select(list(TAP_COLUMNS))
     if taps.num_rows + len(errors) != rows:  # the contract every caller relies on
         raise AssertionError(
             f"adapter lost rows: {rows} in, {taps.num_rows} taps + {len(errors)} errors"
@@ -165,4 +176,5 @@ def result(
         rows=rows,
         source_rows=np.asarray(source_rows, dtype=np.int64),
         lines=lines,
+        balances=balances,
     )

@@ -226,6 +226,7 @@ def canonical(cols: dict[str, np.ndarray], card_id: np.ndarray) -> dict[str, np.
         "stop": cols["stop"],
         "tap_type": cols["direction"],
         "debited_fen": cols["amount"],
+        "balance_fen": cols["balance"],  # authenticated by the TAC; risk signals only (§10)
     }
 
 

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from clearing.errors import RowError
-from clearing.taps import TAP_SCHEMA
+from clearing.taps import FULL_TAP_SCHEMA, TAP_SCHEMA
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
@@ -385,12 +385,17 @@ def in_range(values: np.ndarray, lo: int, hi: int) -> np.ndarray:
 
 
 def taps_from_columns(cols: dict[str, np.ndarray], keep: np.ndarray) -> pa.Table:
-    """The ``TAP_SCHEMA`` table of rows ``keep``; every value was range-checked to its width."""
+    """The ``TAP_SCHEMA`` table of rows ``keep``; every value was range-checked to its width.
+
+    A format whose records carry the purse balance gives ``balance_fen`` too: the table then
+    has ``FULL_TAP_SCHEMA`` (SPEC v1.2 §3), which ``readers.base.result`` splits off.
+    """
+    schema = FULL_TAP_SCHEMA if "balance_fen" in cols else TAP_SCHEMA
     arrays = []
-    for f in TAP_SCHEMA:
+    for f in schema:
         values = np.asarray(cols[f.name])[keep]
         arrays.append(pa.array(values.astype(f.type.to_pandas_dtype(), copy=False), type=f.type))
-    return pa.Table.from_arrays(arrays, schema=TAP_SCHEMA)
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def iso_times(ts_ms: np.ndarray) -> list[str]:

@@ -247,6 +247,7 @@ def stored_value_taps(
         "stop": cols["stop"][keep],
         "tap_type": v["tap"][keep],
         "debited_fen": cols["amount"][keep],
+        "balance_fen": cols["balance"][keep],  # SPEC v1.2 §3: for risk signals only
     }
     return taps_from_columns(canonical, np.ones(int(keep.sum()), dtype=bool)), keep
 

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from clearing.service_day import day_bounds_ms, day_from_number, service_day_number
-from clearing.taps import ACCOUNT_BASED, TAP_SCHEMA, TapType
+from clearing.taps import ACCOUNT_BASED, TAP_SCHEMA, TapType, with_optional_columns
 from readers.base import RawWriter, most_common
 from readers.columns import put_digits
 from readers.config import ReaderConfig, ReaderConfigError
@@ -65,6 +65,9 @@ def identities(taps: pa.Table) -> Identities:
     account = _hex_tokens("qa", _stream(who, 4), _stream(who, 5))
     seq = taps.column("card_seq").to_numpy().astype(np.uint64)
     balance = (_stream(who ^ seq, 6) % np.uint64(200_000)).astype(np.int64)
+    if "balance_fen" in taps.column_names:  # a tap's own balance, where it has one (SPEC §3)
+        given = np.asarray(taps.column("balance_fen").to_numpy(), dtype=np.int64)
+        balance = np.where(given >= 0, given, balance)
     return Identities(asn, ss, wallet, account, balance)
 
 
@@ -114,7 +117,8 @@ def write_raw(taps: pa.Table, fmt: str, out_dir: Path, config: ReaderConfig) -> 
         )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    taps = taps.select(list(TAP_SCHEMA.names)).cast(TAP_SCHEMA)
+    taps = (with_optional_columns(taps) if "balance_fen" in taps.column_names
+            else taps.select(list(TAP_SCHEMA.names)).cast(TAP_SCHEMA))
     names = (
         [n for n in adapter_names() if isinstance(get_adapter(n), RawWriter)]
         if fmt == "all"

@@ -102,8 +102,13 @@ def write_statements(
     *,
     workers: int | None = None,
     stale: str | None = None,
+    signals: pa.Table | None = None,
 ) -> list[Path]:
     """Write every party's CSV and HTML statement and the overview; returns the paths written.
+
+    ``signals`` are the day's risk signals (``clearing.risk.SIGNAL_SCHEMA``, SPEC v1.2 §10):
+    an issuer's page counts its flagged cards by kind, the overview counts signals by kind and
+    city. They are evidence only: no amount on any page depends on them.
 
     Drawing the charts is most of the work, so they are drawn by ``workers`` processes
     (default: up to 4, one per core); ``workers=1`` draws them in this process.
@@ -126,12 +131,14 @@ def write_statements(
     for party in sorted(result.positions):
         stem = out / f"statement-{day.isoformat()}-{party.tag}"
         paths.append(_write_csv(stem.with_suffix(".csv"), day, party, result, names))
-        page = party_html(day, party, result, cols, names, pending, stale=stale)
+        page = party_html(day, party, result, cols, names, pending, stale=stale,
+                          risk=issuer_flagged_cards(signals, party))
         pages.append((stem.with_suffix(".html"), page))
     paths.append(
         _write_overview_csv(out / f"overview-{day.isoformat()}.csv", day, result, names, stale)
     )
-    overview = overview_html(day, result, cols, names, pending, stale=stale)
+    overview = overview_html(day, result, cols, names, pending, stale=stale,
+                             risk=signals_by_kind_and_city(signals, names))
     pages.append((out / f"overview-{day.isoformat()}.html", overview))
     pngs = _render_all(pending, workers)
     for path, page in pages:
@@ -308,6 +315,7 @@ def party_html(
     pending: list[Chart] | None = None,
     *,
     stale: str | None = None,
+    risk: list[tuple[str, str]] | None = None,
 ) -> str:
     mask = cols.mask(party)
     net = result.positions.get(party, 0)
@@ -388,6 +396,8 @@ def party_html(
         obligation_headers=["counterparty", "kind", "direction", f"amount {MONEY}"],
         obligations=obligations,
         charts=charts,
+        risk=risk,
+        risk_headers=["signal", "cards flagged"],
     )
 
 
@@ -399,6 +409,7 @@ def overview_html(
     pending: list[Chart] | None = None,
     *,
     stale: str | None = None,
+    risk: list[tuple[str, str, str]] | None = None,
 ) -> str:
     everything = np.ones(cols.issuer.shape, dtype=bool)
     cities = [
@@ -494,7 +505,36 @@ def overview_html(
         positions=positions,
         payment_headers=["direction", "party", f"amount {MONEY}"],
         payments=payments,
+        risk=risk,
+        risk_headers=["signal", "city", "signals"],
     )
+
+
+def issuer_flagged_cards(signals: pa.Table | None, party: Party) -> list[tuple[str, str]] | None:
+    """An issuer's cards flagged by each SPEC §10 kind: distinct cards, not signals, since
+    the issuer acts per card. None for other parties or when no signals were given."""
+    if signals is None or party.role != PartyRole.ISSUER:
+        return None
+    cards: dict[str, set[int]] = {}
+    for kind, issuer, card in zip(signals.column("kind").to_pylist(),
+                                  signals.column("issuer").to_pylist(),
+                                  signals.column("card_id").to_pylist(), strict=True):
+        if issuer == party.code and card is not None:
+            cards.setdefault(kind, set()).add(card)
+    return [(kind, f"{len(ids):,}") for kind, ids in sorted(cards.items())]
+
+
+def signals_by_kind_and_city(signals: pa.Table | None, names: Callable[[Party], str]
+                             ) -> list[tuple[str, str, str]] | None:
+    """The overview's risk table: signals counted by kind and by the city they were seen in."""
+    if signals is None:
+        return None
+    counts: dict[tuple[str, int], int] = {}
+    for kind, city in zip(signals.column("kind").to_pylist(), signals.column("city").to_pylist(),
+                          strict=True):
+        counts[(kind, city)] = counts.get((kind, city), 0) + 1
+    return [(kind, names(Party(PartyRole.GOVERNMENT, city)).removesuffix(" government"),
+             f"{n:,}") for (kind, city), n in sorted(counts.items())]
 
 
 def _entry_note(result: SettlementResult) -> str:

@@ -1,0 +1,236 @@
+"""Where risk signals live: a Parquet file beside each day's legs, and the daily deny list.
+
+``legs/day=D/signals.parquet`` holds the SPEC §10 signals of service day D (``clearing.risk``),
+replaced whole, atomically, whenever the day is cleared again; ``denylist/D.csv`` is the deny
+list readers download for day D. ``risk_summary`` is the body of ``tongka risk --date D``.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from sqlalchemy import Engine, select
+
+from clearing.errors import StateError
+from clearing.parquet_io import TMP_SUFFIX, write_atomic
+from clearing.risk import DENY_KINDS, SIGNAL_SCHEMA, EarlierKeys, RiskKind, day_signals
+from clearing.tapstore import KEY_COLUMNS, TAPS_DIR
+
+DENY_WINDOW_DAYS = 30  # SPEC §10: signals of days [D-29, D]
+DENYLIST_DIR = "denylist"
+DENYLIST_FIELDS = ("issuer", "card_id", "kinds", "first_signal", "last_signal")
+KEY_CHUNK_ROWS = 1 << 20  # stored keys decoded a row group at a time: memory follows the day
+
+
+def signals_path(data_dir: Path, day: dt.date) -> Path:
+    return Path(data_dir) / "legs" / f"day={day.isoformat()}" / "signals.parquet"
+
+
+def denylist_path(data_dir: Path, day: dt.date) -> Path:
+    return Path(data_dir) / DENYLIST_DIR / f"{day.isoformat()}.csv"
+
+
+# ---------------------------------------------------------------------------------------------
+# Earlier days' keys (CARD_SEQ_REPLAY)
+
+
+def _earlier_files(data_dir: Path, day: dt.date, engine: Engine | None
+                   ) -> list[tuple[dt.date, Path]]:
+    """The stored tap files of every day up to ``day - 2``, in acceptance order per day.
+
+    With an engine the committed, live batches say which (as ``read_day_taps`` does);
+    without one, the files on disk.
+    """
+    from clearing import tapstore
+
+    last = day - dt.timedelta(days=2)
+    root = Path(data_dir)
+    if engine is not None:
+        from clearing.batches import Batch, BatchStatus
+        from clearing.db import session_factory
+
+        with session_factory(engine)() as session:
+            days = sorted(session.scalars(
+                select(Batch.service_day).where(Batch.service_day <= last,
+                                                Batch.status != BatchStatus.WITHDRAWN).distinct()))
+            return [(d, root / rel) for d, _, rel in tapstore._committed_files(session, days)]
+    out: list[tuple[dt.date, Path]] = []
+    for d in sorted((root / TAPS_DIR).glob("day=*")):
+        when = dt.date.fromisoformat(d.name.removeprefix("day="))
+        if when <= last:
+            out.extend((when, f) for f in tapstore.day_files_on_disk(root, when))
+    return out
+
+
+def earlier_keys(data_dir: Path, day: dt.date, engine: Engine | None = None
+                 ) -> Iterator[EarlierKeys]:
+    """The six key columns of every tap accepted up to two days before ``day``, a row group
+    at a time (SPEC §4: a key seen again two or more days apart is a replay, not a
+    duplicate). Like de-duplication's key index, memory never grows with history."""
+    for when, path in _earlier_files(data_dir, day, engine):
+        if not path.is_file():
+            continue  # a crash orphan's absence is not evidence; clearing reads the day's own
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=KEY_CHUNK_ROWS,
+                                                       columns=list(KEY_COLUMNS)):
+            yield EarlierKeys(when, {c: np.ascontiguousarray(batch.column(c).to_numpy())
+                                     for c in KEY_COLUMNS})
+
+
+# ---------------------------------------------------------------------------------------------
+# The day's signals
+
+
+def write_day_signals(data_dir: Path, day: dt.date, taps: pa.Table, legs: pa.Table, *,
+                      engine: Engine | None = None, reference: bool = False) -> Path:
+    """Compute the day's signals (SPEC §10), store them beside its legs, and write the day's
+    deny list; returns the signals file. Nothing here touches legs, fares or the ledger."""
+    signals = day_signals(day, taps, legs, earlier=earlier_keys(data_dir, day, engine),
+                          reference=reference)
+    path = write_atomic(signals, signals_path(data_dir, day))
+    write_denylist(data_dir, day)
+    return path
+
+
+def read_day_signals(data_dir: Path, day: dt.date) -> pa.Table | None:
+    """The stored signals of a day; None when they were never computed."""
+    path = signals_path(data_dir, day)
+    if not path.is_file():
+        return None
+    return pq.read_table(path, schema=SIGNAL_SCHEMA)
+
+
+# ---------------------------------------------------------------------------------------------
+# The deny list
+
+
+@dataclass(frozen=True, slots=True)
+class DenyEntry:
+    """A card on day D's deny list: its kinds and first and last signal within the window."""
+
+    issuer: int
+    card_id: int  # the card token (SPEC §3), never a card number
+    kinds: tuple[str, ...]  # RiskKind names, in SPEC order
+    first_signal: dt.date
+    last_signal: dt.date
+
+
+def deny_list(data_dir: Path, day: dt.date) -> list[DenyEntry]:
+    """SPEC §10: every card with a deny-list kind signalled on a day in [D-29, D].
+
+    Days never cleared (or cleared before signals existed) contribute nothing. Issuer
+    clearing (removing a card's signals up to the day its issuer cleared it) is not kept yet.
+    """
+    seen: dict[tuple[int, int], tuple[set[str], dt.date, dt.date]] = {}
+    for back in range(DENY_WINDOW_DAYS - 1, -1, -1):
+        when = day - dt.timedelta(days=back)
+        signals = read_day_signals(data_dir, when)
+        if signals is None:
+            continue
+        for kind, issuer, card in zip(signals.column("kind").to_pylist(),
+                                      signals.column("issuer").to_pylist(),
+                                      signals.column("card_id").to_pylist(), strict=True):
+            if RiskKind[kind] not in DENY_KINDS or card is None:
+                continue
+            kinds, first, _ = seen.get((issuer, card), (set(), when, when))
+            seen[(issuer, card)] = (kinds | {kind}, first, when)
+    return [DenyEntry(issuer, card, tuple(sorted(kinds, key=lambda k: RiskKind[k])), first, last)
+            for (issuer, card), (kinds, first, last) in sorted(seen.items())]
+
+
+def write_denylist(data_dir: Path, day: dt.date) -> Path:
+    """Write ``denylist/D.csv`` wholly or not at all (temporary name, fsync, rename)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(DENYLIST_FIELDS)
+    for e in deny_list(data_dir, day):
+        w.writerow([e.issuer, e.card_id, "|".join(e.kinds), e.first_signal.isoformat(),
+                    e.last_signal.isoformat()])
+    path = denylist_path(data_dir, day)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}{TMP_SUFFIX}")
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        f.write(buf.getvalue())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# tongka risk --date D
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryRow:
+    """One line of ``tongka risk``: signals of a kind, in total or for one issuer/operator."""
+
+    by: str  # "kind", "issuer" or "operator"
+    kind: str
+    code: int | None  # the issuer or operator code; None for the kind's total
+    signals: int
+    cards: int  # distinct cards among them (0 for DEBIT_MISMATCH, a device signal)
+
+
+def risk_summary(data_dir: Path, day: dt.date, engine: Engine | None = None
+                 ) -> list[SummaryRow]:
+    """The day's signals by kind, by issuer and by operator; computes and stores them (and
+    the deny list) first when the day was cleared before they existed.
+
+    A day never cleared is ``DAY_NOT_CLEARED`` (exit 3), as for statements.
+    """
+    signals = read_day_signals(data_dir, day)
+    if signals is None:
+        from clearing.day import read_day_legs
+        from clearing.tapstore import read_day_taps
+
+        legs = read_day_legs(data_dir, day)  # raises DAY_NOT_CLEARED
+        taps = read_day_taps(data_dir, day, engine, optional=True)
+        write_day_signals(data_dir, day, taps, legs, engine=engine)
+        signals = read_day_signals(data_dir, day)
+        if signals is None:  # pragma: no cover - written just above
+            raise StateError(f"signals of {day} could not be stored", code="RISK_NOT_STORED")
+    return summarise(signals)
+
+
+def summarise(signals: pa.Table) -> list[SummaryRow]:
+    """Counts by kind (SPEC order), then per kind by issuer and by operator (code order)."""
+    kind = signals.column("kind").to_pylist()
+    issuer = signals.column("issuer").to_pylist()
+    card = signals.column("card_id").to_pylist()
+    operator = signals.column("operator").to_pylist()
+    rows: list[SummaryRow] = []
+    for k in RiskKind:
+        at = [i for i, x in enumerate(kind) if x == k.name]
+        if not at:
+            continue
+        rows.append(SummaryRow("kind", k.name, None, len(at),
+                               len({(issuer[i], card[i]) for i in at if card[i] is not None})))
+        for by, codes in (("issuer", issuer), ("operator", operator)):
+            counts = Counter(codes[i] for i in at if codes[i] is not None)
+            for code in sorted(counts):
+                cards = {(issuer[i], card[i]) for i in at
+                         if codes[i] == code and card[i] is not None}
+                rows.append(SummaryRow(by, k.name, code, counts[code], len(cards)))
+    return rows
+
+
+def format_summary(day: dt.date, rows: list[SummaryRow]) -> str:
+    """``tongka risk``'s text: one line per row, or a line saying the day had none."""
+    if not rows:
+        return f"service day {day}: no risk signal"
+    lines = [f"service day {day}: risk signals (SPEC §10)",
+             f"{'by':<9}{'kind':<20}{'code':>6}{'signals':>10}{'cards':>8}"]
+    for r in rows:
+        code = "" if r.code is None else str(r.code)
+        lines.append(f"{r.by:<9}{r.kind:<20}{code:>6}{r.signals:>10,}{r.cards:>8,}")
+    return "\n".join(lines)

@@ -1,0 +1,256 @@
+"""SPEC v1.2 §10 risk signals: each rule on a short tap script, the kernels against their twin,
+and precision and recall on generated days with planted cases (clearing.generate_risk)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from clearing.fast import match_and_price_fast
+from clearing.generate import generate
+from clearing.generate_risk import plant, truth_of, with_balances
+from clearing.kernel_registry import RISK_KERNELS, KernelCase
+from clearing.legs import DebitKind
+from clearing.risk import (
+    EarlierKeys,
+    RiskKind,
+    card_signals,
+    day_signals,
+    mismatch_devices,
+    stop_coordinates,
+)
+from clearing.risk_reference import haversine_metres
+from clearing.service_day import local_ms
+from clearing.strategies import days
+from clearing.tapstore import KEY_COLUMNS
+from tariffs.load import load_tariff_set
+
+T = load_tariff_set()
+DAY = dt.date(2026, 11, 24)
+COORDS = stop_coordinates()
+HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]
+
+
+def cols(rows: list[dict]) -> dict[str, np.ndarray]:
+    """Signal columns of a tap script: (card, ts, seq, debit, balance) per tap."""
+    return {
+        "card_id": np.array([r.get("card", 1) for r in rows], np.uint64),
+        "issuer": np.array([r.get("issuer", 1) for r in rows], np.uint16),
+        "ts_ms": np.array([r["ts"] for r in rows], np.int64),
+        "card_seq": np.array([r["seq"] for r in rows], np.int32),
+        "debited_fen": np.array([r.get("debit", 200) for r in rows], np.int32),
+        "balance_fen": np.array([r.get("bal", -1) for r in rows], np.int64),
+    }
+
+
+def signals(rows: list[dict], lat: list[float] | None = None,
+            lon: list[float] | None = None) -> list[tuple[int, int, int]]:
+    """Both twins on the script; they must agree, and the rows are returned."""
+    n = len(rows)
+    la = np.array(lat if lat is not None else [np.nan] * n, dtype=np.float64)
+    lo = np.array(lon if lon is not None else [np.nan] * n, dtype=np.float64)
+    c = cols(rows)
+    from clearing import risk_reference
+
+    fast, ref = card_signals(c, la, lo), risk_reference.card_signals(c, la, lo)
+    assert fast.tolist() == ref.tolist()
+    return [tuple(x) for x in fast.tolist()]
+
+
+B, BR, T_, RE = (int(RiskKind.CARD_SEQ_BACKWARDS), int(RiskKind.BALANCE_BREAK),
+                 int(RiskKind.IMPOSSIBLE_TRAVEL), int(RiskKind.CARD_SEQ_REPLAY))
+
+
+# ---------------------------------------------------------------------------------------------
+# CARD_SEQ_BACKWARDS
+
+
+def test_a_counter_going_back_is_one_signal_per_backward_tap() -> None:
+    rows = [{"ts": 0, "seq": 10}, {"ts": 1, "seq": 12}, {"ts": 2, "seq": 11}, {"ts": 3, "seq": 5}]
+    assert signals(rows) == [(B, 1, 2), (B, 2, 3)]
+
+
+def test_account_based_taps_are_not_compared_for_counters() -> None:
+    # the QR nonce of an account-based tap is not a purse counter (SPEC §10: stored-value only)
+    rows = [{"ts": 0, "seq": 10}, {"ts": 1, "seq": 3, "debit": -1}, {"ts": 2, "seq": 11}]
+    assert signals(rows) == []
+
+
+def test_two_cards_never_compare_counters() -> None:
+    rows = [{"ts": 0, "seq": 10, "card": 1}, {"ts": 1, "seq": 3, "card": 2},
+            {"ts": 2, "seq": 4, "card": 1, "issuer": 2}]
+    assert signals(rows) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# BALANCE_BREAK
+
+
+def test_consecutive_counters_must_be_the_debit_apart() -> None:
+    ok = [{"ts": 0, "seq": 7, "bal": 1000}, {"ts": 1, "seq": 8, "debit": 200, "bal": 800}]
+    raised = [{"ts": 0, "seq": 7, "bal": 1000}, {"ts": 1, "seq": 8, "debit": 200, "bal": 900}]
+    assert signals(ok) == []
+    assert signals(raised) == [(BR, 0, 1)]
+
+
+def test_a_counter_gap_leaves_room_for_a_top_up() -> None:
+    rows = [{"ts": 0, "seq": 7, "bal": 1000}, {"ts": 1, "seq": 9, "bal": 5000}]
+    assert signals(rows) == []
+
+
+def test_consecutive_counters_pair_in_any_time_order() -> None:
+    # n+1 tapped first (time order); n later: still compared, evidence (n, n+1)
+    rows = [{"ts": 0, "seq": 8, "debit": 200, "bal": 900}, {"ts": 5, "seq": 7, "bal": 1000}]
+    assert signals(rows) == [(B, 0, 1), (BR, 1, 0)]
+
+
+def test_unknown_balances_and_account_taps_raise_no_break() -> None:
+    unknown = [{"ts": 0, "seq": 7, "bal": -1}, {"ts": 1, "seq": 8, "bal": 5}]
+    account = [{"ts": 0, "seq": 7, "bal": 1000}, {"ts": 1, "seq": 8, "debit": -1, "bal": 5}]
+    assert signals(unknown) == []
+    assert signals(account) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# IMPOSSIBLE_TRAVEL
+
+
+def test_haversine_is_whole_metres() -> None:
+    # one degree of latitude on the SPEC's sphere: pi * R / 180 = 111,195.08 m
+    assert haversine_metres(30.0, 114.0, 31.0, 114.0) == 111_195
+    assert haversine_metres(30.0, 114.0, 30.0, 114.0) == 0
+
+
+def test_faster_than_150_kmh_is_impossible_and_the_bound_is_allowed() -> None:
+    lat, lon = [30.0, 30.0], [114.0, 114.1]
+    d = haversine_metres(30.0, 114.0, 30.0, 114.1)
+    at = [{"ts": 0, "seq": 1, "debit": -1}, {"ts": 24 * d, "seq": 2, "debit": -1}]
+    just = [{"ts": 0, "seq": 1, "debit": -1}, {"ts": 24 * d - 1, "seq": 2, "debit": -1}]
+    assert signals(at, lat, lon) == []  # exactly 150 km/h
+    assert signals(just, lat, lon) == [(T_, 0, 1)]
+
+
+def test_same_millisecond_at_the_same_stop_is_impossible_too() -> None:
+    # t = 0 is included (SPEC §10): d = 0 gives 0 > 0, false; so only a real distance raises
+    rows = [{"ts": 0, "seq": 1, "debit": -1}, {"ts": 0, "seq": 2, "debit": -1}]
+    assert signals(rows, [30.0, 30.0], [114.0, 114.0]) == []
+    assert signals(rows, [30.0, 30.0], [114.0, 114.00002]) == [(T_, 0, 1)]
+
+
+def test_a_tap_without_coordinates_breaks_the_pairing() -> None:
+    rows = [{"ts": 0, "seq": 1, "debit": -1}, {"ts": 1, "seq": 2, "debit": -1},
+            {"ts": 2, "seq": 3, "debit": -1}]
+    assert signals(rows, [30.0, np.nan, 30.5], [114.0, np.nan, 114.0]) == []
+    assert signals(rows, [30.0, 30.0, 30.5], [114.0, 114.0, 114.0]) == [(T_, 1, 2)]
+
+
+# ---------------------------------------------------------------------------------------------
+# DEBIT_MISMATCH: at least 20 mismatching legs and more than 1 % of the device's legs
+
+
+def legs_of(m: int, n: int, *, account: int = 0) -> pa.Table:
+    kind = [int(DebitKind.STORED_VALUE)] * (n - account) + [int(DebitKind.ACCOUNT)] * account
+    charged = [150] * m + [200] * (n - m)
+    return pa.table({"operator": pa.array([101] * n, pa.uint16()),
+                     "board_device_id": pa.array([5] * n, pa.int64()),
+                     "debit_kind": pa.array(kind, pa.uint8()),
+                     "charged_fen": pa.array(charged, pa.int32()),
+                     "computed_fen": pa.array([200] * n, pa.int32())})
+
+
+@pytest.mark.parametrize(("m", "n", "raised"), [
+    (20, 1999, True), (20, 2000, False), (19, 20, False), (20, 20, True), (0, 0, False)])
+def test_debit_mismatch_thresholds(m: int, n: int, raised: bool) -> None:
+    got = mismatch_devices(legs_of(m, n))
+    assert got == ([(101, 5, m, n)] if raised else [])
+
+
+def test_account_legs_never_mismatch() -> None:
+    # account-based legs are charged the computed fare by construction; never "stale"
+    assert mismatch_devices(legs_of(25, 25, account=25)) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# CARD_SEQ_REPLAY
+
+
+def test_a_card_key_seen_days_earlier_is_a_replay_with_all_earlier_taps_as_evidence() -> None:
+    taps = generate(DAY, 2000, 3, T, price=match_and_price_fast)
+    today = taps.table.filter(taps.accepted_mask)
+    first = today.slice(0, 1).to_pylist()[0]
+    keys = {c: np.array([first[c], first[c]], dtype=np.asarray(today.column(c).to_numpy()).dtype)
+            for c in KEY_COLUMNS}
+    keys["device_seq"] = np.array([10**9, 10**9 + 1], np.int64)
+    earlier = [EarlierKeys(DAY - dt.timedelta(days=5), keys)]
+    got = day_signals(DAY, today, None, earlier=earlier)
+    [replay] = got.filter(pa.compute.equal(got.column("kind"), "CARD_SEQ_REPLAY")).to_pylist()
+    assert (replay["issuer"], replay["card_id"]) == (first["issuer"], first["card_id"])
+    assert [e["device_seq"] for e in replay["evidence"]] == [10**9, 10**9 + 1,
+                                                             first["device_seq"]]
+    assert replay["evidence"][0]["service_day"] == DAY - dt.timedelta(days=5)
+
+
+# ---------------------------------------------------------------------------------------------
+# the kernels equal their twins (kernel registry), on QA's adversarial days
+
+
+@pytest.mark.parametrize("case", RISK_KERNELS, ids=[c.name for c in RISK_KERNELS])
+def test_risk_kernel_equals_its_reference_twin(case: KernelCase) -> None:
+    @settings(max_examples=150, deadline=None, suppress_health_check=HEALTH)
+    @given(st.data())
+    def check(data: st.DataObject) -> None:
+        taps = data.draw(days(T, max_cards=4))
+        inp = case.prepare(taps, T)
+        case.assert_equal(case.fast(inp), case.reference(inp))
+
+    check()
+
+
+def test_risk_kernels_equal_their_twins_on_a_generated_day() -> None:
+    g = generate(DAY, 20_000, 5, T, price=match_and_price_fast)
+    taps = g.table.filter(g.accepted_mask)
+    for case in RISK_KERNELS:
+        inp = case.prepare(taps, T)
+        case.assert_equal(case.fast(inp), case.reference(inp))
+
+
+# ---------------------------------------------------------------------------------------------
+# precision and recall on generated days
+
+
+@pytest.mark.parametrize("seed", [7, 11, 23])
+def test_a_clean_generated_day_raises_nothing(seed: int) -> None:
+    g = generate(DAY, 20_000, seed, T, price=match_and_price_fast)
+    taps = with_balances(g.table.filter(g.accepted_mask), seed)
+    legs = match_and_price_fast(taps, T)
+    assert day_signals(DAY, taps, legs).num_rows == 0
+
+
+@pytest.mark.parametrize("seed", [7, 11, 23])
+def test_every_planted_case_is_found_and_nothing_else(seed: int) -> None:
+    g = generate(DAY, 20_000, seed, T, price=match_and_price_fast)
+    p = plant(DAY, g.table.filter(g.accepted_mask), seed)
+    assert {k for k, _, _ in p.truth} == {k.name for k in RiskKind}  # every kind planted
+    legs = match_and_price_fast(p.taps, T)
+    earlier = [EarlierKeys(p.earlier_day, {c: p.earlier.column(c).to_numpy()
+                                           for c in KEY_COLUMNS})]
+    fast = day_signals(DAY, p.taps, legs, earlier=earlier)
+    assert truth_of(fast) == set(p.truth)  # recall and precision both 100 %
+    assert fast.equals(day_signals(DAY, p.taps, legs, earlier=earlier, reference=True))
+
+
+def test_the_clone_really_is_far_away() -> None:
+    g = generate(DAY, 20_000, 7, T, price=match_and_price_fast)
+    p = plant(DAY, g.table.filter(g.accepted_mask), 7)
+    legs = match_and_price_fast(p.taps, T)
+    travel = day_signals(DAY, p.taps, legs).filter(
+        pa.compute.equal(pa.compute.field("kind"), "IMPOSSIBLE_TRAVEL"))
+    assert travel.num_rows == 3
+    for s in travel.to_pylist():
+        assert len(s["evidence"]) == 2
+        assert s["ts_ms"] >= local_ms(DAY, 4)
