@@ -572,7 +572,10 @@ def clear(
             scheduler=scheduler,
         ),
     )
-    console.print(f"{result.taps:,} taps → {result.legs:,} legs ({result.path})")
+    console.print(
+        f"{result.taps:,} taps → {result.legs:,} legs ({result.path}); "
+        f"{result.signals:,} risk signals"
+    )
 
 
 SCHEDULER_CONNECT_S = 5.0  # a scheduler that does not answer a TCP connect by then is down
@@ -711,6 +714,7 @@ def report(
     A day changed since its settlement is reported with a warning, or settled first (--settle).
     """
     from clearing.day import read_day_legs
+    from clearing.risk_store import read_day_signals
     from settlement.settle import settle_day
     from settlement.statements import write_statements
 
@@ -722,12 +726,16 @@ def report(
         stale = None
     if stale:
         err_console.print(f"warning: {stale}", markup=False, style="yellow")
-    legs = read_day_legs(_existing_home(), day)
+    home = _existing_home()
+    legs = read_day_legs(home, day)
     tariffs = _tariffs()
     result = settle_day(engine, day, legs, tariffs, dry_run=True)
+    signals = read_day_signals(home, day)
     paths = _timed(
         f"report {day}",
-        lambda: write_statements(out, day, legs, result, tariffs.registry, stale=stale),
+        lambda: write_statements(
+            out, day, legs, result, tariffs.registry, stale=stale, signals=signals
+        ),
     )
     console.print(f"{len(paths)} files in {out}")
 
@@ -756,6 +764,17 @@ def _staleness(engine: Any, home: Path, day: dt.date) -> str | None:
             f"`tongka clear --date {day}` or report with --settle"
         )
     return None
+
+
+@app.command()
+def risk(date: DateOpt) -> None:
+    """Risk signals of a cleared day (SPEC §10) by kind, issuer and operator; computes and
+    stores them (and the day's deny list) for a day cleared before they existed."""
+    from clearing.risk_store import format_summary, risk_summary
+
+    day = _service_day(date)
+    summary = risk_summary(_existing_home(), day, _engine())
+    console.print(format_summary(day, summary), markup=False, highlight=False)
 
 
 @db_app.command("upgrade")

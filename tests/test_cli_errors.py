@@ -45,6 +45,7 @@ def _closed_port() -> int:
         (("batches", "list"), None, "NO_DATA_DIR", 3),
         (("ledger", "verify"), None, "NO_DATA_DIR", 3),
         (("report", "--date", str(DAY)), None, "NO_DATA_DIR", 3),
+        (("risk", "--date", str(DAY)), None, "NO_DATA_DIR", 3),
     ],
 )
 def test_a_bad_request_is_one_coded_line_with_its_exit_code(
