@@ -20,6 +20,7 @@ from pathlib import Path
 
 from clearing.errors import InputError
 from readers.base import Adapter
+from readers.names import BUILTIN_FORMATS
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ def _builtins() -> dict[str, Callable[[], Adapter]]:  # the order is detection's
         "ssc": SocialSecurityAdapter,
         "qr": QrAdapter,
     }
+    assert tuple(makers) == BUILTIN_FORMATS, "readers.names lists the built-ins in this order"
     return makers
 
 

@@ -10,20 +10,21 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from tariffs.diff import Change, diff_contracts, diff_tariffs
 from tariffs.errors import TariffError
-from tariffs.gtfs import GtfsError, export, import_feed
-from tariffs.load import DEFAULT_TARIFF_DIR, TariffSet, load_tariff_file, load_tariff_set
-from tariffs.model import ContractBook, Tariff
-from tariffs.registry import load_registry
-from tariffs.show import find_area, render_version
+
+if TYPE_CHECKING:
+    from tariffs.load import TariffSet
+    from tariffs.model import ContractBook, Tariff
+
+# The tariff modules (pydantic models, numpy) are imported inside the commands: `tongka --help`
+# builds this sub-app too, and must not pay for them (measured: about 0.2 s).
 
 EXIT_BAD_ARGUMENT = 2
 EXIT_INVALID = 4  # the same code as clearing.cli's EXIT_TARIFF
@@ -66,6 +67,9 @@ def _invalid(exc: TariffError) -> SystemExit:
 def _load(path: Path, registry: Path | None) -> tuple[dict[int, Tariff], ContractBook | None,
                                                       TariffSet | None]:
     """A directory as a whole tariff set, or one tariff file; TariffError lists the problems."""
+    from tariffs.load import load_tariff_file, load_tariff_set
+    from tariffs.registry import load_registry
+
     reg = load_registry(registry)
     if path.is_dir():
         tariffs = load_tariff_set(path, reg)
@@ -83,6 +87,8 @@ def validate(
     registry: RegistryOpt = None,
 ) -> None:
     """Check tariffs against the registry and SPEC §6; print every problem found."""
+    from tariffs.load import DEFAULT_TARIFF_DIR
+
     target = path or DEFAULT_TARIFF_DIR
     try:
         tariffs, contracts, _ = _load(target, registry)
@@ -103,6 +109,9 @@ def show(
     registry: RegistryOpt = None,
 ) -> None:
     """The version in force: lines, fares by product and medium, transfer rule, caps."""
+    from tariffs.load import DEFAULT_TARIFF_DIR
+    from tariffs.show import find_area, render_version
+
     try:
         _, _, tariffs = _load(tariffs_dir or DEFAULT_TARIFF_DIR, registry)
     except TariffError as exc:
@@ -125,6 +134,8 @@ def diff(
     registry: RegistryOpt = None,
 ) -> None:
     """What changed per area, version and field (and fee contract), for sign-off."""
+    from tariffs.diff import Change, diff_contracts, diff_tariffs
+
     try:
         old_tariffs, old_contracts, _ = _load(old, registry)
         new_tariffs, new_contracts, _ = _load(new, registry)
@@ -159,6 +170,9 @@ def export_gtfs(
 
     What Fares v2 cannot express is printed and written to export-notes.txt.
     """
+    from tariffs.gtfs import export
+    from tariffs.load import DEFAULT_TARIFF_DIR
+
     try:
         _, _, tariffs = _load(tariffs_dir or DEFAULT_TARIFF_DIR, registry)
     except TariffError as exc:
@@ -190,6 +204,9 @@ def import_gtfs(
     registry: RegistryOpt = None,
 ) -> None:
     """Read a GTFS-Fares v2 feed into Tongka tariff files; refuse what the model cannot hold."""
+    from tariffs.gtfs import GtfsError, import_feed
+    from tariffs.registry import load_registry
+
     if not feed_dir.is_dir():
         raise _fail(EXIT_BAD_ARGUMENT, f"{feed_dir} is not a feed directory [GTFS_MISSING_FILE]")
     try:
