@@ -170,7 +170,9 @@ def duckdb_connection(taps: pa.Table, peer: PeerTables, threads: int | None = No
 def duckdb_pair_and_chain(con: duckdb.DuckDBPyConnection) -> int:
     """Run the peer query, materialising every leg; the number of legs."""
     con.execute(DUCKDB_QUERY)
-    return int(con.execute("SELECT count(*) FROM peer_legs").fetchone()[0])
+    row = con.execute("SELECT count(*) FROM peer_legs").fetchone()
+    assert row is not None  # count(*) always returns a row
+    return int(row[0])
 
 
 def duckdb_legs(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
@@ -257,3 +259,115 @@ def _position_in_run(run_id: np.ndarray) -> np.ndarray:
     starts = np.r_[True, run_id[1:] != run_id[:-1]]
     idx = np.arange(n)
     return idx - np.maximum.accumulate(np.where(starts, idx, 0))
+
+
+# --- The settlement peer: a day's obligations (SPEC §7-§8) in DuckDB SQL, from the legs file ---
+
+OBLIGATIONS_QUERY = """
+WITH l AS (
+    SELECT service_day, card_id, issuer, operator, area, version, honoured_product, chain,
+           board_ts_ms, board_card_seq, apportionment, base_fen, charged_fen,
+           card_discount_fen, transfer_discount_fen, cap_discount_fen
+    FROM read_parquet($legs)
+),
+c AS (  -- SPEC §7: each chain's revenue, base, size, first leg's mode, and each leg's position
+    SELECT issuer, operator, service_day, card_id, chain, charged_fen, base_fen,
+           sum(charged_fen) OVER ch AS r, sum(base_fen) OVER ch AS b, count(*) OVER ch AS n,
+           first_value(apportionment) OVER cho AS mode, row_number() OVER cho AS pos
+    FROM l
+    WINDOW ch AS (PARTITION BY service_day, card_id, issuer, chain),
+           cho AS (PARTITION BY service_day, card_id, issuer, chain
+                   ORDER BY board_ts_ms, board_card_seq)
+),
+d AS (  -- pro rata by base: floor shares and remainders; everything else keeps charged
+    SELECT *, chain >= 0 AND n > 1 AND mode = 1 AND b > 0 AS shared,
+           CASE WHEN chain >= 0 AND n > 1 AND mode = 1 AND b > 0
+                THEN (r * base_fen) // b ELSE charged_fen END AS q,
+           CASE WHEN chain >= 0 AND n > 1 AND mode = 1 AND b > 0
+                THEN (r * base_fen) % b ELSE 0 END AS rem
+    FROM c
+),
+e AS (  -- largest remainder first, ties to the earlier leg
+    SELECT issuer, operator, q, shared, r - sum(q) OVER ch AS left_fen,
+           row_number() OVER (PARTITION BY service_day, card_id, issuer, chain
+                              ORDER BY rem DESC, pos) AS rk
+    FROM d
+    WINDOW ch AS (PARTITION BY service_day, card_id, issuer, chain)
+),
+revenue AS (
+    SELECT issuer, operator,
+           CAST(sum(q + CASE WHEN shared AND rk <= left_fen THEN 1 ELSE 0 END) AS BIGINT) AS amount
+    FROM e GROUP BY issuer, operator
+),
+fees AS (  -- SPEC §8: rounded half up once per (issuer, operator) pair, summed per operator
+    SELECT r.operator, CAST(sum((r.amount * coalesce(f.fee_bp, 0) + 5000) // 10000) AS BIGINT)
+           AS amount
+    FROM revenue r LEFT JOIN peer_fees f ON f.operator = r.operator AND f.issuer = r.issuer
+    GROUP BY r.operator
+),
+discounts AS (
+    SELECT area, version, operator, honoured_product, sum(card_discount_fen) AS card,
+           sum(transfer_discount_fen) AS transfer, sum(cap_discount_fen) AS cap
+    FROM l GROUP BY ALL
+),
+subsidies AS (  -- the components the tariff version that priced them says the government funds
+    SELECT g.area, g.operator,
+           CAST(sum(g.card * f.gov_card + g.transfer * f.gov_transfer + g.cap * f.gov_cap)
+                AS BIGINT) AS amount
+    FROM discounts g JOIN peer_funders f
+      ON f.area = g.area AND f.version = g.version AND f.honoured_product = g.honoured_product
+    GROUP BY g.area, g.operator
+)
+SELECT 0 AS kind, issuer AS debtor, operator AS creditor, amount FROM revenue
+UNION ALL SELECT 1, operator, 0, amount FROM fees
+UNION ALL SELECT 2, area, operator, amount FROM subsidies
+"""
+
+
+def obligation_tables(tariffs: TariffSet) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The contract fee rates and the government-funded components, as small frames."""
+    from clearing.service_day import day_number
+    from settlement.obligations import Component, funder_of
+    from tariffs.vocab import Product
+
+    reg = tariffs.registry
+    fees = pd.DataFrame(
+        [(op, iss, tariffs.fee_bp(op, iss)) for op in sorted({o for o, _ in reg.lines})
+         for iss in sorted(reg.issuers)],
+        columns=["operator", "issuer", "fee_bp"])
+    funders = []
+    for area in sorted(tariffs.tariffs):
+        for version in tariffs.tariffs[area].versions:
+            for product in Product:
+                funders.append((area, day_number(version.valid_from), int(product), *(
+                    int(funder_of(version, comp, int(product)) == "government")
+                    for comp in Component)))
+    return fees, pd.DataFrame(funders, columns=["area", "version", "honoured_product", "gov_card",
+                                                "gov_transfer", "gov_cap"])
+
+
+def duckdb_obligations(legs_path: str, fees: pd.DataFrame, funders: pd.DataFrame,
+                       threads: int | None = None) -> list[tuple[int, int, int, int]]:
+    """The day's obligations as (kind, debtor code, creditor code, amount) rows, non-zero, sorted.
+
+    One query on the legs Parquet file in a fresh in-memory DuckDB: apportionment (SPEC §7,
+    largest remainder), revenue per (issuer, operator), fees per pair rounded half up, and the
+    government-funded discount components per (area, operator). Kinds are
+    ``settlement.obligations.ObligationKind`` values; the centre's code is left as 0.
+    """
+    con = duckdb.connect()
+    try:
+        if threads:
+            con.execute(f"SET threads = {int(threads)}")
+        con.register("peer_fees", fees)
+        con.register("peer_funders", funders)
+        rows = con.execute(OBLIGATIONS_QUERY, {"legs": legs_path}).fetchall()
+    finally:
+        con.close()
+    return sorted((int(k), int(d), int(c), int(a)) for k, d, c, a in rows if a)
+
+
+def obligation_rows(obligations) -> list[tuple[int, int, int, int]]:  # type: ignore[no-untyped-def]
+    """Tongka's obligations in the peer's row shape, for comparison."""
+    return sorted((int(o.kind), o.debtor.code, 0 if int(o.kind) == 1 else o.creditor.code,
+                   o.amount_fen) for o in obligations)

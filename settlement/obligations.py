@@ -79,12 +79,19 @@ def fee_fen(amount_fen: int, fee_bp: int) -> int:
 
 
 def day_obligations(
-    legs: pa.Table, allocated: np.ndarray, tariffs: TariffSet, day: dt.date
+    legs: pa.Table,
+    allocated: np.ndarray,
+    tariffs: TariffSet,
+    day: dt.date,
+    *,
+    discounts: Iterable[DiscountLine] | None = None,
 ) -> list[Obligation]:
     """Every obligation of one service day's legs, summed per (debtor, creditor, kind), sorted.
 
     ``allocated`` is ``settlement.apportion.allocate(legs)``. Legs of other days are a broken
     contract (the caller passes one day), so they raise ValueError rather than being mixed in.
+    ``discounts`` is ``discount_lines(legs, tariffs, day)`` when the caller already has it
+    (``compute_day`` needs both: grouping the day's legs twice cost a pass over every leg).
     """
     _check_day(legs, day)
     if len(allocated) != legs.num_rows:
@@ -109,11 +116,39 @@ def day_obligations(
         fee = fee_fen(amount, tariffs.fee_bp(opr, iss))
         sums[(operator(opr), CENTRE, ObligationKind.FEE)] += fee
 
-    for line in discount_lines(legs, tariffs, day):
+    if discounts is None:
+        discounts = discount_lines(legs, tariffs, day)
+    for line in discounts:
         if line.funder == "government":
             sums[(government(line.area), operator(line.operator), ObligationKind.SUBSIDY)] += (
                 line.amount_fen
             )
+    return _obligations(sums)
+
+
+def obligations_reference(
+    legs: pa.Table, allocated: np.ndarray, tariffs: TariffSet, day: dt.date
+) -> list[Obligation]:
+    """The plain twin of ``day_obligations``: SPEC §8 read leg by leg, in Python dicts.
+
+    Slow (a Python object per leg); tests hold the vectorised form equal to it to the fen.
+    """
+    _check_day(legs, day)
+    rows = legs.select(["issuer", "operator", "area", "version", "honoured_product",
+                        *COMPONENT_COLUMNS.values()]).to_pylist()
+    revenue: dict[tuple[int, int], int] = defaultdict(int)
+    sums: dict[tuple[Party, Party, ObligationKind], int] = defaultdict(int)
+    for row, amount in zip(rows, np.asarray(allocated).tolist(), strict=True):
+        revenue[(row["issuer"], row["operator"])] += amount
+        version = _version(tariffs, row["area"], row["version"], day)
+        for component, column in COMPONENT_COLUMNS.items():
+            if funder_of(version, component, row["honoured_product"]) == "government":
+                sums[(government(row["area"]), operator(row["operator"]),
+                      ObligationKind.SUBSIDY)] += row[column]
+    for (iss, opr), amount in revenue.items():
+        sums[(issuer(iss), operator(opr), ObligationKind.REVENUE)] += amount
+        sums[(operator(opr), CENTRE, ObligationKind.FEE)] += fee_fen(amount,
+                                                                     tariffs.fee_bp(opr, iss))
     return _obligations(sums)
 
 

@@ -97,7 +97,8 @@ class DayComputation:
 def compute_day(legs: pa.Table, tariffs: TariffSet, day: dt.date) -> DayComputation:
     """Apportion, build and net a day's obligations: no I/O, the same answer every time."""
     allocated = allocate(legs)
-    obligations = tuple(day_obligations(legs, allocated, tariffs, day))
+    discounts = tuple(discount_lines(legs, tariffs, day))  # once: obligations reuse them
+    obligations = tuple(day_obligations(legs, allocated, tariffs, day, discounts=discounts))
     positions = net_positions(obligations)
     return DayComputation(
         allocated=allocated,
@@ -105,7 +106,7 @@ def compute_day(legs: pa.Table, tariffs: TariffSet, day: dt.date) -> DayComputat
         positions=positions,
         payments=tuple(payment_instructions(positions, day)),
         city_summary=tuple(city_summary(legs, allocated)),
-        discounts=tuple(discount_lines(legs, tariffs, day)),
+        discounts=discounts,
     )
 
 

@@ -1,0 +1,195 @@
+"""The whole day (issue 13): `tongka ingest`, `clear` and `settle`, each a fresh process.
+
+An operator and finance never call the kernels warm and in process: they run the README's
+commands, each a new Python process that imports, reads, computes and writes. This benchmark
+times exactly that on a generated day (``tongka generate``: one canonical Parquet batch per
+operator, resent and invalid rows included), with the wall time and the peak RSS of each child
+(its own ``VmHWM`` at exit, see ``_CHILD``), and in the same run the DuckDB peer computing the
+day's obligations from the legs Parquet (``bench/peers.py``), checked equal to Tongka's.
+
+Sizes: 20 000 taps as a smoke test in the normal suite (``--benchmark-disable``), 1M with
+``make bench``, 15M with ``TONGKA_BENCH_FULL=1``. Generated days are cached under
+``bench/.cache/`` (the name carries the generator's and tariffs' hash). Benchmarks report; they
+never fail on a time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import peers  # bench/peers.py (pytest puts this directory on sys.path)
+import pyarrow.parquet as pq
+import pytest
+
+# As bench/conftest.py (not imported: tests/ has a conftest module of the same name).
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / "bench" / ".cache"
+BENCH_DAY = dt.date(2026, 11, 24)
+SEED = 20261124
+FULL_ENV = "TONGKA_BENCH_FULL"
+SMOKE = 20_000
+DEFAULT = 1_000_000
+FULL = 15_000_000
+STEPS = ("ingest", "clear", "settle")
+
+
+def pipeline_size(config: pytest.Config) -> int:
+    """20k in the normal suite, 1M with ``--benchmark-enable``, 15M with TONGKA_BENCH_FULL=1."""
+    if os.environ.get(FULL_ENV, "") == "1":
+        return FULL
+    return DEFAULT if config.getoption("benchmark_enable", default=False) else SMOKE
+
+
+def size_label(n: int) -> str:
+    return f"{n // 1_000_000}M" if n % 1_000_000 == 0 else f"{n // 1000}k"
+
+
+def _generator_tag() -> str:
+    """Changes whenever the generator or the default tariffs change: the cache follows."""
+    h = hashlib.sha256()
+    generators = [ROOT / "clearing" / "generate.py", ROOT / "tongka" / "testing" / "generate.py"]
+    for path in [*(g for g in generators if g.exists()),
+                 *sorted((ROOT / "tariffs" / "data").rglob("*.*"))]:
+        h.update(path.read_bytes())
+    return h.hexdigest()[:10]
+
+
+HWM_ENV = "TONGKA_BENCH_HWM_FILE"
+# The child writes its own peak RSS (VmHWM of its address space) at exit. Not the rusage of
+# wait4: Linux carries the pre-exec high-water mark of the forked parent into the child's
+# ru_maxrss, so a child of a big pytest process would report at least the parent's size.
+_CHILD = """
+import atexit, os
+def _hwm():
+    with open("/proc/self/status") as f:
+        kb = next((line.split()[1] for line in f if line.startswith("VmHWM:")), "")
+    with open(os.environ["{env}"], "w") as out:
+        out.write(kb)
+atexit.register(_hwm)
+from {module} import run
+run()
+"""
+
+
+def tongka_command() -> list[str]:
+    """What the ``tongka`` script runs, in a fresh interpreter that reports its peak RSS."""
+    return [sys.executable, "-c", _CHILD.format(env=HWM_ENV, module="tongka.cli")]
+
+
+def day_batches(n: int) -> list[Path]:
+    """The cached batch files of a generated day of ``n`` taps (``tongka generate`` once)."""
+    out = CACHE / f"pipeline-{n}-{SEED}-{_generator_tag()}"
+    if not out.exists():
+        tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")  # xdist workers may race
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([*tongka_command(), "generate", "--date", BENCH_DAY.isoformat(),
+                        "--taps", str(n), "--seed", str(SEED), "--out", str(tmp)],
+                       check=True, capture_output=True, cwd=tmp.parent)
+        try:
+            tmp.rename(out)  # a complete directory or none
+        except OSError:  # another worker finished first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return sorted(out.glob("*.parquet"))
+
+
+@dataclass(frozen=True, slots=True)
+class StepRun:
+    """One fresh process: its wall time and the peak resident memory of that child alone."""
+
+    step: str
+    seconds: float
+    peak_rss_mb: float
+
+
+def run_step(step: str, args: list[str], data_dir: Path) -> StepRun:
+    """Run ``tongka --data-dir D STEP ARGS`` as a child and measure it (raises if it fails)."""
+    cmd = [*tongka_command(), "--data-dir", str(data_dir), step, *args]
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    hwm = data_dir.parent / f".hwm-{step}-{os.getpid()}"
+    env = {**os.environ, HWM_ENV: str(hwm)}
+    start = time.perf_counter()
+    with tempfile.TemporaryFile() as err:  # a file, not a pipe: a chatty child cannot block
+        # cwd: the data directory's parent, so that ``-c``'s sys.path[0] is not a source tree.
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, cwd=data_dir.parent,
+                                env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        message = err.read().decode(errors="replace")
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}: {message[-2000:]}")
+    peak_kb = int(hwm.read_text() or 0) if hwm.exists() else usage.ru_maxrss
+    hwm.unlink(missing_ok=True)
+    return StepRun(step, seconds, peak_kb / 1024)
+
+
+def run_day(batches: list[Path], data_dir: Path, day: dt.date) -> list[StepRun]:
+    """The README's three commands on a fresh data directory, in order."""
+    return [
+        run_step("ingest", [str(p) for p in batches], data_dir),
+        run_step("clear", ["--date", day.isoformat()], data_dir),
+        run_step("settle", ["--date", day.isoformat()], data_dir),
+    ]
+
+
+def duckdb_obligations_run(legs_path: Path) -> tuple[float, list[tuple[int, int, int, int]]]:
+    """The peer's seconds (fresh connection, reading the legs file) and its obligations."""
+    from tariffs.load import load_tariff_set
+
+    fees, funders = peers.obligation_tables(load_tariff_set())
+    start = time.perf_counter()
+    rows = peers.duckdb_obligations(str(legs_path), fees, funders)
+    return time.perf_counter() - start, rows
+
+
+def test_bench_pipeline(request: pytest.FixtureRequest, tmp_path: Path, record_note) -> None:  # type: ignore[no-untyped-def]
+    """Each step a fresh process, rounds on fresh data directories; the DuckDB peer beside."""
+    from clearing.day import legs_path, read_day_legs
+    from settlement.settle import compute_day
+    from tariffs.load import load_tariff_set
+
+    n = pipeline_size(request.config)
+    batches = day_batches(n)
+    rounds = 1 if n == SMOKE else (3 if n <= DEFAULT else 2)
+    runs: list[list[StepRun]] = []
+    peer: list[float] = []
+    for r in range(rounds):
+        data_dir = tmp_path / f"round{r}"
+        runs.append(run_day(batches, data_dir, BENCH_DAY))
+        seconds, rows = duckdb_obligations_run(legs_path(data_dir, BENCH_DAY))
+        peer.append(seconds)
+        if r == 0:  # the peer must compute the very obligations settle computed
+            comp = compute_day(read_day_legs(data_dir, BENCH_DAY), load_tariff_set(), BENCH_DAY)
+            assert rows == peers.obligation_rows(comp.obligations)
+            legs = pq.read_metadata(legs_path(data_dir, BENCH_DAY)).num_rows
+        if r < rounds - 1:
+            shutil.rmtree(data_dir)
+    lines = [f"whole day {size_label(n)} taps ({legs:,} legs), each step a fresh process, "
+             f"{rounds} round(s): best / median wall, max peak RSS"]
+    total_best = 0.0
+    for i, step in enumerate(STEPS):
+        walls = [run[i].seconds for run in runs]
+        rss = max(run[i].peak_rss_mb for run in runs)
+        total_best += min(walls)
+        lines.append(f"  tongka {step:7} {min(walls):7.2f} s / {statistics.median(walls):7.2f} s"
+                     f"   {rss:7.0f} MB")
+    lines.append(f"  total          {total_best:7.2f} s (sum of bests)")
+    settle_best = min(run[2].seconds for run in runs)
+    lines.append(f"  DuckDB obligations from the legs Parquet: {min(peer):.2f} s / "
+                 f"{statistics.median(peer):.2f} s (equal to settle's); tongka settle is "
+                 f"{settle_best / min(peer):.1f}x")
+    for line in lines:
+        record_note(line)
+    print("\n" + "\n".join(lines))
