@@ -35,8 +35,9 @@ bench: $(STAMP)
 	$(BIN)/python -m pytest bench --benchmark-enable --benchmark-only -p no:xdist -q -s
 
 lint: $(STAMP)
-	$(BIN)/ruff check clearing tariffs readers settlement tests bench tools
-	$(BIN)/mypy clearing tariffs readers settlement
+	$(BIN)/ruff check clearing tariffs readers settlement tongka tests bench tools
+	$(BIN)/mypy clearing tariffs readers settlement tongka
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .benchmarks

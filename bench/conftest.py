@@ -3,7 +3,7 @@
 Benchmarks run twice over: once in the normal test suite with ``--benchmark-disable`` as smoke
 tests on a small day, and in full with ``make bench`` (``--benchmark-enable``) or with
 ``TONGKA_BENCH_FULL=1`` on days of 20 000, 1M and 10M taps. A day is generated once per size
-by ``clearing.generate`` (vectorised; the generator's version is part of the file name),
+by ``tongka.testing.generate`` (vectorised; the generator's version is part of the file name),
 filtered to the rows ingestion accepts (SPEC §4), and cached as Parquet. Timings recorded with
 ``record_timing`` are printed side by side at the end of the run, with their ratios.
 """
@@ -64,8 +64,8 @@ def clear_day_file(n: int) -> Path:
     path = CACHE / f"clear-{n}-{SEED}-{_generator_tag()}.parquet"
     if not path.exists():
         from clearing.fast import match_and_price_fast
-        from clearing.generate import generate
         from tariffs.load import load_tariff_set
+        from tongka.testing.generate import generate
 
         day = generate(BENCH_DAY, n, SEED, load_tariff_set(), price=match_and_price_fast)
         taps = day.table.filter(pa.array(day.accepted_mask))

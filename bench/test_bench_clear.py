@@ -1,6 +1,6 @@
 """Matching and pricing (SPEC §5-§6) on generated days of 20 000, 1M and 10M taps, with peers.
 
-Every stage of ``clearing.kernel_registry`` is timed, fast and (where it can finish) its
+Every stage of ``tongka.testing.kernel_registry`` is timed, fast and (where it can finish) its
 reference twin; then the same pairing and transfer detection in DuckDB SQL and in pandas on
 the same day (``bench/peers.py``); then peak memory and JIT compile time, each in a fresh
 process. ``make bench`` prints a table of best times and ratios at the end. Targets (never
@@ -25,8 +25,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from clearing.fast import match_and_price_fast
-from clearing.kernel_registry import KERNELS, KernelCase
 from tariffs.load import load_tariff_set
+from tongka.testing.kernel_registry import KERNELS, KernelCase
 
 TARIFFS = load_tariff_set()
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,8 +108,8 @@ def _compare_with_fast(name, peer_legs, taps, n_legs, benchmark, n, record_timin
 def _ingested_store(n: int, clear_file: Path, day) -> Path:  # type: ignore[no-untyped-def]
     """A data directory and SQLite store holding the day, ingested once and cached."""
     from clearing.db import make_engine, upgrade
-    from clearing.generate import write_day
     from clearing.ingest import ingest_file
+    from tongka.testing.generate import write_day
 
     store = clear_file.with_name(clear_file.stem + "-store")
     if store.exists():

@@ -1,6 +1,6 @@
 """Reader adapters, records per second on a 1M-record file of each raw format.
 
-``make bench`` runs these in full: each file is generated once (``readers.synth``) and cached
+``make bench`` runs these in full: each file is generated once (``tongka.testing.synth``) and cached
 under ``bench/.cache/``; each parse includes every check, the TAC (one HMAC per record) or
 the ed25519 signature (one verify per scan), and tokenisation (one HMAC per distinct card).
 Target: >= 200,000 records/s for the card format. In the normal test run (benchmarks
@@ -18,7 +18,7 @@ import pytest
 from readers.base import RawWriter
 from readers.config import ReaderConfig
 from readers.registry import get_adapter
-from readers.synth import identities, sample_taps
+from tongka.testing.synth import identities, sample_taps
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 FULL = 1_000_000

@@ -1,5 +1,5 @@
 """Risk signals (SPEC v1.2 §10) on the generated days of bench/test_bench_clear.py (20 000, 1M,
-10M taps): each registry case of ``clearing.kernel_registry.RISK_KERNELS``, fast and (where it
+10M taps): each registry case of ``tongka.testing.kernel_registry.RISK_KERNELS``, fast and (where it
 can finish) its twin, and the whole ``day_signals`` as ``tongka clear`` runs it after pricing.
 
 Target (issue #16, never asserted): the signals add at most 15 % to ``tongka clear``, i.e.
@@ -13,9 +13,9 @@ import pyarrow as pa
 import pytest
 
 from clearing.fast import match_and_price_fast
-from clearing.kernel_registry import RISK_KERNELS, KernelCase
 from clearing.risk import day_signals, warm_up
 from tariffs.load import load_tariff_set
+from tongka.testing.kernel_registry import RISK_KERNELS, KernelCase
 
 TARIFFS = load_tariff_set()
 

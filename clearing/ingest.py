@@ -43,6 +43,7 @@ from clearing.batches import Batch, BatchStatus, QuarantinedRow, QuarantineStatu
 from clearing.days import DayStatus, day_status, lock_days, mark_needs_settlement
 from clearing.db import session_factory, transaction
 from clearing.errors import InputError, RowError
+from clearing.input_files import MAX_BATCH_BYTES, read_input_bytes
 from clearing.sealed import Sealer, quarantine_context
 from clearing.taps import (
     FULL_TAP_SCHEMA,
@@ -55,7 +56,6 @@ from clearing.taps import (
 from tariffs.load import TariffSet
 from tariffs.registry import Registry, load_registry
 
-MAX_BATCH_BYTES = 1 << 30  # 1 GiB: ten million canonical taps take about 200 MB
 MAX_BATCH_ROWS = 50_000_000  # five times the whole circle's busiest day
 SOURCE_ROW = "source_row"  # optional int64 column: each tap's row in the raw source file
 SOURCE_RAW = "source_raw"  # optional binary column: each tap's raw record, kept if rejected
@@ -86,35 +86,6 @@ _checkpoint: Callable[[str], None] = lambda _step: None  # noqa: E731
 
 
 # --------------------------------------------------------------------------- reading a file
-
-
-def read_input_bytes(path: Path, *, input_dir: Path | None = None,
-                     max_bytes: int = MAX_BATCH_BYTES) -> bytes:
-    """The bytes of an input file, refusing a missing, outside-the-inbox or oversized one."""
-    p = Path(path)
-    if input_dir is not None:
-        real, inbox = p.resolve(), Path(input_dir).resolve()
-        if not real.is_relative_to(inbox):
-            raise InputError(f"{p}: outside the allowed input directory {inbox}",
-                             code="INPUT_OUTSIDE_DIR")
-    if not p.exists():
-        raise InputError(f"{p}: no such file", code="INPUT_MISSING")
-    if not p.is_file():
-        raise InputError(f"{p}: not a regular file", code="INPUT_NOT_FILE")
-    size = p.stat().st_size
-    if size > max_bytes:
-        raise InputError(f"{p}: {size:,} bytes, more than the limit of {max_bytes:,} for one "
-                         "batch; split the day into several batch files", code="INPUT_TOO_LARGE")
-    try:
-        with open(p, "rb") as fh:
-            data = fh.read(max_bytes + 1)  # never more than the limit, even if the file grows
-    except OSError as exc:  # permission denied, an I/O error of the disk, ...
-        raise InputError(f"{p}: cannot be read: {exc.strerror or exc}",
-                         code="INPUT_UNREADABLE") from None
-    if len(data) > max_bytes:
-        raise InputError(f"{p}: grew beyond {max_bytes:,} bytes while being read",
-                         code="INPUT_TOO_LARGE")
-    return data
 
 
 def parse_canonical(data: bytes, name: str, *, max_rows: int = MAX_BATCH_ROWS

@@ -6,7 +6,7 @@ Each kernel is ``@njit(cache=True)``, makes one pass, writes into arrays the cal
 returns a status code instead of raising (STYLE §6); ``clearing.fast`` checks the input, calls
 them in order and turns a status into an exception with a fix hint. They are the twins of
 ``clearing.reference`` (``match_legs`` of ``match_card_day``, ``price_legs`` of
-``price_card_day``) and are tested equal to it field by field (``clearing.kernel_registry``).
+``price_card_day``) and are tested equal to it field by field (``tongka.testing.kernel_registry``).
 
 Taps are read as the records of ``clearing.sorting.sort_tap_records``, in card order: a card's
 day is one run of records, read in order, and legs come out in ``LEG_SORT_KEYS`` order. A leg

@@ -4,7 +4,7 @@ An adapter turns the bytes of one raw export into canonical taps (SPEC §3) and 
 with ``rows == taps.num_rows + len(errors)`` always: every record becomes exactly one of the
 two, and each row error carries the record's raw bytes (``RowError.raw``) so it can be
 corrected. Adapters parse bytes, never files: the caller reads a batch once (through
-``clearing.ingest.read_input_bytes``, the one guard on input files), hashes those bytes and
+``clearing.input_files.read_input_bytes``, the one guard on input files), hashes those bytes and
 hands the same bytes to detection and parsing, so what is stored is what was hashed. An
 adapter raises only ``readers.config.ReaderConfigError`` when a key it needs is not
 configured.
@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from clearing.errors import RowError
+from clearing.input_files import read_input_bytes
 from clearing.service_day import day_from_number, service_day_number
 from clearing.taps import BALANCE_FIELD, TAP_COLUMNS, empty_taps
 from readers.columns import Lines
@@ -108,7 +109,7 @@ class Adapter(Protocol):
 
 @runtime_checkable
 class RawWriter(Protocol):
-    """An adapter that can also write its format (``readers.synth``, ``tongka generate --raw``)."""
+    """An adapter that can also write its format (``tongka.testing.synth``, ``generate --raw``)."""
 
     name: str
     media: tuple[Media, ...]
@@ -126,12 +127,10 @@ class RawWriter(Protocol):
 def parse_file(adapter: Adapter, path: Path, config: ReaderConfig) -> ParseResult:
     """Parse one file (a convenience for tests and tools): read once, then ``parse_bytes``.
 
-    The file is read by ``clearing.ingest.read_input_bytes``, so a missing, non-regular or
-    oversized file gets the same code (INPUT_MISSING, INPUT_NOT_FILE, INPUT_TOO_LARGE) and
+    The file is read by ``clearing.input_files.read_input_bytes``, so a missing, non-regular
+    or oversized file gets the same code (INPUT_MISSING, INPUT_NOT_FILE, INPUT_TOO_LARGE) and
     the same size limit as a batch ingested from the command line.
     """
-    from clearing.ingest import read_input_bytes  # the database side, loaded only when used
-
     path = Path(path)
     return adapter.parse_bytes(read_input_bytes(path), config, name=path.name)
 

@@ -72,11 +72,11 @@ class CardAdapter:
         return parse_card_bytes(data, config)
 
     def writable(self, taps: pa.Table, config: ReaderConfig) -> np.ndarray:
-        """Which canonical taps a card record can express (``readers.synth``)."""
+        """Which canonical taps a card record can express (``tongka.testing.synth``)."""
         return stored_value_writable(taps)
 
     def render(self, taps: pa.Table, ids: Identities, config: ReaderConfig) -> bytes:
-        """Card records of canonical taps and their invented identities (``readers.synth``).
+        """Card records of canonical taps and their invented identities (``tongka.testing.synth``).
 
         An issuer without a TAC key gets TAC 00000000, which parsing reports as TAC_KEY_UNKNOWN.
         """

@@ -2,7 +2,7 @@
 
 Everything comes from ``TONGKA_*`` variables (pydantic-settings). A clearing centre holds the
 tokenisation key and the issuers' TAC verification keys and QR *public* keys; it never holds
-an issuer's QR signing key, which exists here only so that ``readers.synth`` can write test
+an issuer's QR signing key, which exists here only so that ``tongka.testing.synth`` can write test
 and demo data.
 
 The **demo key set** (``ReaderConfig.demo()`` or ``TONGKA_DEMO_KEYS=1``) derives every key
@@ -142,7 +142,7 @@ class ReaderConfig(BaseSettings):
         return key
 
     def qr_signer(self, issuer: int) -> tuple[str, Ed25519PrivateKey]:
-        """A (kid, signing key) for ``issuer``; for writing test data only (``readers.synth``)."""
+        """A (kid, signing key) for ``issuer``; for test data only (``tongka.testing.synth``)."""
         for kid, seed in sorted(self.qr_signing_keys.items()):
             key = self.qr_key(kid)
             if key is not None and key.issuer == issuer:

@@ -1,6 +1,6 @@
 """The invented raw identities a writer gives each synthetic tap's card (``Identities``).
 
-It lives apart from ``readers.synth`` so that the adapters, whose ``render`` takes one, never
+It lives apart from ``tongka.testing.synth`` so that the adapters, whose ``render`` takes one, never
 import the writers: synth imports the adapters' codecs, never the reverse.
 """
 

@@ -302,7 +302,7 @@ class QrAdapter:
 
         return result(taps, checks.errors(lines, record), n, lines.rows[keep], lines)
 
-    # -- writing (readers.synth) --------------------------------------------------------------
+    # -- writing (tongka.testing.synth) ------------------------------------------------------------
 
     def writable(self, taps: pa.Table, config: ReaderConfig) -> np.ndarray:
         col = {

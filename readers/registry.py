@@ -19,6 +19,7 @@ from functools import cache
 from pathlib import Path
 
 from clearing.errors import InputError
+from clearing.input_files import read_input_bytes
 from readers.base import Adapter
 from readers.names import BUILTIN_FORMATS
 
@@ -152,8 +153,6 @@ def detect_format(path: Path) -> str:
 
     The command line reads a batch once and detects from those bytes; this reads the file.
     """
-    from clearing.ingest import read_input_bytes  # the database side, loaded only when used
-
     path = Path(path)
     return detect_format_bytes(read_input_bytes(path), name=path.name)
 

@@ -83,7 +83,7 @@ class JsonStoredValueAdapter:
 
         return result(taps, checks.errors(lines, record), n, lines.rows[keep], lines)
 
-    # -- writing (readers.synth) --------------------------------------------------------------
+    # -- writing (tongka.testing.synth) ------------------------------------------------------------
 
     def writable(self, taps: pa.Table, config: ReaderConfig) -> np.ndarray:
         return stored_value_writable(taps)

@@ -1,6 +1,6 @@
 """The ``tongka tariffs`` commands: validate, show, diff, and GTFS-Fares v2 export and import.
 
-Mounted by ``clearing.cli`` as ``tongka tariffs``. Exit codes: 0 success; 2 a bad argument
+Mounted by ``tongka.cli`` as ``tongka tariffs``. Exit codes: 0 success; 2 a bad argument
 (unknown city, no version in force, missing path) or a GTFS feed that cannot be imported, with
 every problem printed as ``file: row N: field: what is wrong [CODE]``; 4 an invalid tariff set,
 with every problem printed as ``file: version V: field: what is wrong [CODE]``.
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 # builds this sub-app too, and must not pay for them (measured: about 0.2 s).
 
 EXIT_BAD_ARGUMENT = 2
-EXIT_INVALID = 4  # the same code as clearing.cli's EXIT_TARIFF
+EXIT_INVALID = 4  # the same code as tongka.cli's EXIT_TARIFF
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Validate, show and diff tariffs.")

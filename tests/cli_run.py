@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from clearing.cli import run
+from tongka.cli import run
 
 CODED_LINE = re.compile(r"^error: .+ \[([A-Z][A-Z0-9_]+)\]$")
 

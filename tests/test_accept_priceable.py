@@ -21,12 +21,12 @@ from clearing.fast import match_and_price_fast
 from clearing.ingest import ingest_file
 from clearing.reference import match_and_price
 from clearing.service_day import DAY_MS, local_ms
-from clearing.strategies import days, tariff_sets
 from clearing.taps import TapType, taps_table
 from clearing.tapstore import read_day_taps
 from tariffs.load import TariffSet, load_tariff_set
 from tariffs.registry import load_registry
 from tariffs.vocab import Media, Product
+from tongka.testing.strategies import days, tariff_sets
 
 REG = load_registry()
 TARIFFS = load_tariff_set()

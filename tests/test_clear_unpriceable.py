@@ -134,7 +134,7 @@ def test_tongka_clear_exits_3_with_the_code_not_a_traceback(
         db_url: str, engine: Engine, home: Path, stored: tuple[BatchReport, BatchReport],
         extra: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import clearing.cli as cli
+    import tongka.cli as cli
 
     _, xiaogan = stored
     changed = xiaogan_later(TARIFFS)  # the lead's --tariffs option is not there yet
@@ -172,7 +172,7 @@ def test_every_command_on_an_unpriceable_day_answers_with_a_code(
 ) -> None:
     """SPEC v1.2 §4: the day stays uncleared until the tariff set is fixed; every command
     says so with a coded line (or works, for those that only read), never a traceback."""
-    import clearing.cli as cli
+    import tongka.cli as cli
 
     changed = xiaogan_later(TARIFFS)
     monkeypatch.setattr(cli, "_tariffs", lambda: changed)

@@ -1,7 +1,7 @@
 """What a person meets at the command line when something is wrong: one coded line, never a
 traceback, the documented exit code, and nothing of theirs touched.
 
-Each case runs the real entry point (``clearing.cli.run``) in process, so the error handling
+Each case runs the real entry point (``tongka.cli.run``) in process, so the error handling
 under test is the one users get.
 """
 
@@ -156,7 +156,7 @@ def test_every_option_has_help_and_formats_are_listed() -> None:
     """Each option of each command says what it is for; format options name the formats."""
     import typer.main
 
-    from clearing.cli import FORMAT_NAMES, app
+    from tongka.cli import FORMAT_NAMES, app
 
     command = typer.main.get_command(app)
     missing = []
@@ -173,13 +173,13 @@ def test_every_option_has_help_and_formats_are_listed() -> None:
     assert missing == []
     assert "card" in FORMAT_NAMES and "qr" in FORMAT_NAMES
     help_text = subprocess.run(
-        [sys.executable, "-c", "from clearing.cli import run; run()", "ingest", "--help"],
+        [sys.executable, "-c", "from tongka.cli import run; run()", "ingest", "--help"],
         capture_output=True, text=True, env={"COLUMNS": "200", "PATH": ""}, timeout=60,
     ).stdout
     for name in FORMAT_NAMES.split(", "):
         assert name in help_text
     demo_help = subprocess.run(
-        [sys.executable, "-c", "from clearing.cli import run; run()", "demo", "--help"],
+        [sys.executable, "-c", "from tongka.cli import run; run()", "demo", "--help"],
         capture_output=True, text=True, env={"COLUMNS": "200", "PATH": ""}, timeout=60,
     ).stdout
     assert "2026-11-24" in demo_help and "00:00:00" not in demo_help
@@ -194,7 +194,7 @@ def test_commands_started_at_once_on_a_new_sqlite_database_wait_for_each_other(
 
     env = {**os.environ, "TONGKA_HOME": str(tmp_path / "home")}
     env.pop("TONGKA_DATABASE_URL", None)
-    code = "from clearing.cli import run; run()"
+    code = "from tongka.cli import run; run()"
     procs = [
         subprocess.Popen([sys.executable, "-c", code, "db", "upgrade"], env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -46,6 +46,6 @@ def test_a_report_of_a_changed_day_says_so_or_settles_first(
     # settling first made the day current: nothing left to warn about
     from sqlalchemy import create_engine
 
-    import clearing.cli as cli_module
+    from tongka.settling import staleness
 
-    assert cli_module._staleness(create_engine(db_url), home, DAY) is None
+    assert staleness(create_engine(db_url), home, DAY) is None

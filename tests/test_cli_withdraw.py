@@ -70,7 +70,7 @@ def test_withdrawing_a_batch_of_a_settled_day_settles_it_again(
     ok(cli("clear", "--date", str(DAY)))
     ok(cli("settle", "--date", str(DAY)))
     out = ok(cli("batches", "withdraw", "2", "--reason", "sent for the wrong day"))
-    assert "settling it again" in out
+    assert "settled it again" in out
     assert "journal entry:" in out and "nothing to post" not in out
     ok(cli("ledger", "verify"))
     report = ok(cli("report", "--date", str(DAY), "--out", str(tmp_path / "r")))

@@ -13,7 +13,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clearing.generate import (
+from clearing.legs import LEG_SCHEMA, LegStatus
+from clearing.reference import match_and_price
+from clearing.service_day import CST_OFFSET_MS, day_bounds_ms
+from clearing.taps import TAP_SCHEMA, TapType
+from tariffs.load import TariffSet, load_tariff_set
+from tariffs.registry import FLAT, Registry
+from tariffs.vocab import Media, Product
+from tongka.testing.generate import (
     OPERATOR_KEY,
     SERVICE_DAY_KEY,
     GeneratedDay,
@@ -22,13 +29,6 @@ from clearing.generate import (
     generate_day,
     write_day,
 )
-from clearing.legs import LEG_SCHEMA, LegStatus
-from clearing.reference import match_and_price
-from clearing.service_day import CST_OFFSET_MS, day_bounds_ms
-from clearing.taps import TAP_SCHEMA, TapType
-from tariffs.load import TariffSet, load_tariff_set
-from tariffs.registry import FLAT, Registry
-from tariffs.vocab import Media, Product
 
 DAY = dt.date(2024, 5, 14)
 BIG = 200_000

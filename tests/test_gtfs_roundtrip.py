@@ -4,7 +4,7 @@ The expressible subset (docs/tariffs.md, "GTFS-Fares v2"): every issuer accepted
 card's concession honoured, no daily caps, no monthly rebates, later-leg apportionment, and a
 transfer rule whose steps are all alike and free or a fixed amount off, counted over one
 transfer when its window runs from the chain's first boarding or when it allows pairs of
-different modes. Tariff sets are drawn by ``clearing.strategies.tariff_sets`` and projected
+different modes. Tariff sets are drawn by ``tongka.testing.strategies.tariff_sets`` and projected
 onto that subset; days are drawn against the projected set.
 """
 
@@ -20,10 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clearing.day import price_taps
-from clearing.strategies import days, service_days, tariff_sets
 from tariffs.gtfs import EXT_MAX_FARE, export, import_feed, not_expressible
 from tariffs.load import TariffSet, load_tariff_file
 from tariffs.model import Funders, Tariff, TariffVersion, TransferRule
+from tongka.testing.strategies import days, service_days, tariff_sets
 
 # What a leg's price is made of; "version" (a day number) and "apportionment" name the tariff
 # version, which the import dates from the exported day.

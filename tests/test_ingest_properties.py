@@ -18,9 +18,9 @@ from clearing.batches import Batch, QuarantinedRow
 from clearing.days import ServiceDay
 from clearing.db import transaction
 from clearing.ingest import ingest_file
-from clearing.strategies import batches, days
 from clearing.tapstore import read_day_taps
 from tariffs.registry import load_registry
+from tongka.testing.strategies import batches, days
 
 REG = load_registry()
 DAY = dt.date(2026, 11, 24)

@@ -1,6 +1,6 @@
 """The fast path equals the reference (SPEC §9): every kernel of the registry, field by field.
 
-Days come from QA's adversarial strategies (``clearing.strategies``: same-millisecond taps,
+Days come from QA's adversarial strategies (``tongka.testing.strategies``: same-millisecond taps,
 orphan exits, cross-network exits, overtime, same-station exits, window and journey edges,
 every issuer, product and medium, stored-value / account / mixed debits, days straddling a
 version change and the 04:00 boundary) and from ``bus_chains`` below (long chains at the
@@ -23,16 +23,16 @@ from hypothesis import strategies as st
 
 from clearing.errors import InputError
 from clearing.fast import PricingError, match_and_price_chunks, match_and_price_fast, tap_chunks
-from clearing.kernel_registry import KERNELS, KERNELS_BY_NAME, KernelCase, assert_legs_equal
 from clearing.kernel_tables import kernel_tables
 from clearing.legs import LEG_SCHEMA
 from clearing.reference import match_and_price
 from clearing.service_day import day_bounds_ms
-from clearing.strategies import days, service_days, tariff_sets, world
 from clearing.taps import ACCOUNT_BASED, TAP_SCHEMA, TapType
 from tariffs.load import TariffSet, load_tariff_set
 from tariffs.registry import load_registry
 from tariffs.vocab import Media, Product
+from tongka.testing.kernel_registry import KERNELS, KERNELS_BY_NAME, KernelCase, assert_legs_equal
+from tongka.testing.strategies import days, service_days, tariff_sets, world
 
 FIXTURE_DIR = Path(__file__).parent / "fixtures" / "tariffs_kernel"
 DEFAULT = load_tariff_set()

@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clearing.fast import match_and_price_fast
-from clearing.generate import generate
 from clearing.partition import (
     card_partitions,
     local_client,
@@ -18,6 +17,7 @@ from clearing.partition import (
     split_by_card,
 )
 from tariffs.load import load_tariff_set
+from tongka.testing.generate import generate
 
 DAY = dt.date(2026, 11, 24)
 

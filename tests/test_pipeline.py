@@ -28,7 +28,7 @@ from settlement.apportion import allocate
 from settlement.ledger import JournalEntry, Posting, account_balances, positions_from_balances
 
 DAY = dt.date(2026, 11, 24)
-TONGKA = [sys.executable, "-c", "from clearing.cli import run; run()"]
+TONGKA = [sys.executable, "-c", "from tongka.cli import run; run()"]
 
 
 def tongka(home: Path, url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -169,7 +169,7 @@ def test_a_late_batch_is_cleared_and_settled_as_if_it_had_come_on_time(
     ingested = ok(tongka(first, db_url, "ingest", late))
     assert "late" in ingested
     resettled = tongka(first, db_url, "settle", "--date", str(DAY))  # no explicit clear
-    assert "clearing it again" in ok(resettled) + resettled.stderr
+    assert "cleared it again" in ok(resettled) + resettled.stderr
     engine = make_engine(db_url)
     after_late = account_balances(engine)
     with session_factory(engine)() as s:

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 
 from clearing.legs import NO_CHAIN, PENALTY_STATUSES, DebitKind, LegStatus
 from clearing.reference import match_and_price
-from clearing.strategies import tariffs_and_days
 from settlement.apportion import allocate
+from tongka.testing.strategies import tariffs_and_days
 
 # Big generated days are the point: do not fail a run because one is slow or large to draw.
 SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]

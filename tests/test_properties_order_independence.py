@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from clearing.legs import sort_legs
 from clearing.reference import match_and_price
-from clearing.strategies import batches, shuffled, tariffs_and_days
+from tongka.testing.strategies import batches, shuffled, tariffs_and_days
 
 # Big generated days are the point: do not fail a run because one is slow or large to draw.
 SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]

@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from clearing.legs import PENALTY_STATUSES
 from clearing.reference import match_and_price
 from clearing.service_day import service_day_of
-from clearing.strategies import card_days, card_ids, recard, service_days, tariff_sets, world
 from tariffs.load import TariffSet, load_tariff_set
 from tariffs.vocab import Media, Product
+from tongka.testing.strategies import card_days, card_ids, recard, service_days, tariff_sets, world
 
 # Big generated days are the point: do not fail a run because one is slow or large to draw.
 SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]

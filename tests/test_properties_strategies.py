@@ -1,6 +1,6 @@
 """The QA strategies draw what they promise: valid, accepted, de-duplicated taps (SPEC §3-§4).
 
-A property test is only as good as its inputs: if ``clearing.strategies`` drew a stop that is
+A property test is only as good as its inputs: if ``tongka.testing.strategies`` drew a stop that is
 not on its line, or two taps under one duplicate key, every invariant test built on it would
 be testing something the engine never sees.
 """
@@ -15,7 +15,12 @@ from hypothesis import strategies as st
 
 from clearing.accept import check_taps
 from clearing.service_day import day_bounds_ms, day_from_number, service_day_number
-from clearing.strategies import (
+from clearing.taps import ACCOUNT_BASED, TAP_SCHEMA, TapType
+from tariffs.load import TariffSet, load_tariff_set
+from tariffs.registry import FLAT
+from tariffs.validate import check_tariff
+from tariffs.vocab import Media, Product
+from tongka.testing.strategies import (
     VERSION_EDGE,
     batches,
     card_days,
@@ -24,11 +29,6 @@ from clearing.strategies import (
     tariff_sets,
     tariffs_and_days,
 )
-from clearing.taps import ACCOUNT_BASED, TAP_SCHEMA, TapType
-from tariffs.load import TariffSet, load_tariff_set
-from tariffs.registry import FLAT
-from tariffs.validate import check_tariff
-from tariffs.vocab import Media, Product
 
 # Big generated days are the point: do not fail a run because one is slow or large to draw.
 SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]

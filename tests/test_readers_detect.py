@@ -25,7 +25,7 @@ from readers.registry import (
     format_descriptions,
     get_adapter,
 )
-from readers.synth import sample_taps, write_raw
+from tongka.testing.synth import sample_taps, write_raw
 
 CONFIG = ReaderConfig.demo()
 FORMATS = ("card", "nfc", "wearable", "ssc", "qr")
@@ -118,14 +118,14 @@ def test_format_descriptions_list_every_format_in_order() -> None:
 
 
 def test_the_adapters_do_not_import_the_writers() -> None:
-    # Adapters parse; writers write: readers.synth imports the adapters, never the reverse.
+    # Adapters parse; writers write: tongka.testing.synth imports the adapters, never the reverse.
     for path in sorted((ROOT / "readers").glob("*.py")):
         if path.name == "synth.py":
             continue
         tree = ast.parse(path.read_text())
         imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-        assert "readers.synth" not in imported, path.name
+        assert "tongka.testing.synth" not in imported, path.name
 
 
 def test_the_formats_page_names_the_codes_and_the_limit_the_code_has() -> None:

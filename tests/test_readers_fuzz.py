@@ -20,7 +20,7 @@ from readers.base import ParseResult
 from readers.codes import ROW_CODES
 from readers.config import ReaderConfig
 from readers.registry import get_adapter
-from readers.synth import sample_taps, write_raw
+from tongka.testing.synth import sample_taps, write_raw
 
 CONFIG = ReaderConfig.demo()
 FORMATS = ("card", "nfc", "wearable", "ssc", "qr")

@@ -1,4 +1,4 @@
-"""A generated day (clearing.generate) written in the raw formats reads back as the same day:
+"""A generated day (tongka.testing.generate) written in the raw formats reads back as the same day:
 every tap a format can express comes back, corrupt rows included, and nothing else."""
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from clearing.generate import generate
 from clearing.taps import TAP_COLUMNS
 from readers.config import ReaderConfig, ReaderConfigError
 from readers.registry import detect_format, get_adapter
-from readers.synth import write_raw
 from tariffs.load import load_tariff_set
 from tariffs.vocab import Media, Product
+from tongka.testing.generate import generate
+from tongka.testing.synth import write_raw
 
 DAY = dt.date(2026, 11, 24)
 CONFIG = ReaderConfig.demo()

@@ -21,14 +21,14 @@ from sqlalchemy import MetaData, select
 from sqlalchemy.engine import Engine
 
 from clearing.db import make_engine, upgrade
-from clearing.generate import generate_day
 from clearing.ingest import ingest_taps
 from clearing.reference import match_and_price
 from readers.config import ReaderConfig
 from readers.registry import detect_format, get_adapter
-from readers.synth import identities, write_raw
 from readers.tunion import FIELDS
 from tariffs.load import load_tariff_set
+from tongka.testing.generate import generate_day
+from tongka.testing.synth import identities, write_raw
 
 DAY = dt.date(2026, 11, 24)
 CONFIG = ReaderConfig.demo()

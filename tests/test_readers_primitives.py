@@ -25,7 +25,7 @@ from readers.columns import (
 )
 from readers.fields import iso_ms, ssn_check_ok
 from readers.mac import hmac_messages, hmac_rows
-from readers.synth import social_security_numbers
+from tongka.testing.synth import social_security_numbers
 
 CST = dt.timezone(dt.timedelta(hours=8))
 

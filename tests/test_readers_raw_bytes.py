@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from readers.base import ParseResult
 from readers.config import ReaderConfig
 from readers.registry import get_adapter
-from readers.synth import sample_taps, write_raw
 from readers.tunion import FIELDS
+from tongka.testing.synth import sample_taps, write_raw
 
 CONFIG = ReaderConfig.demo()
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "readers"

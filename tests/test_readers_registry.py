@@ -12,7 +12,7 @@ from clearing.errors import InputError
 from readers.base import Adapter, RawWriter
 from readers.config import ReaderConfig
 from readers.registry import ENTRY_POINT_GROUP, adapter_names, detect_format, get_adapter
-from readers.synth import sample_taps, write_raw
+from tongka.testing.synth import sample_taps, write_raw
 
 CONFIG = ReaderConfig.demo()
 

@@ -12,9 +12,9 @@ import pytest
 from clearing.taps import TAP_COLUMNS
 from readers.config import ReaderConfig
 from readers.registry import adapter_names, detect_format, get_adapter
-from readers.synth import sample_taps, write_raw
 from readers.tokenise import card_message, token
 from tariffs.vocab import Media
+from tongka.testing.synth import sample_taps, write_raw
 
 CONFIG = ReaderConfig.demo()
 FORMATS = ("card", "nfc", "wearable", "ssc", "qr")
@@ -88,7 +88,7 @@ def test_batch_declares_its_operator_and_day(fmt: str, tmp_path: Path) -> None:
 def test_card_id_is_the_spec_hmac_of_issuer_and_number(fmt: str, tmp_path: Path) -> None:
     """SPEC §3: first 8 bytes, big-endian, of HMAC-SHA256(key, "<issuer>:<number>")."""
     taps, paths = _written(fmt, tmp_path, n=50)
-    from readers.synth import identities
+    from tongka.testing.synth import identities
 
     ids = identities(taps)
     key = CONFIG.pii_key_bytes()

@@ -16,9 +16,9 @@ from readers.codes import ROW_CODES
 from readers.config import ReaderConfig
 from readers.qr import encode_code
 from readers.registry import get_adapter
-from readers.synth import identities, sample_taps, write_raw
 from readers.tunion import BLOCK_WIDTH, FIELDS, RECORD_WIDTH, expected_tacs, tac_hex
 from tariffs.vocab import Media
+from tongka.testing.synth import identities, sample_taps, write_raw
 
 CONFIG = ReaderConfig.demo()
 DAY = dt.date(2026, 11, 24)

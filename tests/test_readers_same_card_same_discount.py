@@ -15,9 +15,9 @@ from clearing.service_day import local_ms
 from clearing.taps import ACCOUNT_BASED, TapType, taps_table
 from readers.config import ReaderConfig
 from readers.registry import detect_format, get_adapter
-from readers.synth import write_raw
 from tariffs.load import load_tariff_set
 from tariffs.vocab import Media, Product
+from tongka.testing.synth import write_raw
 
 DAY = dt.date(2026, 11, 24)
 HUANGSHI_BUS = 201

@@ -13,7 +13,7 @@ import pytest
 from clearing.taps import FULL_TAP_SCHEMA, TAP_SCHEMA, with_optional_columns
 from readers.config import ReaderConfig
 from readers.registry import detect_format, get_adapter
-from readers.synth import sample_taps, write_raw
+from tongka.testing.synth import sample_taps, write_raw
 
 CONFIG = ReaderConfig.demo()
 DAY = dt.date(2026, 11, 24)

@@ -1,5 +1,5 @@
 """SPEC v1.2 §10 risk signals: each rule on a short tap script, the kernels against their twin,
-and precision and recall on generated days with planted cases (clearing.generate_risk)."""
+and precision and recall on generated days with planted cases (tongka.testing.generate_risk)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clearing.fast import match_and_price_fast
-from clearing.generate import generate
-from clearing.generate_risk import plant, truth_of, with_balances
-from clearing.kernel_registry import RISK_KERNELS, KernelCase
 from clearing.legs import DebitKind
 from clearing.risk import (
     EarlierKeys,
@@ -26,9 +23,12 @@ from clearing.risk import (
 )
 from clearing.risk_reference import haversine_metres
 from clearing.service_day import local_ms
-from clearing.strategies import days
 from clearing.tapstore import KEY_COLUMNS
 from tariffs.load import load_tariff_set
+from tongka.testing.generate import generate
+from tongka.testing.generate_risk import plant, truth_of, with_balances
+from tongka.testing.kernel_registry import RISK_KERNELS, KernelCase
+from tongka.testing.strategies import days
 
 T = load_tariff_set()
 DAY = dt.date(2026, 11, 24)

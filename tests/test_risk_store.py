@@ -18,8 +18,6 @@ from sqlalchemy import Engine
 
 from clearing.day import clear_day, read_day_legs
 from clearing.fast import match_and_price_fast
-from clearing.generate import OPERATOR_KEY, SERVICE_DAY_KEY, generate
-from clearing.generate_risk import PlantedDay, plant, truth_of
 from clearing.ingest import ingest_file, parse_canonical
 from clearing.risk import DENY_KINDS, RiskKind
 from clearing.risk_store import (
@@ -38,6 +36,8 @@ from settlement.settle import compute_day, settle_day
 from settlement.statements import write_statements
 from tariffs.load import load_tariff_set
 from tariffs.vocab import PartyRole
+from tongka.testing.generate import OPERATOR_KEY, SERVICE_DAY_KEY, generate
+from tongka.testing.generate_risk import PlantedDay, plant, truth_of
 
 T = load_tariff_set()
 REG = T.registry

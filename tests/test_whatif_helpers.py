@@ -15,10 +15,10 @@ import pyarrow as pa
 from sqlalchemy import Engine, inspect, select, table, text
 
 from clearing.fast import match_and_price_fast
-from clearing.generate import generate, write_day
 from clearing.ingest import ingest_file
 from tariffs.gtfs import tariff_toml  # the one TOML writer of tariff models
 from tariffs.load import DEFAULT_TARIFF_DIR, load_tariff_set
+from tongka.testing.generate import generate, write_day
 
 TARIFFS = load_tariff_set()
 

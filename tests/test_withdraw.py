@@ -29,11 +29,11 @@ from clearing.db import alembic_config, make_engine, session_factory, transactio
 from clearing.errors import InputError, StateError
 from clearing.ingest import ALREADY_INGESTED, ingest_file, remove_orphans
 from clearing.service_day import local_ms
-from clearing.strategies import batches as strategy_batches
-from clearing.strategies import days
 from clearing.taps import TapType, taps_table
 from clearing.withdraw import withdraw_batch
 from tariffs.registry import FLAT, load_registry
+from tongka.testing.strategies import batches as strategy_batches
+from tongka.testing.strategies import days
 
 REG = load_registry()
 DAY = dt.date(2026, 11, 24)

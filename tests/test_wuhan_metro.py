@@ -21,7 +21,6 @@ import pyarrow as pa
 import pytest
 
 from clearing.fast import match_and_price_fast
-from clearing.generate import LINE_WEIGHT, generate
 from clearing.legs import LegStatus
 from clearing.reference import match_and_price
 from clearing.service_day import local_ms
@@ -30,6 +29,7 @@ from tariffs.fares import base_fare_network, network_fare
 from tariffs.load import TariffSet, load_tariff_set
 from tariffs.registry import DEFAULT_REGISTRY_DIR, Registry
 from tariffs.vocab import Media, Product
+from tongka.testing.generate import LINE_WEIGHT, generate
 
 DAY = dt.date(2026, 11, 24)  # Wuhan's 2020 version is in force
 METRO, NETWORK, WUHAN_TONG = 102, 1, 1

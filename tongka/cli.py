@@ -1,4 +1,4 @@
-"""The ``tongka`` command line: the imperative shell around ingest, clear, settle and report.
+"""The ``tongka`` command line: parses options, calls the use cases, prints their results.
 
 Exit codes scripts can rely on: 0 success; 1 any other Tongka error; 2 bad input (file
 missing, corrupt, wrong schema, bad option); 3 a state conflict (day not cleared, settlement
@@ -16,7 +16,6 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -31,6 +30,7 @@ from tariffs.errors import TariffError
 
 if TYPE_CHECKING:
     from clearing.settings import Settings
+    from tongka.ingest_files import Outcome
 
 # Start-up time: `tongka --help` must answer at once, so the heavy modules (sqlalchemy,
 # pydantic-settings, pyarrow through the readers) are imported inside the functions that use
@@ -375,8 +375,8 @@ def generate(
 ) -> None:
     """Generate a deterministic synthetic service day: one Parquet batch per operator."""
     from clearing.fast import match_and_price_fast
-    from clearing.generate import generate as generate_taps
-    from clearing.generate import write_day
+    from tongka.testing.generate import generate as generate_taps
+    from tongka.testing.generate import write_day
 
     day = _service_day(date)
     tariffs = _tariffs()
@@ -391,7 +391,7 @@ def generate(
         f"{generated.orphan_exits:,} orphan exits, {generated.overtime:,} overtime trips"
     )
     if raw:
-        from readers.synth import write_raw
+        from tongka.testing.synth import write_raw
 
         paths = write_raw(table, raw, out, _reader_config())
     else:
@@ -435,6 +435,8 @@ def ingest(
     """
     reports = _ingest_files(files, fmt, _service_day(date) if date else None, operator)
     _print_batch_reports(reports)
+    from tongka.ingest_files import RefusedFile
+
     refused = [r for r in reports if isinstance(r, RefusedFile)]
     if len(refused) == len(reports) == 1:
         raise InputError(refused[0].message, code=refused[0].code)
@@ -445,96 +447,24 @@ def ingest(
         )
 
 
-@dataclass(frozen=True, slots=True)
-class RefusedFile:
-    """A file ``tongka ingest`` could not store at all: its row in the outcome table."""
-
-    source_name: str
-    code: str
-    message: str
-
-
 def _ingest_files(
     files: list[Path], fmt: str | None, day: dt.date | None, operator: int | None
-) -> list[Any]:
-    """Ingest each file as its own committed unit; a refused file is reported and the rest go
-    on (one bad file must not leave an operator guessing which of seventy were stored)."""
-    from clearing.ingest import ingest_file
+) -> list[Outcome]:
+    from tongka.ingest_files import ingest_files
 
     engine = _engine()
     tariffs = _tariffs()
-    home = _home()
-    reports: list[Any] = []
     with _step("ingest", total=len(files)) as advance:
-        for path in files:
-            try:
-                if fmt in (None, "canonical", "parquet") and (fmt or path.suffix == ".parquet"):
-                    reports.append(
-                        ingest_file(
-                            engine,
-                            home,
-                            path,
-                            tariffs.registry,
-                            service_day=day,
-                            operator=operator,
-                            input_dir=_settings().input_dir,
-                            tariffs=tariffs,
-                            seal_key=_seal_key(),
-                        )
-                    )
-                else:
-                    reports.append(_ingest_raw(engine, home, path, fmt, day, operator, tariffs))
-            except InputError as exc:
-                reports.append(RefusedFile(path.name, exc.code, str(exc.args[0])))
-            advance(1)
-    return reports
-
-
-def _ingest_raw(
-    engine,
-    home: Path,
-    path: Path,
-    fmt: str | None,
-    day: dt.date | None,  # type: ignore[no-untyped-def]
-    operator: int | None,
-    tariffs,
-) -> Any:
-    import hashlib
-
-    from clearing.ingest import ingest_taps, read_input_bytes
-    from readers.registry import detect_format_bytes, get_adapter
-
-    # Read once: the bytes hashed for the batch's identity are the bytes detected and parsed.
-    data = read_input_bytes(path, input_dir=_settings().input_dir)
-    digest = hashlib.sha256(data).hexdigest()
-    name = fmt or detect_format_bytes(data, name=path.name)
-    result = get_adapter(name).parse_bytes(data, _reader_config(), name=path.name)
-    day = day or result.service_day
-    operator = operator if operator is not None else result.operator
-    if day is None or operator is None:
-        raise InputError(
-            f"{path}: no row could be read, so the batch's service day and operator are unknown: "
-            "pass --date and --operator",
-            code="INPUT_METADATA",
+        return ingest_files(
+            engine, _home(), files, tariffs, _reader_config(), fmt=fmt, day=day,
+            operator=operator, input_dir=_settings().input_dir, seal_key=_seal_key(),
+            on_file=lambda _outcome: advance(1),
         )
-    return ingest_taps(
-        engine,
-        home,
-        result.taps_with_source_rows(),
-        result.errors,
-        file_sha256=digest,
-        source_format=name,
-        source_name=path.name,
-        service_day=day,
-        operator=operator,
-        registry=tariffs.registry,
-        tariffs=tariffs,
-        seal_key=_seal_key(),
-        raw_records=result.raw_records if result.lines is not None else None,
-    )
 
 
 def _print_batch_reports(reports: list[Any]) -> None:
+    from tongka.ingest_files import RefusedFile
+
     table = _table("Batches")
     table.add_column("file", overflow="fold")
     table.add_column("op", justify="right")
@@ -640,45 +570,18 @@ def settle(
 
 
 def _settle(day: dt.date, reason: str) -> Any:
-    """Settle ``day``; a day settled before and changed since is re-settled as a late batch
-    unless the caller names another reason (SPEC §8: adjustments name their reason)."""
-    from clearing.day import clear_day, legs_revision, read_day_legs
-    from clearing.days import DayStatus, day_revision, day_status
-    from clearing.db import session_factory
-    from settlement.ledger import Scope
-    from settlement.payments import write_missing_run_files
-    from settlement.settle import settle_day
+    from tongka.settling import settle as settle_use_case
 
     engine = _engine()
     tariffs = _tariffs()
-    with session_factory(engine)() as session:
-        revision = day_revision(session, day)
-        status = day_status(session, day)
-    if not reason:
-        from settlement.ledger import has_entries
-
-        with session_factory(engine)() as session:
-            settled_before = has_entries(session, day, Scope.DAY)
-        changed = status is DayStatus.NEEDS_SETTLEMENT
-        reason = "late_batch" if settled_before and changed else "initial"
-    cleared = legs_revision(_home(), day)
-    if cleared is not None and cleared != revision:
-        # Batches arrived since the day was cleared (a late batch): price the day afresh, so
-        # settlement never posts legs that miss taps (SPEC §4: never lost).
-        err_console.print(f"day {day} changed since it was cleared: clearing it again")
-        revision = clear_day(_home(), day, tariffs, engine=engine).revision
-    legs = read_day_legs(_home(), day)
-    result = _timed(
-        f"settle {day}",
-        lambda: settle_day(engine, day, legs, tariffs, reason=reason, revision=revision),
+    settled = _timed(
+        f"settle {day}", lambda: settle_use_case(engine, _home(), day, tariffs, reason=reason)
     )
-    # SPEC v1.2 §8: the run's own file, the change only; files of earlier runs are never
-    # rewritten (and one lost to a crash after the commit is written now, from the database)
-    for path in write_missing_run_files(
-        engine, _home(), tariffs.registry, scope=Scope.DAY, period=day
-    ):
+    if settled.recleared:
+        err_console.print(f"day {day} changed since it was cleared: cleared it again first")
+    for path in settled.payment_files:
         err_console.print(f"payment instructions: {path}", markup=False)
-    return result
+    return settled.result
 
 
 def _print_settlement(result: Any) -> None:
@@ -735,57 +638,23 @@ def report(
 
     A day changed since its settlement is reported with a warning, or settled first (--settle).
     """
-    from clearing.day import read_day_legs
-    from clearing.risk_store import read_day_signals
-    from settlement.settle import settle_day
-    from settlement.statements import write_statements
+    from tongka.reporting import write_report
+    from tongka.settling import staleness
 
     day = _service_day(date)
     engine = _engine(read_only=not settle_first)
-    stale = _staleness(engine, _settings().home, day)
+    stale = staleness(engine, _settings().home, day)
     if stale and settle_first:
         _settle(day, "")
         stale = None
     if stale:
         err_console.print(f"warning: {stale}", markup=False, style="yellow")
-    home = _existing_home()
-    legs = read_day_legs(home, day)
     tariffs = _tariffs()
-    result = settle_day(engine, day, legs, tariffs, dry_run=True)
-    signals = read_day_signals(home, day)
+    home = _existing_home()
     paths = _timed(
-        f"report {day}",
-        lambda: write_statements(
-            out, day, legs, result, tariffs.registry, stale=stale, signals=signals
-        ),
+        f"report {day}", lambda: write_report(engine, home, day, out, tariffs, stale=stale)
     )
     console.print(f"{len(paths)} files in {out}")
-
-
-def _staleness(engine: Any, home: Path, day: dt.date) -> str | None:
-    """Why the stored legs of ``day`` no longer show the day, or None when they do."""
-    from clearing.day import legs_revision
-    from clearing.days import DayStatus, day_revision, day_status
-    from clearing.db import session_factory
-    from settlement.ledger import Scope, has_entries
-
-    with session_factory(engine)() as session:
-        revision = day_revision(session, day)
-        status = day_status(session, day)
-        settled_before = has_entries(session, day, Scope.DAY)
-    cleared = legs_revision(home, day)
-    if settled_before and status is DayStatus.NEEDS_SETTLEMENT:
-        return (
-            f"the taps of {day} changed since it was settled (a late or withdrawn batch): "
-            f"these figures are not the settlement; run `tongka settle --date {day}` or "
-            "report with --settle"
-        )
-    if cleared is not None and cleared != revision:
-        return (
-            f"the taps of {day} changed since it was cleared: these figures miss them; run "
-            f"`tongka clear --date {day}` or report with --settle"
-        )
-    return None
 
 
 @app.command()
@@ -1000,20 +869,22 @@ def batches_withdraw(
 ) -> None:
     """Withdraw a batch read wrong: its rows leave the day into the archive, the same file
     can be ingested again, and a settled day is settled again (SPEC v1.2 §4)."""
-    from clearing.withdraw import withdraw_batch
+    from tongka.withdrawal import withdraw
 
-    engine = _engine()
     ref: int | str = int(batch) if batch.isdigit() else batch
-    w = withdraw_batch(engine, _home(), ref, reason=reason)
+    done = withdraw(_engine(), _home(), ref, _tariffs(), reason=reason)
+    w = done.withdrawal
     console.print(
         f"batch {w.batch_id} withdrawn from {w.service_day} (operator {w.operator}): "
         f"{w.accepted:,} taps, {w.duplicates:,} duplicates and {w.quarantined:,} quarantined "
         f"rows archived ({', '.join(w.archived) or 'no files'}); {w.reaccepted:,} rows of "
         f"other batches now accepted, {w.now_duplicates:,} now duplicates"
     )
-    if w.was_settled:
-        console.print(f"{w.service_day} was settled: settling it again")
-        _print_settlement(_settle(w.service_day, "manual_correction"))
+    if done.resettled is not None:
+        console.print(f"{w.service_day} was settled: settled it again")
+        for path in done.resettled.payment_files:
+            err_console.print(f"payment instructions: {path}", markup=False)
+        _print_settlement(done.resettled.result)
 
 
 @quarantine_app.command("list")
@@ -1105,42 +976,15 @@ def ledger_balances_cmd() -> None:
 @ledger_app.command("verify")
 def ledger_verify_cmd() -> None:
     """Every entry balances and the balances equal a fresh recomputation from stored legs."""
-    from clearing.day import read_day_legs
-    from settlement.ledger import verify_ledger
-    from settlement.month_close import month_obligations
-    from settlement.settle import day_recomputer
+    from tongka.ledger_check import verify
 
     tariffs = _tariffs()
-    engine = _engine(read_only=True)
-    home = _existing_home()
-    problems = verify_ledger(
-        engine,
-        day_recomputer(lambda d: read_day_legs(home, d), tariffs),
-        lambda m: month_obligations(_month_legs(m), tariffs, m),
-    )
+    problems = verify(_engine(read_only=True), _existing_home(), tariffs)
     for p in problems:
         err_console.print(p, markup=False)
     if problems:
         raise TongkaError(f"{len(problems)} ledger problems", code="LEDGER_MISMATCH")
     console.print("ledger verified: every entry balances; balances equal a fresh recomputation")
-
-
-def _month_legs(month: dt.date) -> Any:
-    """The stored legs of every cleared day of a calendar month (days never cleared are empty)."""
-    import pyarrow as pa
-
-    from clearing.day import legs_path, read_day_legs
-    from clearing.legs import LEG_SCHEMA
-    from settlement.month_close import month_days
-
-    first, last = month_days(month)
-    tables = []
-    day = first
-    while day <= last:
-        if legs_path(_settings().home, day).exists():
-            tables.append(read_day_legs(_settings().home, day))
-        day += dt.timedelta(days=1)
-    return pa.concat_tables(tables) if tables else LEG_SCHEMA.empty_table()
 
 
 @app.command("close-month")
@@ -1156,9 +1000,8 @@ def close_month_cmd(
     ] = "initial",
 ) -> None:
     """Month close: rebates (operator owes issuer), netted and posted; card-load files."""
-    from settlement.ledger import Scope
-    from settlement.month_close import close_month, parse_month, write_card_loads
-    from settlement.payments import write_missing_run_files
+    from settlement.month_close import parse_month
+    from tongka.months import close
 
     try:
         first = parse_month(month)
@@ -1167,19 +1010,15 @@ def close_month_cmd(
     _service_day(first, "month")
     tariffs = _tariffs()
     engine = _engine()
-    result = _timed(
-        f"close {month}",
-        lambda: close_month(engine, first, _month_legs(first), tariffs, reason=reason),
+    closed = _timed(
+        f"close {month}", lambda: close(engine, _home(), first, tariffs, reason=reason)
     )
-    for path in write_missing_run_files(
-        engine, _home(), tariffs.registry, scope=Scope.MONTH, period=first
-    ):
+    result = closed.result
+    for path in closed.payment_files:
         err_console.print(f"payment instructions: {path}", markup=False)
-    out = _home() / "month-close" / f"{first:%Y-%m}"
-    loads = write_card_loads(out, first, result.rebates)
     console.print(
         f"{len(result.rebates):,} rebates, {sum(r.rebate_fen for r in result.rebates):,}"
-        f" fen; card-load files: {len(loads)} in {out}; entry "
+        f" fen; card-load files: {len(closed.card_load_files)} in {closed.card_load_dir}; entry "
         f"{result.entry_id if result.entry_id is not None else 'none (unchanged)'}"
     )
     _print_positions(f"Month-close net positions {first:%Y-%m} (fen)", result.positions)

@@ -1,6 +1,6 @@
 """Plant each SPEC §10 risk signal into a generated day, with the truth of what was planted.
 
-Takes a generated day's accepted taps (``clearing.generate.generate(...)``, filtered by its
+Takes a generated day's accepted taps (``tongka.testing.generate.generate(...)``, filtered by its
 ``accepted_mask``) and returns them with purses, clones, replays, backward counters and a stale
 reader planted, plus the set of signals they must raise, so tests can measure precision and
 recall: every planted case found, nothing else flagged. Every planted tap is a well-formed

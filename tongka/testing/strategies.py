@@ -13,7 +13,7 @@ tariff version change and the 04:00 service-day boundary.
 Typical use::
 
     from hypothesis import given
-    from clearing.strategies import days, tariffs_and_days
+    from tongka.testing.strategies import days, tariffs_and_days
     from clearing.reference import match_and_price
     from tariffs.load import load_tariff_set
 
