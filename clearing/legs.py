@@ -12,6 +12,8 @@ from dataclasses import dataclass, fields
 
 import pyarrow as pa
 
+from tariffs.vocab import Apportionment  # noqa: F401 - one enum per concept, re-exported
+
 
 class LegStatus(enum.IntEnum):
     """How a leg's taps paired up (SPEC §5)."""
@@ -32,13 +34,6 @@ class DebitKind(enum.IntEnum):
     STORED_VALUE = 0  # every tap debited >= 0: charged is the readers' debits
     ACCOUNT = 1  # every tap debited -1: charged is the computed fare
     MIXED = 2  # MIXED_DEBIT: charged the non-negative debits, reported as an error
-
-
-class Apportionment(enum.IntEnum):
-    """How a chain's revenue is shared between its legs (SPEC §7)."""
-
-    LATER_LEG = 0  # each leg keeps its own charged amount
-    PRO_RATA = 1  # shared by base fare, largest remainder
 
 
 NO_CHAIN = -1  # chain of a penalty leg: penalty legs are in no chain

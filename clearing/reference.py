@@ -24,15 +24,13 @@ from clearing.legs import (
     legs_table,
     sort_legs,
 )
-from clearing.service_day import day_from_number, service_day_number
+from clearing.service_day import MINUTE_MS, day_from_number, service_day_number
 from clearing.taps import ACCOUNT_BASED, TapType
 from tariffs.fares import base_fare_network, cap_for, capped_fare, product_fare, transfer_fare
 from tariffs.load import TariffSet
 from tariffs.model import NetworkFare, TariffVersion, TransferStep
 from tariffs.registry import FLAT, Registry
 from tariffs.vocab import Mode
-
-MINUTE_MS = 60_000
 
 
 @dataclass(frozen=True, slots=True)

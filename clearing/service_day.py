@@ -8,6 +8,7 @@ import numpy as np
 
 CST_OFFSET_MS = 8 * 3600 * 1000  # UTC+8, no daylight saving in any of the nine cities
 DAY_START_MS = 4 * 3600 * 1000  # the operating day runs 04:00 to 03:59 local time
+MINUTE_MS = 60_000
 DAY_MS = 24 * 3600 * 1000
 EPOCH = dt.date(1970, 1, 1)
 

@@ -28,7 +28,7 @@ from tariffs.fares import apply_rate
 from tariffs.load import TariffSet
 from tariffs.model import NetworkFare, TariffVersion
 from tariffs.registry import FLAT, Registry
-from tariffs.vocab import Mode, Product
+from tariffs.vocab import Apportionment, Mode, Product
 
 NO_INDEX = -1  # a raw code with no dense index, a table that does not exist, an unpriced line
 NO_CAP = -1  # cap_fen of a product that has no daily cap
@@ -61,13 +61,6 @@ class FunderKind(enum.IntEnum):
 
     OPERATOR = 0  # the leg's operator: no obligation is posted
     GOVERNMENT = 1  # the tariff area's government owes the operator the component
-
-
-class ApportionmentKind(enum.IntEnum):
-    """SPEC §7; the same integers as ``clearing.legs.Apportionment``."""
-
-    LATER_LEG = 0
-    PRO_RATA = 1
 
 
 STEP_KINDS = {"free": StepKind.FREE, "off_fen": StepKind.OFF_FEN,
@@ -141,7 +134,7 @@ class CompiledTariffs:
     funder_card: np.ndarray  # int8[V, P]: FunderKind of the card discount, by honoured product
     funder_transfer: np.ndarray  # int8[V]: FunderKind of the transfer discount
     funder_cap: np.ndarray  # int8[V]: FunderKind of the cap discount
-    apportionment: np.ndarray  # int8[V]: ApportionmentKind of chains whose first leg v priced
+    apportionment: np.ndarray  # int8[V]: Apportionment of chains whose first leg v priced
     fee_bp: np.ndarray  # int64[O, I]: clearing-fee rate of operator o for issuer i's cards
 
 
@@ -261,7 +254,7 @@ def compile_tariffs(tariffs: TariffSet) -> CompiledTariffs:
         funder_card=out.funder_card,
         funder_transfer=out.funder_transfer,
         funder_cap=out.funder_cap,
-        apportionment=np.array([ApportionmentKind[v.apportionment.upper()] for _, v in versions],
+        apportionment=np.array([Apportionment[v.apportionment.upper()] for _, v in versions],
                                dtype=np.int8),
         fee_bp=fee_bp,
     )

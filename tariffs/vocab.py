@@ -35,6 +35,13 @@ class Media(enum.IntEnum):
     QR_CODE = 5  # account-based QR code
 
 
+class Apportionment(enum.IntEnum):
+    """How a chain's revenue is shared between its legs (SPEC §7)."""
+
+    LATER_LEG = 0  # each leg keeps its own charged amount
+    PRO_RATA = 1  # shared by base fare, largest remainder
+
+
 class PartyRole(enum.IntEnum):
     """The four kinds of party that settlement moves money between (SPEC §2)."""
 

@@ -14,7 +14,6 @@ from clearing.legs import Apportionment
 from tariffs.compile import (
     NO_CAP,
     NO_INDEX,
-    ApportionmentKind,
     CompiledTariffs,
     FunderKind,
     compile_tariffs,
@@ -245,7 +244,7 @@ def check_query(tariffs: TariffSet, ct: CompiledTariffs, q: dict[str, Any]) -> N
     assert ct.funder_card[v, honoured] == FunderKind[funder.upper()]
     assert ct.funder_transfer[v] == FunderKind[version.funders.transfer.upper()]
     assert ct.funder_cap[v] == FunderKind[version.funders.cap.upper()]
-    assert ct.apportionment[v] == ApportionmentKind[version.apportionment.upper()]
+    assert ct.apportionment[v] == Apportionment[version.apportionment.upper()]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -293,8 +292,10 @@ def test_tables_are_read_only_and_ids_round_trip() -> None:
     assert compile_tariffs(DEFAULT) is ct  # cached per set
 
 
-def test_the_apportionment_codes_are_the_legs_codes() -> None:
-    assert {k.name: int(k) for k in ApportionmentKind} == {k.name: int(k) for k in Apportionment}
+def test_the_legs_and_the_tariffs_share_one_apportionment_enum() -> None:
+    import tariffs.vocab
+
+    assert Apportionment is tariffs.vocab.Apportionment
 
 
 def test_fee_rates_are_the_contracts() -> None:

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from clearing.accept import DayRules, day_rules
 from clearing.legs import LegStatus
-from clearing.service_day import day_bounds_ms, day_number
+from clearing.service_day import MINUTE_MS, day_bounds_ms, day_number
 from clearing.taps import ACCOUNT_BASED, TAP_SCHEMA, TapType
 from tariffs.load import TariffSet
 from tariffs.registry import FLAT, Registry
@@ -39,7 +39,6 @@ PriceFn = Callable[[pa.Table, TariffSet], pa.Table]
 SERVICE_DAY_KEY = b"tongka.service_day"  # Parquet schema metadata: "YYYY-MM-DD"
 OPERATOR_KEY = b"tongka.operator"  # Parquet schema metadata: decimal operator code
 
-MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
 CARD_SEQ_PER_DAY = 40  # card_seq advances this much per service day: no card makes 40 taps a day
 DEVICE_SEQ_PER_DAY = 10_000_000  # likewise for a reader's counter

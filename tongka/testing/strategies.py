@@ -38,7 +38,7 @@ import pyarrow as pa
 from hypothesis import strategies as st
 
 from clearing.accept import day_rules
-from clearing.service_day import DAY_MS, day_bounds_ms, service_day_of
+from clearing.service_day import DAY_MS, MINUTE_MS, day_bounds_ms, service_day_of
 from clearing.taps import ACCOUNT_BASED, TAP_SCHEMA, TapType
 from tariffs.load import TariffSet, load_tariff_set
 from tariffs.model import Tariff, TariffVersion
@@ -64,7 +64,6 @@ __all__ = [
     "own_issuer",
 ]
 
-MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
 INT32_MAX = 2**31 - 1
 UINT64_MAX = 2**64 - 1
