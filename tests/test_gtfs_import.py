@@ -132,14 +132,13 @@ single_ride
 
 
 TRANSLINK = {
-    # gtfs.org, Documentation > Schedule > Examples > Fares: "Fare Products", "Zone-Based
-    # Fares" and "Fare Transfers", example TransLink (Vancouver), contactless adult fares: a
-    # 1-zone fare within one zone, 2-zone between neighbouring zones, 3-zone from ZN1 to ZN3;
+    # gtfs.org, Documentation > Schedule > Examples > Fares: "Zone-Based Fares" and "Fare
+    # Transfers", example TransLink (Vancouver), contactless fares as the page lists them in
+    # fare_products.txt: Bus Flat Fare 3.20, 1-Zone Fare 3.20, 2-Zone Fare 4.65, 3-Zone Fare
+    # 6.35 CAD; "a 3-zone fare is for legs that cross all three zones (ZN1 to ZN3)" (the page's
+    # own fare_leg_rules table maps ZN1-ZN3 to the 2-zone product; we follow its text);
     # "Transfers are valid for 90 minutes after fare validation. Bus-to-bus transfers within
-    # this time period are free." The bus flat fare, 3.20 CAD contactless, is the page's
-    # ("Fare Products"); the three zone amounts are TransLink's published adult fares of the
-    # same era, not read off the page (the stored copy shows its structure, not that table),
-    # so they exercise the structure: three distinct zone fares and a flat bus fare.
+    # this time period are free." (Sea Island's rule_priority legs are not used here.)
     "fare_media.txt": """
 fare_media_id,fare_media_name,fare_media_type
 contactless,Contactless,3
@@ -147,9 +146,9 @@ contactless,Contactless,3
     "fare_products.txt": """
 fare_product_id,fare_product_name,fare_media_id,amount,currency
 bus_flat,Bus Flat Fare,contactless,3.20,CAD
-1_zone,1 Zone,contactless,3.15,CAD
-2_zone,2 Zone,contactless,4.55,CAD
-3_zone,3 Zone,contactless,6.20,CAD
+1_zone,1 Zone,contactless,3.20,CAD
+2_zone,2 Zone,contactless,4.65,CAD
+3_zone,3 Zone,contactless,6.35,CAD
 """,
     "fare_leg_rules.txt": """
 leg_group_id,network_id,from_area_id,to_area_id,fare_product_id
@@ -212,7 +211,7 @@ def test_gtfs_org_translink_zones_and_transfers(feed: Path, tmp_path: Path) -> N
     # (free), then a third at 18:31, 91 minutes after it (a new fare).
     card = (Card().metro(7, 0, *z1z1).metro(9, 0, *z1z2).metro(12, 0, *z3z1)
             .bus(17, 0).bus(18, 29, line=2).bus(18, 31, line=3))
-    assert card.fares(ts) == [315, 455, 620, 320, 0, 320]
+    assert card.fares(ts) == [320, 465, 635, 320, 0, 320]
 
 
 def test_translink_transfer_rule_as_imported(feed: Path, tmp_path: Path) -> None:
