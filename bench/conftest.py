@@ -11,7 +11,6 @@ filtered to the rows ingestion accepts (SPEC §4), and cached as Parquet. Timing
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from cache_keys import generator_tag  # bench/cache_keys.py
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 BENCH_DAY = dt.date(2026, 11, 24)
@@ -49,19 +49,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                              scope="session")
 
 
-def _generator_tag() -> str:
-    """Changes whenever the generator or the default tariffs change: the cache follows."""
-    h = hashlib.sha256()
-    root = Path(__file__).resolve().parent.parent
-    for path in [root / "clearing" / "generate.py",
-                 *sorted((root / "tariffs" / "data").rglob("*.*"))]:
-        h.update(path.read_bytes())
-    return h.hexdigest()[:10]
-
-
 def clear_day_file(n: int) -> Path:
     """The cached Parquet day of ``n`` accepted taps (generated on first use)."""
-    path = CACHE / f"clear-{n}-{SEED}-{_generator_tag()}.parquet"
+    path = CACHE / f"clear-{n}-{SEED}-{generator_tag()}.parquet"
     if not path.exists():
         from clearing.fast import match_and_price_fast
         from tariffs.load import load_tariff_set

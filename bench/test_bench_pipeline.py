@@ -16,7 +16,6 @@ never fail on a time.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import os
 import shutil
 import statistics
@@ -30,6 +29,7 @@ from pathlib import Path
 import peers  # bench/peers.py (pytest puts this directory on sys.path)
 import pyarrow.parquet as pq
 import pytest
+from cache_keys import generator_tag  # bench/cache_keys.py
 
 # As bench/conftest.py (not imported: tests/ has a conftest module of the same name).
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,16 +52,6 @@ def pipeline_size(config: pytest.Config) -> int:
 
 def size_label(n: int) -> str:
     return f"{n // 1_000_000}M" if n % 1_000_000 == 0 else f"{n // 1000}k"
-
-
-def _generator_tag() -> str:
-    """Changes whenever the generator or the default tariffs change: the cache follows."""
-    h = hashlib.sha256()
-    generators = [ROOT / "clearing" / "generate.py", ROOT / "tongka" / "testing" / "generate.py"]
-    for path in [*(g for g in generators if g.exists()),
-                 *sorted((ROOT / "tariffs" / "data").rglob("*.*"))]:
-        h.update(path.read_bytes())
-    return h.hexdigest()[:10]
 
 
 HWM_ENV = "TONGKA_BENCH_HWM_FILE"
@@ -88,7 +78,7 @@ def tongka_command() -> list[str]:
 
 def day_batches(n: int) -> list[Path]:
     """The cached batch files of a generated day of ``n`` taps (``tongka generate`` once)."""
-    out = CACHE / f"pipeline-{n}-{SEED}-{_generator_tag()}"
+    out = CACHE / f"pipeline-{n}-{SEED}-{generator_tag()}"
     if not out.exists():
         tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")  # xdist workers may race
         shutil.rmtree(tmp, ignore_errors=True)

@@ -138,7 +138,8 @@ def test_the_formats_page_names_the_codes_and_the_limit_the_code_has() -> None:
     assert MAX_BATCH_BYTES == 1 << 30 and "1 GiB" in stop
     assert "8 GiB" not in README
     sources = "".join(
-        p.read_text() for p in [*(ROOT / "readers").glob("*.py"), ROOT / "clearing" / "ingest.py"]
+        p.read_text()
+        for p in [*(ROOT / "readers").glob("*.py"), ROOT / "clearing" / "input_files.py"]
     )
     for code in file_codes - {"READER_CONFIG"}:
         assert f'"{code}"' in sources, code
