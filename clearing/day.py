@@ -222,11 +222,8 @@ def _tap_sources(data_dir: Path, day: dt.date, engine: Engine | None, n_taps: in
                 select(Batch).where(Batch.tap_path.in_(rels)))}
         files = [(*named.get(rel, (None, rel)), root / rel) for rel in rels]
     else:
-        found = []
-        for f in tapstore.day_dir(root, day).glob("operator=*/*.parquet"):
-            meta = pq.read_schema(f).metadata or {}
-            found.append((int(meta.get(tapstore.META_DAY_SEQ, b"0")), f.name, f))
-        files = [(None, f.relative_to(root).as_posix(), f) for _, _, f in sorted(found)]
+        files = [(None, f.relative_to(root).as_posix(), f)
+                 for f in tapstore.day_files_on_disk(root, day)]
     counts = [pq.read_metadata(f).num_rows if f.is_file() else 0 for _, _, f in files]
     starts = np.cumsum([0, *counts])
     consistent = int(starts[-1]) == n_taps

@@ -28,7 +28,7 @@ from clearing.errors import InputError
 from clearing.legs import DebitKind
 from clearing.sorting import sort_taps
 from clearing.taps import balances
-from clearing.tapstore import _CARD_SEED, _group_kernel, _hash
+from clearing.tapstore import _CARD_SEED, _group_kernel, probe_groups
 
 
 class RiskKind(enum.IntEnum):
@@ -231,24 +231,6 @@ def card_signals(cols: Mapping[str, np.ndarray], lat: np.ndarray, lon: np.ndarra
 # Replays: earlier days' stored keys streamed through a table of the day's card keys
 
 
-@njit(cache=True, nogil=True)
-def _replay_probe(table, k0, k1, k2, s0, s1, s2, seed):  # type: ignore[no-untyped-def]  # pragma: no cover
-    """Per stored key, the first of the day's rows with the same card key (-1: none)."""
-    mask = np.uint64(len(table) - 1)
-    out = np.full(len(s0), -1, np.int64)
-    for i in range(len(s0)):
-        slot = _hash(seed, s0[i], s1[i], s2[i]) & mask
-        while True:
-            j = table[slot]
-            if j < 0:
-                break
-            if k0[j] == s0[i] and k1[j] == s1[i] and k2[j] == s2[i]:
-                out[i] = j
-                break
-            slot = (slot + np.uint64(1)) & mask
-    return out
-
-
 @dataclass(frozen=True, slots=True)
 class ReplayIndex:
     """A hash table over the day's card keys, built once and probed by every stored chunk."""
@@ -273,7 +255,7 @@ class ReplayIndex:
         s = [np.ascontiguousarray(chunk[c]) for c in ("issuer", "card_id", "card_seq")]
         if len(s[0]) == 0 or len(self.keys[0]) == 0:
             return []
-        hit = _replay_probe(self.table, *self.keys, s[0], s[1], s[2], _CARD_SEED)
+        hit = probe_groups(self.table, *self.keys, s[0], s[1], s[2], _CARD_SEED)
         out: list[tuple[int, int]] = []
         for j in np.flatnonzero(hit >= 0).tolist():
             g = int(hit[j])

@@ -326,10 +326,12 @@ def dedup(stored: Iterable[pa.Table | pa.RecordBatch], batch: pa.Table,
     chit = np.zeros(batch.num_rows, dtype=np.bool_)
     for chunk in stored:
         if chunk.num_rows:
-            _probe_kernel(dtab, d[0], d[1], d[2],  # type: ignore[call-arg]
-                          *(_np(chunk, k) for k in DEVICE_KEY), dhit, _DEVICE_SEED)
-            _probe_kernel(ctab, c[0], c[1], c[2],  # type: ignore[call-arg]
-                          *(_np(chunk, k) for k in CARD_KEY), chit, _CARD_SEED)
+            g = probe_groups(dtab, d[0], d[1], d[2], *(_np(chunk, k) for k in DEVICE_KEY),  # type: ignore[call-arg]
+                             _DEVICE_SEED)
+            dhit[g[g >= 0]] = True
+            g = probe_groups(ctab, c[0], c[1], c[2], *(_np(chunk, k) for k in CARD_KEY),  # type: ignore[call-arg]
+                             _CARD_SEED)
+            chit[g[g >= 0]] = True
     return _decide_kernel(candidate, dgroup, cgroup, dhit, chit)
 
 
@@ -383,9 +385,14 @@ def _group_kernel(k0, k1, k2, candidate, seed):  # type: ignore[no-untyped-def] 
 
 
 @njit(cache=True, nogil=True)
-def _probe_kernel(table, k0, k1, k2, s0, s1, s2, hit, seed):  # type: ignore[no-untyped-def]  # pragma: no cover
-    """Mark the batch key groups that stored keys (s0, s1, s2) hit."""
+def probe_groups(table, k0, k1, k2, s0, s1, s2, seed):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """Per stored key (s0, s1, s2), the key group of ``table`` it hits, -1 for none.
+
+    Shared by de-duplication (which groups a stored key blocks) and the replay signal (which
+    of the day's taps an earlier day's key repeats): one probe of the one hash table.
+    """
     mask = np.uint64(len(table) - 1)
+    out = np.full(len(s0), -1, np.int64)
     for i in range(len(s0)):
         slot = _hash(seed, s0[i], s1[i], s2[i]) & mask
         while True:
@@ -393,9 +400,10 @@ def _probe_kernel(table, k0, k1, k2, s0, s1, s2, hit, seed):  # type: ignore[no-
             if j < 0:
                 break
             if k0[j] == s0[i] and k1[j] == s1[i] and k2[j] == s2[i]:
-                hit[j] = True
+                out[i] = j
                 break
             slot = (slot + np.uint64(1)) & mask
+    return out
 
 
 @njit(cache=True, nogil=True)
