@@ -96,9 +96,22 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 @contextmanager
-def transaction(engine: Engine) -> Iterator[Session]:
-    """One unit of work: commit on success, roll back on any error."""
-    with session_factory(engine)() as session, session.begin():
+def transaction(engine: Engine, *, immediate: bool = False) -> Iterator[Session]:
+    """One unit of work: commit on success, roll back on any error.
+
+    ``immediate``: the unit reads then writes (claim a job, refuse a second one), so on SQLite it
+    takes the write lock up front (BEGIN IMMEDIATE) instead of failing when another writer
+    committed between its read and its write.
+    """
+    if not immediate:
+        with session_factory(engine)() as session, session.begin():
+            yield session
+        return
+    with (
+        engine.connect().execution_options(**{SQLITE_IMMEDIATE: True}) as conn,
+        Session(bind=conn, expire_on_commit=False) as session,
+        session.begin(),
+    ):
         yield session
 
 
@@ -138,6 +151,7 @@ APPEND_ONLY_TABLES = (
     "postings",
     "settlement_runs",
     "payment_instructions",
+    "audit_events",  # the service's audit trail (tongka.audit), protected like the ledger
 )
 READ_ONLY_TABLES = ("alembic_version",)
 _INSUFFICIENT_PRIVILEGE = "42501"  # PostgreSQL SQLSTATE: permission denied, must be owner

@@ -45,10 +45,12 @@ db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 batches_app = typer.Typer(no_args_is_help=True, help="Submitted batches, for operators.")
 quarantine_app = typer.Typer(no_args_is_help=True, help="Rejected rows: list, export, resubmit.")
 ledger_app = typer.Typer(no_args_is_help=True, help="The double-entry ledger.")
+keys_app = typer.Typer(no_args_is_help=True, help="API keys of the service (tongka serve).")
 app.add_typer(db_app, name="db")
 app.add_typer(batches_app, name="batches")
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(ledger_app, name="ledger")
+app.add_typer(keys_app, name="keys")
 try:
     from tariffs.cli import app as tariffs_app
 
@@ -688,6 +690,88 @@ def db_upgrade(
     else:
         engine = _engine()
     console.print(f"schema at revision {current_revision(engine)}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port.")] = 8080,
+    demo_keys: Annotated[
+        bool, typer.Option("--demo-keys", help="The demo's public reader keys (demo data only).")
+    ] = False,
+) -> None:
+    """Run the clearing centre over HTTP (FastAPI under uvicorn); docs at /docs."""
+    import uvicorn
+
+    from tongka.service.app import create_app
+    from tongka.service.centre import open_centre
+
+    _database_url()
+    centre = open_centre(_settings(), demo_keys=demo_keys)
+    err_console.print(
+        f"Tongka clearing centre on http://{host}:{port} (API docs at /docs), data in "
+        f"{centre.home}", markup=False,
+    )
+    uvicorn.run(create_app(centre), host=host, port=port, log_level="info", access_log=True)
+
+
+Role = Annotated[
+    str,
+    typer.Option("--role", help="operator, issuer, finance, auditor or admin."),
+]
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Role,
+    operator: Annotated[
+        int | None, typer.Option("--operator", help="The operator code of an operator key.")
+    ] = None,
+    issuer: Annotated[
+        int | None, typer.Option("--issuer", help="The issuer code of an issuer key.")
+    ] = None,
+    label: Annotated[str, typer.Option("--label", help="Whose key this is, for people.")] = "",
+) -> None:
+    """Create an API key; it is printed once and never stored (only a scrypt hash is)."""
+    from tongka.access import Role as Roles
+    from tongka.access import create_key
+
+    if operator is not None and issuer is not None:
+        raise InputError("give --operator or --issuer, not both", code="ROLE_PARTY_MISMATCH")
+    party = operator if operator is not None else issuer
+    wanted = {Roles.OPERATOR: operator, Roles.ISSUER: issuer}
+    if role in wanted and party is not None and wanted[Roles(role)] is None:
+        raise InputError(f"a {role} key takes --{role} N", code="ROLE_PARTY_MISMATCH")
+    created = create_key(_engine(), role, party=party, label=label)
+    err_console.print(
+        f"key {created.info.key_id} for {role}{f':{party}' if party is not None else ''}: "
+        "shown this once, store it now", markup=False,
+    )
+    print(created.key)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """API keys: id, role, party, label, created, revoked (never the secret)."""
+    from tongka.access import list_keys
+
+    table = _table("API keys")
+    for col in ("key id", "role", "party", "label", "created", "revoked"):
+        table.add_column(col)
+    for k in list_keys(_engine(read_only=True)):
+        table.add_row(k.key_id, k.role.value, "" if k.party is None else str(k.party), k.label,
+                      f"{k.created_at:%Y-%m-%d %H:%M}",
+                      "" if k.revoked_at is None else f"{k.revoked_at:%Y-%m-%d %H:%M}")
+    _print_table(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (keys list).")]) -> None:
+    """Revoke an API key for good."""
+    from tongka.access import revoke_key
+
+    info = revoke_key(_engine(), key_id)
+    console.print(f"key {info.key_id} revoked")
 
 
 DEMO_DAY = dt.date(2026, 11, 24)

@@ -4,6 +4,7 @@ payment file."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,20 +39,29 @@ def default_reason(engine: Engine, day: dt.date) -> str:
 
 
 def settle(
-    engine: Engine, home: Path, day: dt.date, tariffs: TariffSet, *, reason: str = ""
+    engine: Engine, home: Path, day: dt.date, tariffs: TariffSet, *, reason: str = "",
+    clear_first: bool = False, progress: Callable[[str], None] | None = None,
 ) -> SettledDay:
     """Settle ``day`` from its complete legs: a day whose taps changed since it was cleared is
     cleared again first, so settlement never posts legs that miss taps (SPEC §4: never lost);
-    then the run's payment instructions go to a file of their own (SPEC v1.2 §8)."""
+    then the run's payment instructions go to a file of their own (SPEC v1.2 §8).
+
+    ``clear_first`` also clears a day never cleared (the service's one-call settlement; the
+    command line keeps ``tongka clear`` a step of its own). ``progress`` hears each step.
+    """
+    say = progress or (lambda _text: None)
     reason = reason or default_reason(engine, day)
     with session_factory(engine)() as session:
         revision = day_revision(session, day)
     cleared = legs_revision(home, day)
     recleared = cleared is not None and cleared != revision
-    if recleared:
+    if recleared or (clear_first and cleared is None):
+        say("clearing: matching and pricing the day's taps")
         revision = clear_day(home, day, tariffs, engine=engine).revision
+    say("settling: obligations, netting and the journal entry")
     legs = read_day_legs(home, day)
     result = settle_day(engine, day, legs, tariffs, reason=reason, revision=revision)
+    say("writing the run's payment file")
     files = write_missing_run_files(engine, home, tariffs.registry, scope=Scope.DAY, period=day)
     return SettledDay(result, recleared, tuple(files))
 
