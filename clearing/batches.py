@@ -34,6 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from clearing import files
 from clearing.db import Base, session_factory
 from clearing.errors import StateError
 from clearing.sealed import quarantine_context, unseal
@@ -270,10 +271,11 @@ def export_quarantine(
     ``tongka quarantine resubmit``. With a key the file may hold personal numbers in clear:
     it is the operator's to protect and delete (docs/pii.md).
     """
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     n = 0
-    with session_factory(engine)() as s, open(tmp, "w", encoding="utf-8") as out:
+    with (
+        session_factory(engine)() as s,
+        files.atomic_file(Path(path), "w", encoding="utf-8") as out,
+    ):
         batches = {b.id: b for b in s.scalars(select(Batch))}
         for q in _quarantine_query(s, batch_id, code, False, None):
             b = batches[q.batch_id]
@@ -285,7 +287,6 @@ def export_quarantine(
                 "raw": _raw_field(q, b.file_sha256, seal_key),
             }, ensure_ascii=False) + "\n")
             n += 1
-    tmp.replace(path)
     return n
 
 

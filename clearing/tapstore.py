@@ -37,8 +37,6 @@ is what keeps de-duplication independent of history.
 from __future__ import annotations
 
 import datetime as dt
-import os
-import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -52,7 +50,7 @@ from sqlalchemy.orm import Session
 from clearing.batches import Batch, BatchStatus
 from clearing.db import session_factory
 from clearing.errors import StateError
-from clearing.parquet_io import TMP_SUFFIX, write_atomic
+from clearing.parquet_io import write_atomic
 from clearing.taps import FULL_TAP_SCHEMA, TAP_SCHEMA, with_optional_columns
 
 TAPS_DIR = "taps"
@@ -153,23 +151,6 @@ def write_batch_dups(data_dir: Path, relpath: str, dups: pa.Table, positions: np
     table = with_optional_columns(dups).append_column(
         DUP_POS, pa.array(np.asarray(positions, dtype=np.int64), pa.int64()))
     return write_atomic(table.replace_schema_metadata(metadata), Path(data_dir) / relpath)
-
-
-def copy_atomic(src: Path, dst: Path) -> Path:
-    """Copy a file wholly or not at all: temporary name, fsync, rename, fsync the directory."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f"{dst.name}.{os.getpid()}{TMP_SUFFIX}")
-    with open(src, "rb") as fin, open(tmp, "wb") as fout:
-        shutil.copyfileobj(fin, fout)
-        fout.flush()
-        os.fsync(fout.fileno())
-    os.replace(tmp, dst)
-    fd = os.open(dst.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return dst
 
 
 # --------------------------------------------------------------------------- reading

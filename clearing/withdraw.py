@@ -42,6 +42,7 @@ from clearing.batches import Batch, BatchStatus, QuarantinedRow, QuarantineStatu
 from clearing.days import DayStatus, day_revision, day_status, lock_days, mark_needs_settlement
 from clearing.db import session_factory, transaction
 from clearing.errors import InputError, StateError
+from clearing.files import copy as copy_file
 
 MAX_REASON = 2_000
 
@@ -140,7 +141,7 @@ def _archive(s: Session, root: Path, b: Batch, reason: str, files: _Files) -> tu
         if rel is None:
             continue
         target = tapstore.archive_relpath(rel, b.id)
-        files.written.append(tapstore.copy_atomic(root / rel, root / target))
+        files.written.append(copy_file(root / rel, root / target))
         files.replaced.append(root / rel)
         setattr(b, attr, target)
         archived.append(target)

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import Engine
 
+from clearing import files
 from clearing.errors import StateError
 from clearing.legs import PENALTY_STATUSES
 from clearing.service_day import day_number
@@ -288,8 +289,7 @@ def write_card_loads(
     paths = []
     for iss, rows in sorted(by_issuer.items()):
         path = out_dir / f"card-loads-{month:%Y-%m}-ISS-{iss}{suffix}.csv"
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+        with files.atomic_file(path, "w", encoding="utf-8", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(CARD_LOAD_FIELDS)
             for r in sorted(rows):
@@ -305,7 +305,6 @@ def write_card_loads(
                         cny(r.rebate_fen),
                     ]
                 )
-        tmp.replace(path)
         paths.append(path)
     return paths
 

@@ -16,14 +16,13 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import os
-import tempfile
 from pathlib import Path
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from clearing.errors import StateError
+from clearing.files import create_once
 from settlement.ledger import Run, Scope, load_runs, period_label
 from settlement.netting import Direction, Instruction
 from settlement.parties import CENTRE, Party, party_name
@@ -119,7 +118,7 @@ def write_run_file(home: Path, run: Run, registry: Registry | None = None) -> Pa
     data = render_run(run, registry)
     if not path.exists():
         try:
-            _create_once(path, data)
+            create_once(path, data)
             return path
         except FileExistsError:  # another writer made it between our look and our link
             pass
@@ -130,35 +129,6 @@ def write_run_file(home: Path, run: Run, registry: Registry | None = None) -> Pa
             "(a data directory of another database, or an edited file?)",
         )
     return path
-
-
-def _create_once(path: Path, data: bytes) -> None:
-    """Create ``path`` with ``data`` atomically, never replacing a file: the bytes go to a
-    temporary file that is fsynced and then hard-linked to the name (link fails if the name
-    exists), and the directory is fsynced so the name survives a crash."""
-    new_dirs = [d for d in reversed(path.parents) if not d.exists()]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.link(tmp, path)
-    finally:
-        os.unlink(tmp)
-    for directory in {path.parent, *(d.parent for d in new_dirs)}:
-        _fsync_dir(directory)
-
-
-def _fsync_dir(directory: Path) -> None:
-    if os.name != "posix":  # directories cannot be opened for fsync elsewhere
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_missing_run_files(

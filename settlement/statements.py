@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 from markupsafe import Markup
 
+from clearing import files
 from clearing.errors import InputError
 from settlement.amounts import CURRENCY, yuan
 from settlement.apportion import allocate
@@ -560,17 +561,13 @@ def _namer(registry: Registry | None) -> Callable[[Party], str]:
 
 
 def _write(path: Path, text: str) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return files.write_text(path, text)
 
 
 def _write_csv(
     path: Path, day: dt.date, party: Party, result: SettlementResult, names: Callable[[Party], str]
 ) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as fh:
+    with files.atomic_file(path, "w", encoding="utf-8", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(STATEMENT_FIELDS)
         for cp, ob, amount in party_obligations(party, result.obligations):
@@ -589,7 +586,6 @@ def _write_csv(
             )
         net = result.positions.get(party, 0)
         w.writerow([day.isoformat(), party.tag, names(party), "", "", "net", "net", net, yuan(net)])
-    tmp.replace(path)
     return path
 
 
@@ -603,8 +599,7 @@ def _write_overview_csv(
     """The overview as CSV: ``*_fen`` raw integers for machines, ``*_cny`` written for people;
     a stale report's warning is the first line, a ``#`` comment, ahead of the header."""
     payments = {p.party: p for p in result.payments}
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as fh:
+    with files.atomic_file(path, "w", encoding="utf-8", newline="") as fh:
         if stale is not None:
             fh.write(f"# WARNING: {one_line(stale)}\n")
         w = csv.writer(fh)
@@ -634,5 +629,4 @@ def _write_overview_csv(
                     yuan(p.amount_fen if p else 0),
                 ]
             )
-    tmp.replace(path)
     return path

@@ -19,6 +19,7 @@ from pathlib import Path
 import jinja2
 from markupsafe import Markup
 
+from clearing import files
 from settlement.amounts import CURRENCY, yuan
 from settlement.charts import signed_chart
 from settlement.parties import parse_tag, party_name
@@ -43,7 +44,7 @@ def write_report(result: WhatIfResult, registry: Registry, out_dir: Path) -> lis
              _write_csv(out_dir / HISTOGRAM_CSV, [("change_fen", "legs"),
                                                   *result.histogram.items()])]
     page = out_dir / HTML
-    page.write_text(render_html(result, registry), encoding="utf-8")
+    files.write_text(page, render_html(result, registry))
     return [page, *paths]
 
 
@@ -96,7 +97,7 @@ def _leg_rows(result: WhatIfResult) -> list[Sequence[object]]:
 
 
 def _write_csv(path: Path, rows: Sequence[Sequence[object]]) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as f:
+    with files.atomic_file(path, "w", encoding="utf-8", newline="") as f:
         csv.writer(f).writerows(rows)
     return path
 
