@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup demo test test-deep bench lint lock clean
+.PHONY: setup demo serve test test-deep bench lint lock clean
 
 # Installs exactly the versions in requirements.lock (the ones CI tested), within pyproject's ranges.
 $(STAMP): pyproject.toml requirements.lock
@@ -17,6 +17,13 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/tongka demo
+
+# The clearing centre over HTTP on a demo day kept in .tongka-demo (made on first use);
+# create keys with: .venv/bin/tongka --data-dir .tongka-demo keys create --role finance
+DEMO_HOME := .tongka-demo
+serve: $(STAMP)
+	test -d $(DEMO_HOME) || $(BIN)/tongka demo --keep $(DEMO_HOME)
+	$(BIN)/tongka --data-dir $(DEMO_HOME) serve --demo-keys
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q
