@@ -19,9 +19,11 @@ import pyarrow as pa
 from clearing.errors import RowError
 from clearing.service_day import day_bounds_ms
 from clearing.taps import ACCOUNT_BASED, TAP_COLUMNS, TapType
-from tariffs.compile import EPOCH, NO_INDEX, PriceKind, compile_tariffs, lookup_version
+from tariffs.compile import EPOCH, NO_INDEX, PriceKind, compile_tariffs
+from tariffs.error_codes import ErrorCode
 from tariffs.load import TariffSet, load_tariff_set
 from tariffs.registry import FLAT, Registry
+from tariffs.rules import version_in_force
 from tariffs.vocab import Media, Product
 
 
@@ -29,37 +31,37 @@ from tariffs.vocab import Media, Product
 class Check:
     """One acceptance check: its stable code and the field it concerns."""
 
-    code: str
+    code: ErrorCode
     field: str
 
 
 # SPEC §4: a row failing several checks is reported with the first, in exactly this order.
 # MISSING_VALUE comes first because no other check can look at a null.
 CHECKS: tuple[Check, ...] = (
-    Check("MISSING_VALUE", ""),
-    Check("UNKNOWN_OPERATOR", "operator"),
-    Check("UNKNOWN_ISSUER", "issuer"),
-    Check("UNKNOWN_CITY", "city"),
-    Check("UNKNOWN_LINE", "line"),
-    Check("UNKNOWN_STOP", "stop"),
-    Check("BAD_TAP_TYPE", "tap_type"),
-    Check("BAD_PRODUCT", "product"),
-    Check("BAD_MEDIA", "media"),
-    Check("OUTSIDE_SERVICE_DAY", "ts_ms"),
-    Check("STOP_NOT_ON_LINE", "stop"),
-    Check("STOP_ZERO_ON_NETWORK", "stop"),
-    Check("BAD_DEBIT", "debited_fen"),
-    Check("CITY_MISMATCH", "city"),
-    Check("TAP_TYPE_LINE_MISMATCH", "tap_type"),
+    Check(ErrorCode.MISSING_VALUE, ""),
+    Check(ErrorCode.UNKNOWN_OPERATOR, "operator"),
+    Check(ErrorCode.UNKNOWN_ISSUER, "issuer"),
+    Check(ErrorCode.UNKNOWN_CITY, "city"),
+    Check(ErrorCode.UNKNOWN_LINE, "line"),
+    Check(ErrorCode.UNKNOWN_STOP, "stop"),
+    Check(ErrorCode.BAD_TAP_TYPE, "tap_type"),
+    Check(ErrorCode.BAD_PRODUCT, "product"),
+    Check(ErrorCode.BAD_MEDIA, "media"),
+    Check(ErrorCode.OUTSIDE_SERVICE_DAY, "ts_ms"),
+    Check(ErrorCode.STOP_NOT_ON_LINE, "stop"),
+    Check(ErrorCode.STOP_ZERO_ON_NETWORK, "stop"),
+    Check(ErrorCode.BAD_DEBIT, "debited_fen"),
+    Check(ErrorCode.CITY_MISMATCH, "city"),
+    Check(ErrorCode.TAP_TYPE_LINE_MISMATCH, "tap_type"),
     # SPEC §4 "Acceptance guarantees pricing" and "Debit plausibility": after all the checks
     # above, against the batch's declared service day. NO_TARIFF_VERSION concerns ts_ms, not
     # city: the tariff area is the line's operator's city (SPEC §5), which the tap's city need
     # not be (Line 11 into Ezhou), and what has no version is the day the tap lies in.
-    Check("NO_TARIFF_VERSION", "ts_ms"),
-    Check("UNPRICEABLE_LINE", "line"),
-    Check("DEBIT_TOO_HIGH", "debited_fen"),
+    Check(ErrorCode.NO_TARIFF_VERSION, "ts_ms"),
+    Check(ErrorCode.UNPRICEABLE_LINE, "line"),
+    Check(ErrorCode.DEBIT_TOO_HIGH, "debited_fen"),
 )
-CODES: tuple[str, ...] = tuple(c.code for c in CHECKS)
+CODES: tuple[ErrorCode, ...] = tuple(c.code for c in CHECKS)
 
 
 DENSE_LIMIT = 1 << 24  # a direct-address table up to 16M slots (64 MB) beats binary search
@@ -165,8 +167,8 @@ def _lookup(registry: Registry) -> _Lookup:
 PRICEABLE = 0  # the tariff set in force prices the tap
 NO_TARIFF_VERSION = 1  # no version of the line's tariff area is in force on the service day
 UNPRICEABLE_LINE = 2  # the version in force prices no fare (or no ORDINARY price) for the line
-PRICING_CODES: dict[int, str] = {NO_TARIFF_VERSION: "NO_TARIFF_VERSION",
-                                 UNPRICEABLE_LINE: "UNPRICEABLE_LINE"}
+PRICING_CODES: dict[int, ErrorCode] = {NO_TARIFF_VERSION: ErrorCode.NO_TARIFF_VERSION,
+                                       UNPRICEABLE_LINE: ErrorCode.UNPRICEABLE_LINE}
 
 
 @dataclass(frozen=True, eq=False)
@@ -240,7 +242,9 @@ def day_rules(tariffs: TariffSet, day: dt.date) -> DayRules:
     n_areas = len(ct.area_codes)
     number = (day - EPOCH).days
     # the kernels' own version lookup, once per area (nine of them) and day
-    version = np.array([lookup_version(ct, a, number) for a in range(n_areas)], dtype=np.int64)
+    version = np.array([version_in_force(ct.version_valid_from, int(ct.area_version_start[a]),
+                                         int(ct.area_version_stop[a]), number)
+                        for a in range(n_areas)], dtype=np.int64)
     max_leg = np.full(n_areas, -1, dtype=np.int64)
     for a in np.flatnonzero(version >= 0):
         fares = ct.line_fare[version[a]]
@@ -330,28 +334,28 @@ def check_taps(
     pricing = rules.status(op, cols["line"])
     debit = cols["debited_fen"]
 
-    failing: dict[str, Callable[[], np.ndarray]] = {
-        "MISSING_VALUE": lambda: null_any,
-        "UNKNOWN_OPERATOR": lambda: ~lk.operator_known[op],
-        "UNKNOWN_ISSUER": lambda: ~lk.issuer_known[cols["issuer"]],
-        "UNKNOWN_CITY": lambda: ~city_known,
-        "UNKNOWN_LINE": lambda: ~line_known,
-        "UNKNOWN_STOP": lambda: ~zero & ~stop_known,
-        "BAD_TAP_TYPE": lambda: ~np.isin(tap_type, [int(t) for t in TapType]),
-        "BAD_PRODUCT": lambda: ~np.isin(cols["product"], [int(p) for p in Product]),
-        "BAD_MEDIA": lambda: ~np.isin(cols["media"], [int(m) for m in Media]),
-        "OUTSIDE_SERVICE_DAY": lambda: (ts < start) | (ts >= end),
-        "STOP_NOT_ON_LINE": lambda: ~zero & ~on_line,
-        "STOP_ZERO_ON_NETWORK": lambda: zero & ~flat_line,
-        "BAD_DEBIT": lambda: cols["debited_fen"] < ACCOUNT_BASED,
-        "CITY_MISMATCH": lambda: city != expected_city,
-        "TAP_TYPE_LINE_MISMATCH": lambda: np.where(
+    failing: dict[ErrorCode, Callable[[], np.ndarray]] = {
+        ErrorCode.MISSING_VALUE: lambda: null_any,
+        ErrorCode.UNKNOWN_OPERATOR: lambda: ~lk.operator_known[op],
+        ErrorCode.UNKNOWN_ISSUER: lambda: ~lk.issuer_known[cols["issuer"]],
+        ErrorCode.UNKNOWN_CITY: lambda: ~city_known,
+        ErrorCode.UNKNOWN_LINE: lambda: ~line_known,
+        ErrorCode.UNKNOWN_STOP: lambda: ~zero & ~stop_known,
+        ErrorCode.BAD_TAP_TYPE: lambda: ~np.isin(tap_type, [int(t) for t in TapType]),
+        ErrorCode.BAD_PRODUCT: lambda: ~np.isin(cols["product"], [int(p) for p in Product]),
+        ErrorCode.BAD_MEDIA: lambda: ~np.isin(cols["media"], [int(m) for m in Media]),
+        ErrorCode.OUTSIDE_SERVICE_DAY: lambda: (ts < start) | (ts >= end),
+        ErrorCode.STOP_NOT_ON_LINE: lambda: ~zero & ~on_line,
+        ErrorCode.STOP_ZERO_ON_NETWORK: lambda: zero & ~flat_line,
+        ErrorCode.BAD_DEBIT: lambda: cols["debited_fen"] < ACCOUNT_BASED,
+        ErrorCode.CITY_MISMATCH: lambda: city != expected_city,
+        ErrorCode.TAP_TYPE_LINE_MISMATCH: lambda: np.where(
             flat_line, tap_type != TapType.FLAT, tap_type == TapType.FLAT
         ),
-        "NO_TARIFF_VERSION": lambda: pricing == NO_TARIFF_VERSION,
-        "UNPRICEABLE_LINE": lambda: pricing == UNPRICEABLE_LINE,
+        ErrorCode.NO_TARIFF_VERSION: lambda: pricing == NO_TARIFF_VERSION,
+        ErrorCode.UNPRICEABLE_LINE: lambda: pricing == UNPRICEABLE_LINE,
         # SPEC §4: a stored-value tap (debit >= 0) may debit at most one leg's worst case.
-        "DEBIT_TOO_HIGH": lambda: (debit >= 0) & (debit > rules.max_leg(op)),
+        ErrorCode.DEBIT_TOO_HIGH: lambda: (debit >= 0) & (debit > rules.max_leg(op)),
     }
     first = np.zeros(n, dtype=np.int8)  # 0 = accepted, k = 1 + index in CHECKS of the failure
     undecided = np.ones(n, dtype=bool)
@@ -385,55 +389,55 @@ def _row_errors(
     return errors
 
 
-def _message(code: str, r: dict, field: str, lk: _Lookup, rules: DayRules) -> str:
+def _message(code: ErrorCode, r: dict, field: str, lk: _Lookup, rules: DayRules) -> str:
     """Words an operator can act on, naming the offending values."""
     day = rules.day
     line = f"line {r['line']} of operator {r['operator']}"
     area = int(lk.operator_city[r["operator"]]) if 0 <= r["operator"] < 1 << 16 else 0
     match code:
-        case "MISSING_VALUE":
+        case ErrorCode.MISSING_VALUE:
             return f"{field} is empty"
-        case "UNKNOWN_OPERATOR":
+        case ErrorCode.UNKNOWN_OPERATOR:
             return f"operator {r['operator']} is not in the registry"
-        case "UNKNOWN_ISSUER":
+        case ErrorCode.UNKNOWN_ISSUER:
             return f"issuer {r['issuer']} is not in the registry"
-        case "UNKNOWN_CITY":
+        case ErrorCode.UNKNOWN_CITY:
             return f"city {r['city']} is not a city of the circle"
-        case "UNKNOWN_LINE":
+        case ErrorCode.UNKNOWN_LINE:
             return f"{line} is not in the registry"
-        case "UNKNOWN_STOP":
+        case ErrorCode.UNKNOWN_STOP:
             return f"stop {r['stop']} is not in the registry"
-        case "BAD_TAP_TYPE":
+        case ErrorCode.BAD_TAP_TYPE:
             return f"tap_type {r['tap_type']} is not 0 FLAT, 1 ENTRY or 2 EXIT"
-        case "BAD_PRODUCT":
+        case ErrorCode.BAD_PRODUCT:
             return f"product {r['product']} is not one of 0-{max(Product)}"
-        case "BAD_MEDIA":
+        case ErrorCode.BAD_MEDIA:
             return f"media {r['media']} is not one of 0-{max(Media)}"
-        case "OUTSIDE_SERVICE_DAY":
+        case ErrorCode.OUTSIDE_SERVICE_DAY:
             return (f"ts_ms {r['ts_ms']} is outside the batch's service day {day} "
                     "(04:00 to 04:00 China Standard Time)")
-        case "STOP_NOT_ON_LINE":
+        case ErrorCode.STOP_NOT_ON_LINE:
             return f"stop {r['stop']} is not on {line}"
-        case "STOP_ZERO_ON_NETWORK":
+        case ErrorCode.STOP_ZERO_ON_NETWORK:
             return f"stop 0 (unknown) is allowed only on flat lines; {line} is entry-exit"
-        case "BAD_DEBIT":
+        case ErrorCode.BAD_DEBIT:
             return (f"debited_fen {r['debited_fen']} is negative "
                     "(only -1, account-based, is allowed)")
-        case "CITY_MISMATCH":
+        case ErrorCode.CITY_MISMATCH:
             return (f"city {r['city']} is not the city of stop {r['stop']}"
                     if r["stop"] else
                     f"city {r['city']} is not the city of operator {r['operator']} (stop 0)")
-        case "TAP_TYPE_LINE_MISMATCH":
+        case ErrorCode.TAP_TYPE_LINE_MISMATCH:
             kind = TapType(r["tap_type"]).name
             return f"a {kind} tap on {line}, which is {'entry-exit' if kind == 'FLAT' else 'flat'}"
-        case "NO_TARIFF_VERSION":
+        case ErrorCode.NO_TARIFF_VERSION:
             return (f"no tariff version of tariff area {area} (the city of operator "
                     f"{r['operator']}) is in force on the batch's service day {day}: check the "
                     "batch's day, or have the tariff set give the area a version valid then")
-        case "UNPRICEABLE_LINE":
+        case ErrorCode.UNPRICEABLE_LINE:
             return (f"the tariff set prices no fare for {line} on {day} (no flat fare, no "
                     "network fares or no ordinary price for its mode): the tap cannot be priced")
-        case "DEBIT_TOO_HIGH":
+        case ErrorCode.DEBIT_TOO_HIGH:
             bound = int(rules.max_leg(np.array([r["operator"]]))[0])
             return (f"debited_fen {r['debited_fen']} is more than one leg can cost in tariff "
                     f"area {area} on {day} ({bound} fen, the largest flat fare or network "

@@ -38,6 +38,7 @@ from clearing import files
 from clearing.db import Base, session_factory
 from clearing.errors import StateError
 from clearing.sealed import quarantine_context, unseal
+from tariffs.error_codes import ErrorCode
 
 ID = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER keys only
 
@@ -192,18 +193,19 @@ def find_batch(session: Session, batch: int | str) -> Batch:
     if isinstance(batch, int) or (isinstance(batch, str) and batch.isdigit() and len(batch) < 8):
         found = session.get(Batch, int(batch))
         if found is None:
-            raise StateError(f"no batch with id {batch}", code="BATCH_NOT_FOUND")
+            raise StateError(f"no batch with id {batch}", code=ErrorCode.BATCH_NOT_FOUND)
         return found
     prefix = str(batch).lower()
     if len(prefix) < 8:
         raise StateError(f"batch {batch!r}: give an id or at least 8 hex digits of its SHA-256",
-                         code="BATCH_NOT_FOUND")
+                         code=ErrorCode.BATCH_NOT_FOUND)
     rows = list(session.scalars(select(Batch).where(Batch.file_sha256.startswith(prefix))))
     if len(rows) > 1:
         # the same bytes withdrawn, then submitted again: the prefix means the live batch
         rows = [b for b in rows if b.status != BatchStatus.WITHDRAWN]
     if len(rows) != 1:
-        raise StateError(f"no batch or several batches match {batch!r}", code="BATCH_NOT_FOUND")
+        raise StateError(f"no batch or several batches match {batch!r}",
+                         code=ErrorCode.BATCH_NOT_FOUND)
     return rows[0]
 
 

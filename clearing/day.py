@@ -11,9 +11,15 @@ longer price some of them, the day stays uncleared with ``DAY_UNPRICEABLE`` nami
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -21,11 +27,14 @@ import pyarrow.parquet as pq
 from sqlalchemy import Engine
 
 from clearing.accept import PRICING_CODES, day_rules
-from clearing.errors import StateError
+from clearing.errors import ErrorCode, StateError
 from clearing.legs import LEG_SCHEMA
 from clearing.parquet_io import write_atomic
 from clearing.taps import TAP_COLUMNS
 from tariffs.load import TariffSet
+
+if TYPE_CHECKING:
+    from clearing.partition import LegSummary
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,9 +45,17 @@ class ClearResult:
     path: Path
     revision: int  # the day's revision (clearing.days) whose taps these legs price
     signals: int = 0  # SPEC §10 risk signals stored beside the legs (clearing.risk_store)
+    # a partitioned clear's figures per partition and per batch file split
+    # (clearing.partition.PartitionStats and Split)
+    parts: tuple[Any, ...] = ()
+    splits: tuple[Any, ...] = ()
+    stages: tuple[tuple[str, float], ...] = ()  # a partitioned clear's wall time per stage
 
 
 REVISION_KEY = b"tongka.day_revision"
+# A partitioned clear's legs.parquet holds no rows: it is the manifest of the run's part files
+# (JSON: the storage URL and the parts' paths under it), replaced whole like the single file.
+PARTS_KEY = b"tongka.legs_parts"
 
 
 def day_revision_of(engine: Engine | None, day: dt.date) -> int:
@@ -83,12 +100,25 @@ def clear_day(
     engine: Engine | None = None,
     partitions: int = 0,
     scheduler: str | None = None,
+    client: Any = None,
+    storage: str | None = None,
+    summary: LegSummary | None = None,
 ) -> ClearResult:
     """Price every accepted tap of ``day`` and store the day's legs.
 
-    ``partitions > 0`` prices that many card partitions on dask.distributed: on the cluster at
-    ``scheduler`` (an address such as ``tcp://10.0.0.5:8786``), or on local worker processes.
+    ``partitions > 0`` clears that many card partitions on dask.distributed (see
+    ``clearing.partition``; at most ``BUCKETS``): on ``client``, on the cluster at ``scheduler``
+    (an address such as ``tcp://10.0.0.5:8786``), or on local worker processes. Workers read
+    the batch files and write the bucket and legs files under ``storage`` (a directory or an
+    fsspec URL every worker sees; the data directory by default), and ``summary`` (settlement's
+    ``SETTLEMENT_SUMS``) is summed per partition and stored beside the legs, so the day settles
+    from it. This process then reads no tap and no leg; SPEC §10 signals are not computed
+    (``tongka risk`` computes them on demand, see docs/scale-out.md).
     """
+    if partitions > 0 and not reference:
+        return _clear_partitioned(data_dir, day, tariffs, engine=engine, partitions=partitions,
+                                  scheduler=scheduler, client=client, storage=storage,
+                                  summary=summary)
     from clearing.tapstore import read_day_taps
 
     revision = day_revision_of(engine, day)  # read before the taps: a later batch bumps it
@@ -97,12 +127,10 @@ def clear_day(
     full = read_day_taps(data_dir, day, engine, optional=True)  # balance_fen for risk only
     taps = full.select(list(TAP_COLUMNS))  # pricing never sees balance_fen (SPEC v1.2 §3)
     check_day_priceable(data_dir, day, taps, tariffs, engine=engine)
-    if partitions > 0 and not reference:
-        legs = _price_partitioned(taps, tariffs, partitions, scheduler)
-    else:
-        legs = price_taps(taps, tariffs, reference=reference)
+    legs = price_taps(taps, tariffs, reference=reference)
     legs = legs.replace_schema_metadata({REVISION_KEY: str(revision).encode()})
     path = write_atomic(legs, legs_path(data_dir, day))
+    _remove_local_runs(data_dir, day)  # a partitioned clear's parts are superseded now
     # SPEC §10: signals come after pricing and never feed back into legs, fares or the ledger
     write_day_signals(data_dir, day, full, legs, engine=engine, reference=reference)
     signals = read_day_signals(data_dir, day)
@@ -238,23 +266,141 @@ def _tap_sources(data_dir: Path, day: dt.date, engine: Engine | None, n_taps: in
     return where
 
 
-def _price_partitioned(
-    taps: pa.Table, tariffs: TariffSet, partitions: int, scheduler: str | None
-) -> pa.Table:
-    from dask.distributed import Client
+def _clear_partitioned(
+    data_dir: Path, day: dt.date, tariffs: TariffSet, *, engine: Engine | None, partitions: int,
+    scheduler: str | None, client: Any, storage: str | None, summary: LegSummary | None,
+) -> ClearResult:
+    """The partitioned clear's coordinator: list the batch files, run the two stages on the
+    cluster, and commit by replacing ``legs.parquet`` with the manifest of the run's parts."""
+    from clearing import partition as scale
 
-    from clearing.partition import local_client, match_and_price_partitioned
+    scale.require_dask()
+    start = time.perf_counter()
+    revision = day_revision_of(engine, day)  # read before the batches: a later batch bumps it
+    batches = _day_batch_files(data_dir, day, engine)
+    url = storage or str(data_dir)
+    listed = time.perf_counter() - start
+    with _cluster(client, scheduler, partitions) as c:
+        connected = time.perf_counter()
+        done = scale.clear_on_cluster(
+            c, url, day, [scale.BatchFile(rel, seq, rows) for rel, seq, _, _, rows in batches],
+            tariffs, partitions, revision, summary, MAX_LISTED)
+    if done.unpriceable_count:
+        scale.remove_run(url, day, done.run)  # the day stays as it was (uncleared, or not)
+        found = tuple(UnpriceableTap(PRICING_CODES[status], batches[b][2], batches[b][3], row,
+                                     operator, line, device, seq, ts)
+                      for status, b, row, operator, line, device, seq, ts, _
+                      in done.unpriceable(MAX_LISTED))
+        raise DayUnpriceableError(_unpriceable_message(day, found, done.unpriceable_count),
+                                  found, done.unpriceable_count)
+    _drop_signals(data_dir, day)
+    metadata = {REVISION_KEY: str(revision).encode(), PARTS_KEY: json.dumps(
+        {"storage": url, "run": done.run, "parts": [p.stats.path for p in done.parts]}).encode()}
+    if summary is not None:
+        metadata[summary.key] = summary.dumps(done.summary)
+    path = write_atomic(LEG_SCHEMA.empty_table().replace_schema_metadata(metadata),
+                        legs_path(data_dir, day))
+    committed = time.perf_counter()
+    scale.remove_runs(url, day, keep=done.run)
+    last = max((s for _, s, _, _, _ in batches if s is not None), default=0)
+    scale.remove_stale_splits(url, day, {s.key for s in done.splits}, last)
+    ran = sum(t for _, t in done.seconds)
+    stages = (("list", listed), ("connect", connected - start - listed), *done.seconds,
+              ("commit", committed - connected - ran), ("tidy", time.perf_counter() - committed))
+    return ClearResult(day, done.taps, done.legs, path, revision, 0,
+                       tuple(p.stats for p in done.parts), done.splits, stages)
 
-    with Client(scheduler) if scheduler else local_client(min(partitions, 4)) as client:
-        return match_and_price_partitioned(taps, tariffs, client, partitions)
+
+@contextmanager
+def _cluster(client: Any, scheduler: str | None, partitions: int) -> Iterator[Any]:
+    """The given client (left open), a client of the cluster at ``scheduler``, or a local one."""
+    if client is not None:
+        yield client
+        return
+    from clearing.partition import local_client
+
+    if scheduler:
+        from dask.distributed import Client
+
+        with Client(scheduler) as c:
+            yield c
+        return
+    with local_client(max(1, min(partitions, os.cpu_count() or 1))) as c:
+        yield c
+
+
+def _day_batch_files(data_dir: Path, day: dt.date, engine: Engine | None
+                     ) -> list[tuple[str, int | None, int | None, str, int]]:
+    """(file under the data directory, day_seq, batch id, batch file name, taps) of the day's
+    committed batches in acceptance order: the database's list, or the directory's without one
+    (as ``read_day_taps`` reads them; the taps from each file's footer)."""
+    from clearing import tapstore
+
+    if engine is None:
+        root = Path(data_dir)
+        on_disk = tapstore.day_files_on_disk(root, day)
+        return [(f.relative_to(root).as_posix(), None, None, f.relative_to(root).as_posix(),
+                 pq.read_metadata(f).num_rows) for f in on_disk]
+    from sqlalchemy import select
+
+    from clearing.batches import Batch
+    from clearing.db import session_factory
+
+    with session_factory(engine)() as session:
+        files = tapstore._committed_files(session, [day])
+        named = {str(b.tap_path): (b.id, b.source_name, b.accepted) for b in session.scalars(
+            select(Batch).where(Batch.tap_path.in_([rel for _, _, rel in files])))}
+    return [(rel, seq, *named[rel]) for _, seq, rel in files]
+
+
+def _drop_signals(data_dir: Path, day: dt.date) -> None:
+    """Remove the day's stored signals before its legs change without them, and rewrite its
+    deny list: signals of other taps would be wrong, none is honest (``tongka risk`` computes
+    them again)."""
+    from clearing.risk_store import signals_path, write_denylist
+
+    path = signals_path(data_dir, day)
+    if path.exists():
+        path.unlink()
+        write_denylist(data_dir, day)
+
+
+def _remove_local_runs(data_dir: Path, day: dt.date) -> None:
+    """After a single-process clear: the part files of an earlier partitioned clear of the day
+    in the data directory (parts on other storage go with the next partitioned clear)."""
+    runs = legs_path(data_dir, day).parent
+    if runs.is_dir():
+        for d in runs.glob("run=*"):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def legs_metadata(data_dir: Path, day: dt.date) -> dict[bytes, bytes]:
+    """The key-value metadata of the day's stored legs (its revision, a partitioned clear's
+    manifest and partial sums); a day never cleared is DAY_NOT_CLEARED."""
+    path = legs_path(data_dir, day)
+    if not path.exists():
+        raise _not_cleared(day)
+    return dict(pq.read_schema(path).metadata or {})
 
 
 def read_day_legs(data_dir: Path, day: dt.date) -> pa.Table:
-    """The stored legs of a cleared day; a day never cleared is a StateError naming the fix."""
+    """The stored legs of a cleared day; a day never cleared is a StateError naming the fix.
+
+    A day cleared on partitions is read from its part files, in the canonical order of a
+    single-process clear (``clearing.legs.LEG_SORT_KEYS``).
+    """
     path = legs_path(data_dir, day)
     if not path.exists():
-        raise StateError(
-            f"service day {day} has not been cleared: run `tongka clear --date {day}`",
-            code="DAY_NOT_CLEARED",
-        )
-    return pq.read_table(path, schema=LEG_SCHEMA)
+        raise _not_cleared(day)
+    parts = (pq.read_schema(path).metadata or {}).get(PARTS_KEY)
+    if parts is None:
+        return pq.read_table(path, schema=LEG_SCHEMA)
+    from clearing.partition import read_parts
+
+    manifest = json.loads(parts)
+    return read_parts(manifest["storage"], manifest["parts"])
+
+
+def _not_cleared(day: dt.date) -> StateError:
+    return StateError(f"service day {day} has not been cleared: run `tongka clear --date {day}`",
+                      code=ErrorCode.DAY_NOT_CLEARED)

@@ -16,6 +16,7 @@ from sqlalchemy import Engine, MetaData, create_engine, event, text
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from clearing.errors import TongkaError
+from tariffs.error_codes import ErrorCode
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -35,10 +36,9 @@ class Base(DeclarativeBase):
 class DatabaseError(TongkaError):
     """Infrastructure failure talking to the database; ``code`` is stable for operators."""
 
-    code = "DB_ERROR"
-    exit_code = 3  # a state conflict: the database is not one this code may use
+    code = ErrorCode.DB_ERROR
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message, code=code)
 
 
@@ -177,7 +177,7 @@ def upgrade(engine: Engine, owner_engine: Engine | None = None) -> None:
     current = current_revision(runner)
     if current is not None and not _known(script, current):
         raise DatabaseError(
-            "DB_NEWER_THAN_CODE",
+            ErrorCode.DB_NEWER_THAN_CODE,
             f"the database is at schema revision {current}, which this version of tongka does "
             "not know: it was written by a newer tongka; upgrade tongka instead",
         )
@@ -187,7 +187,7 @@ def upgrade(engine: Engine, owner_engine: Engine | None = None) -> None:
         if getattr(exc.orig, "sqlstate", None) != _INSUFFICIENT_PRIVILEGE:
             raise
         raise DatabaseError(
-            "DB_UPGRADE_NEEDS_OWNER",
+            ErrorCode.DB_UPGRADE_NEEDS_OWNER,
             f"the schema is at revision {current} and this role may not change it: run "
             "`tongka db upgrade --owner-url URL` with the schema owner's URL",
         ) from None
@@ -215,7 +215,7 @@ def check_engine_role(engine: Engine, owner_engine: Engine) -> None:
     member of the owner role (each may ALTER, DISABLE or DROP the ledger's triggers)."""
     if engine.dialect.name != "postgresql" or owner_engine.dialect.name != "postgresql":
         raise DatabaseError(
-            "DB_ROLES_NEED_POSTGRESQL",
+            ErrorCode.DB_ROLES_NEED_POSTGRESQL,
             "a separate owner role needs PostgreSQL; SQLite runs as one role (no --owner-url)",
         )
     role = role_name(engine)
@@ -229,7 +229,7 @@ def check_engine_role(engine: Engine, owner_engine: Engine) -> None:
         ).one()
     if superuser or member or role == owner:
         raise DatabaseError(
-            "DB_ENGINE_ROLE_PRIVILEGED",
+            ErrorCode.DB_ENGINE_ROLE_PRIVILEGED,
             f"the engine role {role!r} is a superuser, the owner {owner!r} or a member of it: "
             "it could alter, disable or drop the ledger's triggers; use a plain login role",
         )

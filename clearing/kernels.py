@@ -11,7 +11,9 @@ them in order and turns a status into an exception with a fix hint. They are the
 Taps are read as the records of ``clearing.sorting.sort_tap_records``, in card order: a card's
 day is one run of records, read in order, and legs come out in ``LEG_SORT_KEYS`` order. A leg
 names its taps by record position; a status names the input row. Every money value is int64
-fen; no Python object is made per tap.
+fen; no Python object is made per tap. The fare rules themselves (``apply_rate``, the version in
+force, the transfer step, the daily cap) are ``tariffs.rules``' primitives, the functions the
+reference prices with through ``tariffs.fares``; numba compiles them into these kernels.
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ from clearing.sorting import (
     rec_ts,
 )
 from clearing.taps import ACCOUNT_BASED, TapType
-from tariffs.compile import NO_CAP, PriceKind, StepKind
+from tariffs.compile import PriceKind
+from tariffs.error_codes import ErrorCode
+from tariffs.rules import NO_CAP, apply_rate, capped_fare, transfer_step_fare, version_in_force
 from tariffs.vocab import Product
 
 # -- status codes: what a kernel could not do, and the reference would have raised on ------------
@@ -51,10 +55,11 @@ LINE_NOT_PRICED = 4  # a FLAT leg on a line with no flat fare (e.g. a FLAT tap o
 STOP_NOT_IN_NETWORK = 5  # a COMPLETE leg's stop is not a stop of the network
 NO_PRICE = 6  # no ORDINARY price for the leg's mode
 
-STATUS_NAMES = {
-    OK: "OK", UNKNOWN_LINE: "UNKNOWN_LINE", NO_VERSION: "NO_VERSION",
-    NETWORK_NOT_PRICED: "NETWORK_NOT_PRICED", LINE_NOT_PRICED: "LINE_NOT_PRICED",
-    STOP_NOT_IN_NETWORK: "STOP_NOT_IN_NETWORK", NO_PRICE: "NO_PRICE",
+# The error code of each status (a PricingError's code); OK is no error, so it has none.
+STATUS_NAMES: dict[int, str] = {
+    OK: "OK", UNKNOWN_LINE: ErrorCode.UNKNOWN_LINE, NO_VERSION: ErrorCode.NO_VERSION,
+    NETWORK_NOT_PRICED: ErrorCode.NETWORK_NOT_PRICED, LINE_NOT_PRICED: ErrorCode.LINE_NOT_PRICED,
+    STOP_NOT_IN_NETWORK: ErrorCode.STOP_NOT_IN_NETWORK, NO_PRICE: ErrorCode.NO_PRICE,
 }
 
 # IntEnum members become plain ints here: numba freezes module globals at compile time.
@@ -69,9 +74,6 @@ _ORDINARY = int(Product.ORDINARY)
 _N_PRODUCTS = len(Product)
 _RATE = int(PriceKind.RATE)
 _FIXED = int(PriceKind.FIXED)
-_FREE = int(StepKind.FREE)
-_OFF_FEN = int(StepKind.OFF_FEN)
-_PAY_RATE = int(StepKind.PAY_RATE)
 _STORED = int(DebitKind.STORED_VALUE)
 _ACCOUNT = int(DebitKind.ACCOUNT)
 _MIXED = int(DebitKind.MIXED)
@@ -90,12 +92,6 @@ def service_day(ts_ms: int) -> int:
 
 
 @njit(cache=True, nogil=True, inline="always")
-def apply_rate(amount: int, bp: int) -> int:
-    """SPEC §1, the twin of ``tariffs.fares.apply_rate``: int64 floor, rounded half up."""
-    return (amount * (10_000 - bp) + 5_000) // 10_000
-
-
-@njit(cache=True, nogil=True, inline="always")
 def line_of(operator_index, line_index, operator: int, line: int) -> int:
     """Dense line of a raw (operator, line), or -1 when the registry has no such line."""
     if operator < 0 or operator >= operator_index.size:
@@ -104,17 +100,6 @@ def line_of(operator_index, line_index, operator: int, line: int) -> int:
     if o < 0 or line < 0 or line >= line_index.shape[1]:
         return -1
     return line_index[o, line]
-
-
-@njit(cache=True, nogil=True, inline="always")
-def version_of(area_version_start, area_version_stop, version_valid_from, area: int,
-               day: int) -> int:
-    """SPEC §6: the dense version of ``area`` in force on ``day`` (the last valid_from <= day)."""
-    found = -1
-    for v in range(area_version_start[area], area_version_stop[area]):
-        if version_valid_from[v] <= day:
-            found = v
-    return found
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -181,8 +166,9 @@ def match_legs(rec, tb, leg_board, leg_exit, leg_status):
                 net = line_network[open_line]
                 if net < 0:
                     return n_legs, NETWORK_NOT_PRICED, rec_row(rec, open_row)
-                v = version_of(area_version_start, area_version_stop, version_valid_from,
-                               line_area[open_line], day)
+                area = line_area[open_line]
+                v = version_in_force(version_valid_from, area_version_start[area],
+                                     area_version_stop[area], day)
                 if v < 0:
                     return n_legs, NO_VERSION, rec_row(rec, open_row)
                 t = fare_table[v, net]
@@ -218,19 +204,6 @@ def card_day_start(rec, i):
             return i
         i += 1
     return n
-
-
-@njit(cache=True, nogil=True, inline="always")
-def transfer_fare(kind: int, value: int, f: int, base: int,
-                  previous_f: int) -> int:
-    """SPEC §6.4: the k-th transfer's fare from its step-3 fare ``f`` by steps[k-1]."""
-    if kind == _FREE:
-        return np.int64(0)
-    if kind == _OFF_FEN:
-        return max(np.int64(0), f - value)
-    if kind == _PAY_RATE:  # pays ``value`` bp of its base fare, never more than f
-        return min(f, apply_rate(base, 10_000 - value))
-    return max(np.int64(0), f - previous_f)  # difference: 扣高免低
 
 
 @njit(cache=True, nogil=True)
@@ -343,7 +316,8 @@ def price_legs(n_legs, leg_board, leg_exit, leg_status, rec, tb, out):
         area = line_area[ln]
         mode = np.int64(line_mode[ln])
         net = line_network[ln]
-        v = version_of(area_version_start, area_version_stop, version_valid_from, area, day)
+        v = version_in_force(version_valid_from, area_version_start[area],
+                             area_version_stop[area], day)
         if v < 0:
             return NO_VERSION, rec_row(rec, b)
         last_ts = rec_ts(rec, x) if x >= 0 else ts
@@ -444,8 +418,8 @@ def price_legs(n_legs, leg_board, leg_exit, leg_status, rec, tb, out):
                 joins = True
         if joins:
             transfer_no = chain_legs
-            tf = transfer_fare(np.int64(step_kind[v, transfer_no - 1]),
-                               step_value[v, transfer_no - 1], f, base, prev_f)
+            tf = transfer_step_fare(np.int64(step_kind[v, transfer_no - 1]),
+                                    step_value[v, transfer_no - 1], f, base, prev_f)
             chain_legs += 1
         else:
             chain_ordinal = chains_started
@@ -456,7 +430,7 @@ def price_legs(n_legs, leg_board, leg_exit, leg_status, rec, tb, out):
         # Step 5: daily cap by honoured product over the area's earlier legs, any product
         s = spent[area]
         cap = cap_fen[v, honoured] if honoured < _N_PRODUCTS else _NO_CAP
-        computed = tf if cap == _NO_CAP else min(tf, max(np.int64(0), cap - s))
+        computed = capped_fare(tf, cap, s)
         spent[area] = s + computed
 
         o_honoured_product[k] = honoured

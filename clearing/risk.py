@@ -2,9 +2,12 @@
 
 Signals never change a fare, an obligation or the ledger: they are computed from a cleared
 day's accepted taps and legs and kept beside the legs (``clearing.risk_store``). The per-card
-signals come from one numba pass over the day's taps in card order (``_card_kernel``); the
-replay signal from streaming earlier days' stored keys through a hash table of the day's card
-keys, as de-duplication does (``clearing.tapstore``), so memory follows the day, not history.
+signals come from one numba walk over the day's taps in card order, the order pricing has
+already sorted them into (``record_signals`` reads its records, ``card_signals`` its order or
+sorts). The replay signal streams earlier days' stored keys, as far back as
+``REPLAY_REACH_DAYS``, through a hash table of the day's card keys, as de-duplication does
+(``clearing.tapstore``), so memory follows the day and time the reach, not history.
+DEBIT_MISMATCH counts each boarding device's legs in a hash table of the devices.
 ``clearing.risk_reference`` is the plain twin of each kernel.
 """
 
@@ -14,21 +17,45 @@ import csv
 import datetime as dt
 import enum
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from numba import njit
 
 from clearing import risk_reference as ref
 from clearing.errors import InputError
+from clearing.fast import thread_count
 from clearing.legs import DebitKind
-from clearing.sorting import sort_taps
+from clearing.sorting import (
+    RECORD_COLUMNS,
+    TAP_WORDS,
+    W_CARD,
+    W_ROW,
+    rec_card_seq,
+    rec_debit,
+    rec_issuer,
+    rec_row,
+    rec_stop,
+    rec_ts,
+    run_parallel,
+    sort_tap_records,
+    sort_taps,
+)
 from clearing.taps import balances
-from clearing.tapstore import _CARD_SEED, _group_kernel, probe_groups
+from clearing.tapstore import (
+    _CARD_SEED,
+    _DEVICE_SEED,
+    CARD_KEY,
+    DEVICE_KEY,
+    _group_kernel,
+    _hash,
+    _mix,
+)
 
 
 class RiskKind(enum.IntEnum):
@@ -40,6 +67,9 @@ class RiskKind(enum.IntEnum):
     IMPOSSIBLE_TRAVEL = ref.IMPOSSIBLE_TRAVEL  # adjacent taps faster than 150 km/h apart
     DEBIT_MISMATCH = ref.DEBIT_MISMATCH  # a boarding device charging unlike the tariff
 
+
+REPLAY_MIN_DAYS = 2  # SPEC §4: a card key seen again this many days apart or more is a replay
+REPLAY_REACH_DAYS = 30  # and no further back than this (see replay_days)
 
 DENY_KINDS = frozenset({RiskKind.CARD_SEQ_REPLAY, RiskKind.CARD_SEQ_BACKWARDS,
                         RiskKind.BALANCE_BREAK})  # SPEC §10: the kinds the deny list carries
@@ -97,15 +127,25 @@ def tap_coordinates(stop: np.ndarray, coords: Mapping[int, tuple[float, float]]
                     ) -> tuple[np.ndarray, np.ndarray]:
     """Each tap's (lat, lon) in degrees, NaN where its stop has none (stop 0 included)."""
     n = len(stop)
-    lat = np.full(n, np.nan)
-    lon = np.full(n, np.nan)
     if not coords or n == 0:
-        return lat, lon
+        return np.full(n, np.nan), np.full(n, np.nan)
     dense_lat, dense_lon = _dense(tuple(sorted(coords.items())))
-    s = np.asarray(stop, dtype=np.int64)
-    inside = (s >= 0) & (s < len(dense_lat))
-    lat[inside] = dense_lat[s[inside]]
-    lon[inside] = dense_lon[s[inside]]
+    return _lookup_coordinates(np.ascontiguousarray(stop), dense_lat, dense_lon)
+
+
+@njit(cache=True, nogil=True)
+def _lookup_coordinates(stop, dense_lat, dense_lon):  # type: ignore[no-untyped-def]  # pragma: no cover
+    # one pass, where masks and fancy indexing made five over ten million taps
+    lat = np.empty(len(stop), np.float64)
+    lon = np.empty(len(stop), np.float64)
+    for i in range(len(stop)):
+        s = np.int64(stop[i])
+        if 0 <= s < len(dense_lat):
+            lat[i] = dense_lat[s]
+            lon[i] = dense_lon[s]
+        else:
+            lat[i] = np.nan
+            lon[i] = np.nan
     return lat, lon
 
 
@@ -123,6 +163,13 @@ def _dense(items: tuple[tuple[int, tuple[float, float]], ...]) -> tuple[np.ndarr
 # ---------------------------------------------------------------------------------------------
 # Per-card signals: one pass in card order
 
+CARD_BLOCK = 1 << 18  # taps brought into card order at a time: memory stays small at 10M
+_BACKWARDS = np.int64(ref.CARD_SEQ_BACKWARDS)  # the kinds as the compiled walk emits them
+_BREAK = np.int64(ref.BALANCE_BREAK)
+_TRAVEL = np.int64(ref.IMPOSSIBLE_TRAVEL)
+# a block's fields in card order, rows of one int64 array (card ids and coordinates apart)
+_ISSUER, _TS, _SEQ, _DEBIT, _BALANCE, _ROW = range(6)
+
 
 @njit(cache=True, nogil=True)
 def _metres(lat1, lon1, lat2, lon2):  # type: ignore[no-untyped-def]  # pragma: no cover
@@ -137,60 +184,171 @@ def _metres(lat1, lon1, lat2, lon2):  # type: ignore[no-untyped-def]  # pragma: 
 
 
 @njit(cache=True, nogil=True)
-def _card_kernel(order, card, issuer, ts, seq, debit, bal, lat, lon,  # type: ignore[no-untyped-def]
-                 back, travel, brk):  # pragma: no cover - compiled
-    """Taps visited in card order (``order``: table rows); writes, at each table row b, the
-    row a it forms a signal with (-1: none): ``back`` CARD_SEQ_BACKWARDS, ``travel``
-    IMPOSSIBLE_TRAVEL, ``brk`` BALANCE_BREAK. Reading through ``order`` spares a copy of
-    every column in card order."""
+def _order_cut(order, card, issuer, at):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """The first position >= ``at`` of ``order`` where a card starts (its length if none)."""
     n = len(order)
+    while 0 < at < n and card[order[at]] == card[order[at - 1]] \
+            and issuer[order[at]] == issuer[order[at - 1]]:
+        at += 1
+    return min(at, n)
+
+
+@njit(cache=True, nogil=True)
+def _record_cut(records, at):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """The first record >= ``at`` where a card starts (the record count if none)."""
+    n = records.shape[0]
+    while 0 < at < n and records[at, W_CARD] == records[at - 1, W_CARD] \
+            and rec_issuer(records, at) == rec_issuer(records, at - 1):
+        at += 1
+    return min(at, n)
+
+
+@njit(cache=True, nogil=True)
+def _gather_order(order, lo, hi, seen, card, issuer, ts, seq, debit, bal, lat, lon,  # type: ignore[no-untyped-def]
+                  c, f, geo):  # pragma: no cover - compiled
+    """Positions [lo, hi) of ``order`` into the block buffers (``c`` card ids, ``f`` the int
+    fields, ``geo`` lat and lon), one column at a time; marks each row in ``seen``.
+
+    A tight gather per column streams through memory far faster than the card walk reading
+    each tap's fields through ``order`` (a cache miss per field, stalled by its branches).
+    """
+    rows = order[lo:hi]
+    m = hi - lo
+    for k in range(m):
+        c[k] = card[rows[k]]
+        seen[rows[k]] = True
+        f[_ROW, k] = rows[k]
+    for k in range(m):
+        f[_ISSUER, k] = issuer[rows[k]]
+    for k in range(m):
+        f[_TS, k] = ts[rows[k]]
+    for k in range(m):
+        f[_SEQ, k] = seq[rows[k]]
+    for k in range(m):
+        f[_DEBIT, k] = debit[rows[k]]
+    for k in range(m):
+        f[_BALANCE, k] = bal[rows[k]]
+    for k in range(m):
+        geo[0, k] = lat[rows[k]]
+    for k in range(m):
+        geo[1, k] = lon[rows[k]]
+
+
+@njit(cache=True, nogil=True)
+def _gather_records(records, lo, hi, seen, bal, dense_lat, dense_lon, c, f, geo):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """Records [lo, hi) (pricing's, already in card order) into the block buffers: their
+    fields are read in sequence; only ``bal`` (empty: no balances) is gathered by row, and
+    coordinates come from the stop's entry in the small dense tables. False when a record's
+    row is not a row of ``seen``."""
+    n = len(seen)
+    for k in range(hi - lo):
+        i = lo + k
+        r = rec_row(records, i)
+        if r < 0 or r >= n:
+            return False
+        seen[r] = True
+        c[k] = records[i, W_CARD]
+        f[_ROW, k] = r
+        f[_ISSUER, k] = rec_issuer(records, i)
+        f[_TS, k] = rec_ts(records, i)
+        f[_SEQ, k] = rec_card_seq(records, i)
+        f[_DEBIT, k] = rec_debit(records, i)
+        s = rec_stop(records, i)
+        if s < len(dense_lat):  # as tap_coordinates
+            geo[0, k] = dense_lat[s]
+            geo[1, k] = dense_lon[s]
+        else:
+            geo[0, k] = np.nan
+            geo[1, k] = np.nan
+    if len(bal) == 0:
+        for k in range(hi - lo):
+            f[_BALANCE, k] = -1  # clearing.taps.BALANCE_UNKNOWN
+    else:
+        for k in range(hi - lo):
+            f[_BALANCE, k] = bal[f[_ROW, k]]
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _walk(m, c, f, geo):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """The per-card signals of a block of ``m`` taps in card order (whole cards), as
+    ``(kind, a, b)`` table rows in the order found, and whether the block really is in card
+    order (the key (card, issuer, ts_ms, card_seq) never goes down)."""
+    iss, t, q, d, b, rows = f[_ISSUER], f[_TS], f[_SEQ], f[_DEBIT], f[_BALANCE], f[_ROW]
+    la, lo_ = geo[0], geo[1]
+    for k in range(1, m):
+        if c[k] != c[k - 1]:
+            if c[k] < c[k - 1]:
+                return np.empty((0, 3), np.int64), False
+        elif iss[k] != iss[k - 1]:
+            if iss[k] < iss[k - 1]:
+                return np.empty((0, 3), np.int64), False
+        elif t[k] != t[k - 1]:
+            if t[k] < t[k - 1]:
+                return np.empty((0, 3), np.int64), False
+        elif q[k] < q[k - 1]:
+            return np.empty((0, 3), np.int64), False
+    out = np.empty((16, 3), np.int64)
+    found = 0
     i = 0
-    while i < n:
-        first = order[i]
+    while i < m:
         j = i + 1
-        while j < n and card[order[j]] == card[first] and issuer[order[j]] == issuer[first]:
+        while j < m and c[j] == c[i] and iss[j] == iss[i]:
             j += 1
         prev_sv = -1
         monotonic = True
         for k in range(i, j):
-            r = order[k]
-            if debit[r] >= 0:
-                if prev_sv >= 0 and seq[r] < seq[prev_sv]:
-                    back[r] = prev_sv
-                prev_sv = r
+            if d[k] >= 0:
+                if prev_sv >= 0 and q[k] < q[prev_sv]:
+                    out, found = _emit(out, found, _BACKWARDS, rows[prev_sv], rows[k])
+                prev_sv = k
             if k > i:
-                p = order[k - 1]
-                if seq[r] < seq[p]:
+                p = k - 1
+                if q[k] < q[p]:
                     monotonic = False
                 # SPEC §10: a tap without coordinates is skipped, nothing pairs across it
-                if not (np.isnan(lat[r]) or np.isnan(lat[p])):
-                    t = ts[r] - ts[p]
+                if not (np.isnan(la[k]) or np.isnan(la[p])):
+                    dt_ = t[k] - t[p]
                     # the arc is at most R(|dphi| + |dlambda|): most pairs are too far apart in
                     # time to be impossible, and need no trigonometry (0.1 % and 2 m of margin)
                     bound = 6_371_008.8 * 1.001 * math.radians(
-                        abs(lat[r] - lat[p]) + abs(lon[r] - lon[p])) + 2.0
-                    if 24.0 * bound >= t:
-                        d = _metres(lat[p], lon[p], lat[r], lon[r])
-                        if 24 * d > t:
-                            travel[r] = p
+                        abs(la[k] - la[p]) + abs(lo_[k] - lo_[p])) + 2.0
+                    if 24.0 * bound >= dt_:
+                        dist = _metres(la[p], lo_[p], la[k], lo_[k])
+                        if 24 * dist > dt_:
+                            out, found = _emit(out, found, _TRAVEL, rows[p], rows[k])
         if j - i > 1:
             if monotonic:  # the usual case: counters already in order, no sort needed
                 for k in range(i + 1, j):
-                    _balance_pair(order[k - 1], order[k], seq, debit, bal, brk)
-            else:
-                group = order[i:j]
-                by_seq = group[np.argsort(seq[group], kind="mergesort")]
-                for m in range(1, j - i):
-                    _balance_pair(by_seq[m - 1], by_seq[m], seq, debit, bal, brk)
+                    if _breaks(k - 1, k, q, d, b):
+                        out, found = _emit(out, found, _BREAK, rows[k - 1], rows[k])
+            else:  # stable: taps with one counter stay in (ts_ms, card_seq) order
+                by_seq = i + np.argsort(q[i:j], kind="mergesort")
+                for r in range(1, j - i):
+                    x, y = by_seq[r - 1], by_seq[r]
+                    if _breaks(x, y, q, d, b):
+                        out, found = _emit(out, found, _BREAK, rows[x], rows[y])
         i = j
+    return out[:found], True
 
 
 @njit(inline="always")
-def _balance_pair(a, b, seq, debit, bal, brk):  # type: ignore[no-untyped-def]  # pragma: no cover
+def _breaks(x, y, q, d, b):  # type: ignore[no-untyped-def]  # pragma: no cover
     # SPEC §10 BALANCE_BREAK: counters n, n+1 leave no room for a top-up in between
-    if (np.int64(seq[b]) - np.int64(seq[a]) == 1 and debit[a] >= 0 and debit[b] >= 0
-            and bal[a] >= 0 and bal[b] >= 0 and bal[b] != bal[a] - np.int64(debit[b])):
-        brk[b] = a
+    return (q[y] - q[x] == 1 and d[x] >= 0 and d[y] >= 0 and b[x] >= 0 and b[y] >= 0
+            and b[y] != b[x] - d[y])
+
+
+@njit(inline="always")
+def _emit(out, found, kind, a, b):  # type: ignore[no-untyped-def]  # pragma: no cover
+    if found == len(out):  # signals are rare: grow by doubling
+        grown = np.empty((2 * len(out), 3), np.int64)
+        grown[:found] = out
+        out = grown
+    out[found, 0] = kind
+    out[found, 1] = a
+    out[found, 2] = b
+    return out, found + 1
 
 
 def signal_columns(taps: pa.Table) -> dict[str, np.ndarray]:
@@ -204,40 +362,134 @@ def signal_columns(taps: pa.Table) -> dict[str, np.ndarray]:
     return cols
 
 
-def card_signals(cols: Mapping[str, np.ndarray], lat: np.ndarray, lon: np.ndarray
-                 ) -> np.ndarray:
+def card_signals(cols: Mapping[str, np.ndarray], lat: np.ndarray, lon: np.ndarray,
+                 order: np.ndarray | None = None, threads: int | None = None) -> np.ndarray:
     """The per-card signals of one service day's taps: rows ``(kind, tap a, tap b)``.
 
     Same contract as ``risk_reference.card_signals``: table rows, sorted by (kind, b, a).
+
+    ``order`` is the taps' card order, (card_id, issuer, ts_ms, card_seq) as
+    ``clearing.sorting.sort_taps`` gives it, when the caller has it already; None sorts here.
+    A given order is checked during the walk (every row once, the key never going down) and
+    a wrong one raises ``RISK_BAD_ORDER``. The cards are cut into blocks of about
+    ``CARD_BLOCK`` taps, walked on ``threads`` threads (default: as pricing,
+    ``clearing.fast.thread_count``).
     """
     n = len(cols["card_id"])
     if n == 0:
         return np.zeros((0, 3), dtype=np.int64)
-    order = sort_taps(cols["card_id"], cols["issuer"], cols["ts_ms"], cols["card_seq"])
-    partners = [np.full(n, -1, np.int64) for _ in range(3)]
-    back, travel, brk = partners
-    _card_kernel(order, cols["card_id"], cols["issuer"], cols["ts_ms"], cols["card_seq"],
-                 cols["debited_fen"], cols["balance_fen"], lat, lon, back, travel, brk)
-    parts = []
-    # one partner per later tap b, found in row order: (kind, b, a) order with no sort
-    for kind, partner in ((RiskKind.CARD_SEQ_BACKWARDS, back), (RiskKind.BALANCE_BREAK, brk),
-                          (RiskKind.IMPOSSIBLE_TRAVEL, travel)):
-        b = np.flatnonzero(partner >= 0)
-        parts.append(np.column_stack([np.full(len(b), int(kind), np.int64), partner[b], b]))
-    return np.concatenate(parts).astype(np.int64)
+    given = order is not None
+    if order is None:
+        order = sort_taps(cols["card_id"], cols["issuer"], cols["ts_ms"], cols["card_seq"])
+    order = np.ascontiguousarray(order, dtype=np.int64)
+    if len(order) != n or int(order.min()) < 0 or int(order.max()) >= n:
+        raise _bad_order(n)
+    columns = (cols["card_id"], cols["issuer"], cols["ts_ms"], cols["card_seq"],
+               cols["debited_fen"], cols["balance_fen"], np.ascontiguousarray(lat, np.float64),
+               np.ascontiguousarray(lon, np.float64))
+    cuts = [0]
+    while cuts[-1] < n:
+        cuts.append(int(_order_cut(order, columns[0], columns[1], cuts[-1] + CARD_BLOCK)))
+
+    def gather(lo: int, hi: int, seen: np.ndarray, buf: _Block) -> bool:
+        _gather_order(order, lo, hi, seen, *columns, *buf)
+        return True
+
+    return _walk_blocks(n, cuts, gather, threads, given)
+
+
+def record_signals(records: np.ndarray, balance: np.ndarray | None,
+                   coords: Mapping[int, tuple[float, float]], threads: int | None = None
+                   ) -> np.ndarray:
+    """``card_signals`` of taps given as pricing's sorted records.
+
+    ``records`` is ``clearing.sorting.sort_tap_records`` of the day's taps (what
+    ``clearing.fast`` sorts them into before matching): already in card order, one 64-byte
+    record per tap, so the walk reads them in sequence and neither sorts nor gathers the day
+    again (at ten million taps, gathering eight columns through an order costs more than
+    the rest of the signals). ``balance`` is the taps' ``balance_fen`` in table order, None
+    when the day has none. Same result as ``card_signals``; records that are not a card
+    order of ``len(records)`` rows raise ``RISK_BAD_ORDER``.
+    """
+    n = records.shape[0]
+    if n == 0:
+        return np.zeros((0, 3), dtype=np.int64)
+    if records.ndim != 2 or records.shape[1] != TAP_WORDS or records.dtype != np.uint64:
+        raise _bad_order(n)
+    bal = np.zeros(0, np.int64) if balance is None else np.ascontiguousarray(balance, np.int64)
+    if balance is not None and len(bal) != n:
+        raise _bad_order(n)
+    dense = (_dense(tuple(sorted(coords.items()))) if coords
+             else (np.zeros(0), np.zeros(0)))
+    cuts = [0]
+    while cuts[-1] < n:
+        cuts.append(int(_record_cut(records, cuts[-1] + CARD_BLOCK)))
+
+    def gather(lo: int, hi: int, seen: np.ndarray, buf: _Block) -> bool:
+        return bool(_gather_records(records, lo, hi, seen, bal, dense[0], dense[1], *buf))
+
+    return _walk_blocks(n, cuts, gather, threads, True)
+
+
+_Block = tuple[np.ndarray, np.ndarray, np.ndarray]  # card ids, int fields, coordinates
+
+
+def _walk_blocks(n: int, cuts: list[int], gather: Callable[..., bool], threads: int | None,
+                 check: bool) -> np.ndarray:
+    """Gather and walk the blocks between ``cuts`` on threads: block k on worker k % workers,
+    each with its own buffers and its own signals (no shared writes but ``seen``)."""
+    blocks = list(zip(cuts, cuts[1:], strict=False))
+    workers = max(1, min(thread_count(n) if threads is None else threads, len(blocks)))
+    seen = np.zeros(n, np.bool_)
+
+    def work(mine: list[tuple[int, int]]) -> list[tuple[np.ndarray, bool]]:
+        size = max(hi - lo for lo, hi in mine)
+        buf = (np.empty(size, np.uint64), np.empty((6, size), np.int64),
+               np.empty((2, size), np.float64))  # once per worker: fresh pages cost
+        out = []
+        for lo, hi in mine:
+            ok = gather(lo, hi, seen, buf)
+            out.append(_walk(hi - lo, *buf) if ok else (np.zeros((0, 3), np.int64), False))
+        return out
+
+    walked = [part for parts in run_parallel([partial(work, blocks[w::workers])
+                                              for w in range(workers)]) for part in parts]
+    if check and not (all(ok for _, ok in walked) and seen.all()):
+        raise _bad_order(n)
+    pairs = np.concatenate([np.zeros((0, 3), np.int64), *(found for found, _ in walked)])
+    # a later tap b has at most one partner per kind: (kind, b) orders the rows fully
+    return pairs[np.lexsort((pairs[:, 2], pairs[:, 0]))]
+
+
+def _bad_order(n: int) -> InputError:
+    return InputError(f"the given tap order is not a card order of these {n:,} taps: pass "
+                      "clearing.sorting.sort_taps(card_id, issuer, ts_ms, card_seq), or "
+                      "sort_tap_records, of the same table, or None", code="RISK_BAD_ORDER")
 
 
 # ---------------------------------------------------------------------------------------------
 # Replays: earlier days' stored keys streamed through a table of the day's card keys
 
 
+FILTER_BITS_PER_KEY = 16  # the prefilter's size: about 6 % of absent keys pass it
+
+
 @dataclass(frozen=True, slots=True)
 class ReplayIndex:
-    """A hash table over the day's card keys, built once and probed by every stored chunk."""
+    """A hash table over the day's card keys, built once and probed by every stored chunk.
+
+    Nearly every stored key is absent from the day (a card's counter only grows), and a probe
+    of the table costs a strong hash and two cache misses (slot, then the key). A filter of
+    ``FILTER_BITS_PER_KEY`` bits a key (2 MB for a million taps), one bit per key set at a
+    cheap multiplicative hash, turns most of them away first; the table still decides, so
+    the result is exact whatever the filter lets through.
+    """
 
     keys: tuple[np.ndarray, np.ndarray, np.ndarray]  # issuer, card_id, card_seq of the day
     table: np.ndarray
     members: dict[int, list[int]]  # a key group's rows, for the rare group of several rows
+    bits: np.ndarray  # the filter: uint64 words
+    shift: int  # a key's filter bit: _filter_hash(key) >> shift
 
     @classmethod
     def of(cls, today: Mapping[str, np.ndarray]) -> ReplayIndex:
@@ -248,19 +500,90 @@ class ReplayIndex:
         # after de-duplication a day's card keys are unique and this stays empty
         for r in np.flatnonzero(group != np.arange(n)).tolist():
             members.setdefault(int(group[r]), [int(group[r])]).append(r)
-        return cls(k, table, members)  # type: ignore[arg-type]
+        log2 = max(6, int(FILTER_BITS_PER_KEY * max(n, 1) - 1).bit_length())
+        bits = _key_filter(k[0], k[1], k[2], log2)
+        return cls(k, table, members, bits, 64 - log2)  # type: ignore[arg-type]
 
     def probe(self, chunk: Mapping[str, np.ndarray]) -> list[tuple[int, int]]:
         """``(day row, chunk row)`` of every stored key in ``chunk`` that the day has."""
         s = [np.ascontiguousarray(chunk[c]) for c in ("issuer", "card_id", "card_seq")]
         if len(s[0]) == 0 or len(self.keys[0]) == 0:
             return []
-        hit = probe_groups(self.table, *self.keys, s[0], s[1], s[2], _CARD_SEED)
+        hit = _probe_filtered(self.bits, self.shift, self.table, *self.keys, s[0], s[1], s[2])
         out: list[tuple[int, int]] = []
         for j in np.flatnonzero(hit >= 0).tolist():
             g = int(hit[j])
             out.extend((i, j) for i in self.members.get(g, [g]))
         return out
+
+
+@njit(inline="always")
+def _filter_hash(issuer, card, seq):  # type: ignore[no-untyped-def]  # pragma: no cover
+    # two multiplies, where the table's hash takes six: card ids are keyed hashes already
+    # (SPEC §3), and the final multiply's top bits spread any ids (Fibonacci hashing)
+    k = (np.uint64(card) ^ (np.uint64(seq) * np.uint64(0x9E3779B97F4A7C15))
+         ^ (np.uint64(issuer) << np.uint64(48)))
+    return k * np.uint64(0xD6E8FEB86659FD93)
+
+
+@njit(cache=True, nogil=True)
+def _key_filter(k0, k1, k2, log2):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """A bitmap of 2**log2 bits with the bit of every key set (``_filter_hash``'s top bits)."""
+    bits = np.zeros(1 << (log2 - 6), np.uint64)
+    shift = np.uint64(64 - log2)
+    for i in range(len(k0)):
+        b = _filter_hash(k0[i], k1[i], k2[i]) >> shift
+        bits[b >> np.uint64(6)] |= np.uint64(1) << (b & np.uint64(63))
+    return bits
+
+
+@njit(cache=True, nogil=True)
+def _probe_filtered(bits, shift, table, k0, k1, k2, s0, s1, s2):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """``tapstore.probe_groups`` behind the filter: the same hash, the same table, so the
+    same answer; a key whose filter bit is clear is absent and skips the table."""
+    sh = np.uint64(shift)
+    mask = np.uint64(len(table) - 1)
+    out = np.full(len(s0), -1, np.int64)
+    for i in range(len(s0)):
+        b = _filter_hash(s0[i], s1[i], s2[i]) >> sh
+        if (bits[b >> np.uint64(6)] >> (b & np.uint64(63))) & np.uint64(1) == 0:
+            continue
+        slot = _hash(_CARD_SEED, s0[i], s1[i], s2[i]) & mask
+        while True:
+            j = table[slot]
+            if j < 0:
+                break
+            if k0[j] == s0[i] and k1[j] == s1[i] and k2[j] == s2[i]:
+                out[i] = j
+                break
+            slot = (slot + np.uint64(1)) & mask
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _probe_records(bits, shift, table, k0, k1, k2, records):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """``_probe_filtered`` with the probing keys read from tap records in sequence: per
+    record, the key group it hits, -1 for none."""
+    sh = np.uint64(shift)
+    mask = np.uint64(len(table) - 1)
+    out = np.full(records.shape[0], -1, np.int64)
+    for i in range(records.shape[0]):
+        s0 = rec_issuer(records, i)
+        s1 = records[i, W_CARD]
+        s2 = rec_card_seq(records, i)
+        b = _filter_hash(s0, s1, s2) >> sh
+        if (bits[b >> np.uint64(6)] >> (b & np.uint64(63))) & np.uint64(1) == 0:
+            continue
+        slot = _hash(_CARD_SEED, s0, s1, s2) & mask
+        while True:
+            j = table[slot]
+            if j < 0:
+                break
+            if k0[j] == s0 and k1[j] == s1 and k2[j] == s2:
+                out[i] = j
+                break
+            slot = (slot + np.uint64(1)) & mask
+    return out
 
 
 def replay_hits(today: Mapping[str, np.ndarray],
@@ -275,31 +598,85 @@ def replay_hits(today: Mapping[str, np.ndarray],
 
 
 def mismatch_devices(legs: pa.Table) -> list[tuple[int, int, int, int]]:
-    """Same contract as ``risk_reference.mismatch_devices``, vectorised over a leg table."""
+    """Same contract as ``risk_reference.mismatch_devices``, vectorised over a leg table.
+
+    Legs come in card order, not device order, but a device's legs need only be counted, not
+    put side by side: one pass over a hash table of the boarding devices (a few thousand; it
+    stays in cache) counts them, and only the devices are sorted. An argsort of every leg by
+    device cost more than the rest of the signals together.
+    """
     if legs.num_rows == 0:
         return []
-    op = np.asarray(legs.column("operator").to_numpy(), dtype=np.int64)
-    dev = np.asarray(legs.column("board_device_id").to_numpy(), dtype=np.int64)
+    op, dev, bad = _mismatch_columns(legs)
+    g_op, g_dev, n, m = _device_counts(op, dev, bad)
+    hit = (m >= ref.MISMATCH_MIN_LEGS) & (100 * m > ref.MISMATCH_SHARE_PERCENT * n)
+    at = np.flatnonzero(hit)
+    at = at[np.lexsort((g_dev[at], g_op[at]))]  # SPEC order: by (operator, device)
+    return [(int(o), int(d), int(a), int(b))
+            for o, d, a, b in zip(g_op[at], g_dev[at], m[at], n[at], strict=True)]
+
+
+def _mismatch_columns(legs: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each leg's boarding (operator, device_id), and whether it mismatches (SPEC §10:
+    stored-value, charged differs from computed)."""
+    op = np.ascontiguousarray(legs.column("operator").to_numpy(), dtype=np.int64)
+    dev = np.ascontiguousarray(legs.column("board_device_id").to_numpy(), dtype=np.int64)
     bad = ((np.asarray(legs.column("debit_kind").to_numpy()) == int(DebitKind.STORED_VALUE))
            & (np.asarray(legs.column("charged_fen").to_numpy())
               != np.asarray(legs.column("computed_fen").to_numpy())))
-    order = _device_order(op, dev)
-    op, dev, bad = op[order], dev[order], bad[order]
-    starts = np.flatnonzero(np.concatenate(([True], (op[1:] != op[:-1]) | (dev[1:] != dev[:-1]))))
-    n = np.diff(np.append(starts, len(op)))
-    m = np.add.reduceat(bad.astype(np.int64), starts)
-    hit = (m >= ref.MISMATCH_MIN_LEGS) & (100 * m > ref.MISMATCH_SHARE_PERCENT * n)
-    return [(int(o), int(d), int(a), int(b))
-            for o, d, a, b in zip(op[starts][hit], dev[starts][hit], m[hit], n[hit], strict=True)]
+    return op, dev, np.ascontiguousarray(bad)
 
 
-def _device_order(op: np.ndarray, dev: np.ndarray) -> np.ndarray:
-    """The order of legs by (operator, device): one radix-friendly uint64 key when device ids
-    fit in 48 bits (they do in practice), two-key lexsort otherwise."""
-    if len(dev) and dev.min() >= 0 and dev.max() < (1 << 48):
-        key = (op.astype(np.uint64) << np.uint64(48)) | dev.astype(np.uint64)
-        return np.argsort(key, kind="stable")
-    return np.lexsort((dev, op))
+def _device_counts(op: np.ndarray, dev: np.ndarray, bad: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per distinct (operator, device), in order of first appearance: the key, its rows and
+    its ``bad`` rows. The hash table is sized by the devices (a few thousand, so it stays in
+    cache), not by the rows: it starts small and the count restarts larger when it fills."""
+    cap = 4096
+    while True:
+        g_op, g_dev, n, m, groups = _count_devices(op, dev, bad, cap)
+        if groups >= 0:
+            return g_op[:groups], g_dev[:groups], n[:groups], m[:groups]
+        cap *= 4
+
+
+@njit(cache=True, nogil=True)
+def _count_devices(op, dev, bad, cap):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """``_device_counts`` with room for ``cap`` devices; -1 groups when there are more.
+    Open addressing at load <= 1/4."""
+    table = np.full(4 * cap, -1, np.int64)
+    mask = np.uint64(len(table) - 1)
+    g_op = np.empty(cap, np.int64)
+    g_dev = np.empty(cap, np.int64)
+    n = np.zeros(cap, np.int64)
+    m = np.zeros(cap, np.int64)
+    groups = 0
+    for i in range(len(op)):
+        slot = _device_hash(op[i], dev[i]) & mask
+        while True:
+            g = table[slot]
+            if g < 0 or (g_op[g] == op[i] and g_dev[g] == dev[i]):
+                break
+            slot = (slot + np.uint64(1)) & mask
+        if g < 0:
+            if groups == cap:
+                return g_op, g_dev, n, m, -1
+            g = groups
+            groups += 1
+            table[slot] = g
+            g_op[g] = op[i]
+            g_dev[g] = dev[i]
+        n[g] += 1
+        if bad[i]:
+            m[g] += 1
+    return g_op, g_dev, n, m, groups
+
+
+@njit(inline="always")
+def _device_hash(op, dev):  # type: ignore[no-untyped-def]  # pragma: no cover
+    # one splitmix round over the packed key (device ids fit 48 bits in practice; a wider id
+    # only collides more, the probe compares the full key)
+    return _mix(_DEVICE_SEED, (np.uint64(op) << np.uint64(48)) ^ np.uint64(dev))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,27 +685,50 @@ def _device_order(op: np.ndarray, dev: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True, slots=True)
 class EarlierKeys:
-    """Keys of taps accepted on an earlier day, a chunk of the stored tap files."""
+    """Keys of taps accepted on an earlier day, a chunk of the stored tap files.
+
+    ``keys`` holds the card key (issuer, card_id, card_seq), and the device key (operator,
+    device_id, device_seq) unless ``devices`` reads it: evidence needs the device key of the
+    few rows that replay, so the store decodes it only for them (half the bytes of a key).
+    """
 
     day: dt.date
-    keys: Mapping[str, np.ndarray]  # issuer, card_id, card_seq, operator, device_id, device_seq
+    keys: Mapping[str, np.ndarray]
+    devices: Callable[[np.ndarray], Mapping[str, np.ndarray]] | None = None  # rows -> key
+
+    def device_keys(self, rows: np.ndarray) -> Mapping[str, np.ndarray]:
+        """The device key columns of ``rows`` of the chunk."""
+        if self.devices is not None:
+            return self.devices(rows)
+        return {c: np.asarray(self.keys[c])[rows] for c in DEVICE_KEY}
 
 
 def day_signals(day: dt.date, taps: pa.Table, legs: pa.Table | None = None, *,
                 earlier: Iterable[EarlierKeys] = (),
                 coords: Mapping[int, tuple[float, float]] | None = None,
-                reference: bool = False) -> pa.Table:
+                reference: bool = False, order: np.ndarray | None = None,
+                records: np.ndarray | None = None) -> pa.Table:
     """Every SPEC §10 signal of one cleared service day, as a ``SIGNAL_SCHEMA`` table.
 
     ``taps`` are the day's accepted taps (``balance_fen`` optional), ``legs`` its legs (for
-    DEBIT_MISMATCH; None skips it), ``earlier`` the stored keys of days ``<= day - 2`` (for
-    CARD_SEQ_REPLAY). ``reference=True`` uses the plain twins (audits, tests).
+    DEBIT_MISMATCH; None skips it), ``earlier`` the stored keys of the days a replay reaches
+    (``clearing.risk_store.earlier_keys``, for CARD_SEQ_REPLAY). Pricing has already put the
+    taps in card order: ``records`` are its sorted records (``record_signals``), ``order`` the
+    permutation (``card_signals``); with neither, the taps are sorted here. The result is the
+    same. ``reference=True`` uses the plain twins (audits, tests).
     """
     coords = stop_coordinates() if coords is None else coords
-    cols = signal_columns(taps)
-    lat, lon = tap_coordinates(np.asarray(taps.column("stop").to_numpy()), coords)
-    pairs = (ref.card_signals(cols, lat, lon) if reference else card_signals(cols, lat, lon))
-    replayed = _replay_evidence(cols, earlier, reference)
+    day_taps = _DayTaps(taps, None if reference else records)
+    if reference:
+        cols = day_taps.columns()
+        lat, lon = tap_coordinates(day_taps["stop"], coords)
+        pairs = ref.card_signals(cols, lat, lon)
+    elif records is not None:
+        pairs = record_signals(records, day_taps.balance(), coords)
+    else:
+        lat, lon = tap_coordinates(day_taps["stop"], coords)
+        pairs = card_signals(day_taps.columns(), lat, lon, order=order)
+    replayed = _replay_evidence(day_taps, earlier, reference)
     if legs is None:
         devices: list[tuple[int, int, int, int]] = []
     elif reference:
@@ -337,44 +737,111 @@ def day_signals(day: dt.date, taps: pa.Table, legs: pa.Table | None = None, *,
         devices = ref.mismatch_devices(legs_from_table(legs))
     else:
         devices = mismatch_devices(legs)
-    return _assemble(day, taps, pairs, replayed, devices, legs)
+    return _assemble(day, day_taps, pairs, replayed, devices, legs)
 
 
-def _replay_evidence(cols: Mapping[str, np.ndarray], earlier: Iterable[EarlierKeys],
+class _DayTaps:
+    """The day's taps for the signals: each column converted to numpy once, when first read
+    (a day read from many files is in many chunks, and each conversion copies ten million
+    values); and pricing's sorted records, when given, which spare most of them."""
+
+    def __init__(self, taps: pa.Table, records: np.ndarray | None) -> None:
+        missing = [c for c in (*SIGNAL_COLUMNS, "stop") if c not in taps.column_names]
+        if missing:
+            raise InputError(f"taps have no column {missing[0]!r}: give every TAP_SCHEMA "
+                             "column", code="TAPS_MISSING_COLUMN")
+        self.taps = taps
+        self.records = records
+        self._cols: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._cols:
+            self._cols[name] = (np.ascontiguousarray(balances(self.taps)) if name == "balance_fen"
+                                else np.ascontiguousarray(self.taps.column(name).to_numpy()))
+        return self._cols[name]
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """``signal_columns`` of the taps."""
+        return {c: self[c] for c in (*SIGNAL_COLUMNS, "balance_fen")}
+
+    def balance(self) -> np.ndarray | None:
+        """``balance_fen`` in table order, None when no tap has one (no column, or all -1)."""
+        if "balance_fen" not in self.taps.column_names:
+            return None
+        top = pc.max(self.taps.column("balance_fen")).as_py()
+        return None if top is None or top < 0 else self["balance_fen"]
+
+    def probe(self, index: ReplayIndex) -> tuple[np.ndarray, np.ndarray]:
+        """(tap row, key group) of every tap whose card key ``index`` holds."""
+        if self.records is not None:  # in sequence through the records: no column copied
+            hit = _probe_records(index.bits, index.shift, index.table, *index.keys, self.records)
+            at = np.flatnonzero(hit >= 0)
+            return self.records[at, W_ROW].astype(np.int64), hit[at]
+        hit = _probe_filtered(index.bits, index.shift, index.table, *index.keys, self["issuer"],
+                              self["card_id"], self["card_seq"])
+        rows = np.flatnonzero(hit >= 0)
+        return rows, hit[rows]
+
+
+def _replay_evidence(day_taps: _DayTaps, earlier: Iterable[EarlierKeys],
                      reference: bool) -> dict[int, list[dict]]:
     """Per replayed tap of the day, its earlier taps (SPEC §10 evidence), one stored chunk
-    at a time: only the hits outlive their chunk, so memory is the day's, not history's."""
-    index = None if reference else ReplayIndex.of(cols)
+    at a time: only the hits outlive their chunk, so memory is the day's, not history's.
+    The day's index is built on the first chunk: a day with nothing to reach pays nothing."""
+    index: ReplayIndex | None = None
     out: dict[int, list[dict]] = {}
     for chunk in earlier:
-        if index is None:
-            pairs = [(i, j) for i, _, j in ref.replay_hits(cols, [chunk.keys])]
+        keys = {c: day_taps[c] for c in CARD_KEY}
+        if reference:
+            pairs = [(i, j) for i, _, j in ref.replay_hits(keys, [chunk.keys])]
         else:
+            index = ReplayIndex.of(keys) if index is None else index
             pairs = index.probe(chunk.keys)
-        keys = chunk.keys
-        for i, j in pairs:
+        if not pairs:
+            continue
+        rows = np.array([j for _, j in pairs], dtype=np.int64)
+        device = chunk.device_keys(rows)
+        for k, (i, _) in enumerate(pairs):
             out.setdefault(i, []).append(
-                {"service_day": chunk.day, "operator": int(keys["operator"][j]),
-                 "device_id": int(keys["device_id"][j]),
-                 "device_seq": int(keys["device_seq"][j])})
+                {"service_day": chunk.day, "operator": int(device["operator"][k]),
+                 "device_id": int(device["device_id"][k]),
+                 "device_seq": int(device["device_seq"][k])})
     return out
 
 
-def _assemble(day: dt.date, taps: pa.Table, pairs: np.ndarray, replayed: dict[int, list[dict]],
-              devices: list[tuple[int, int, int, int]], legs: pa.Table | None) -> pa.Table:
-    """Rows of SIGNAL_SCHEMA, sorted by (kind, issuer, card, time): one per signal."""
-    col = {c: taps.column(c).to_numpy() for c in
-           ("operator", "device_id", "device_seq", "issuer", "card_id", "city", "ts_ms")}
+def _assemble(day: dt.date, day_taps: _DayTaps, pairs: np.ndarray,
+              replayed: dict[int, list[dict]], devices: list[tuple[int, int, int, int]],
+              legs: pa.Table | None) -> pa.Table:
+    """Rows of SIGNAL_SCHEMA, sorted by (kind, issuer, card, time): one per signal.
+
+    Only the taps that signals name are read (one ``take``): converting whole columns of a
+    day read from many files would copy every tap to build a few hundred rows.
+    """
+    taps = day_taps.taps
+    evidence_of = (_mismatch_evidence(day_taps, legs, devices)
+                   if devices and legs is not None else [])
+    named = np.unique(np.concatenate([
+        pairs[:, 1:].ravel(), np.fromiter(replayed, np.int64, len(replayed)),
+        *(np.asarray(e, np.int64) for e in evidence_of)]).astype(np.int64))
+    picked = taps.select(["operator", "device_id", "device_seq", "issuer", "card_id", "city",
+                          "ts_ms"]).take(pa.array(named)).to_pydict()
+    at = {r: k for k, r in enumerate(named.tolist())}  # a table row -> its place in picked
+    # one evidence entry per named tap, shared by the signals that name it (read, not changed)
+    entries = [{"service_day": day, "operator": o, "device_id": d, "device_seq": q}
+               for o, d, q in zip(picked["operator"], picked["device_id"],
+                                  picked["device_seq"], strict=True)]
+
+    def get(c: str, r: int) -> int:
+        return int(picked[c][at[r]])
 
     def tap(r: int) -> dict:
-        return {"service_day": day, "operator": int(col["operator"][r]),
-                "device_id": int(col["device_id"][r]), "device_seq": int(col["device_seq"][r])}
+        return entries[at[r]]
 
     def card_row(kind: RiskKind, evidence: list[dict], last: int) -> dict:
-        return {"service_day": day, "kind": kind.name, "issuer": int(col["issuer"][last]),
-                "card_id": int(col["card_id"][last]), "operator": int(col["operator"][last]),
-                "device_id": None, "city": int(col["city"][last]),
-                "ts_ms": int(col["ts_ms"][last]), "evidence": evidence}
+        return {"service_day": day, "kind": kind.name, "issuer": get("issuer", last),
+                "card_id": get("card_id", last), "operator": get("operator", last),
+                "device_id": None, "city": get("city", last), "ts_ms": get("ts_ms", last),
+                "evidence": evidence}
 
     rows = [card_row(RiskKind(k), [tap(a), tap(b)], b) for k, a, b in pairs.tolist()]
     for i, earlier in replayed.items():
@@ -382,81 +849,136 @@ def _assemble(day: dt.date, taps: pa.Table, pairs: np.ndarray, replayed: dict[in
         earlier.sort(key=lambda e: (e["service_day"], e["operator"], e["device_id"],
                                     e["device_seq"]))
         rows.append(card_row(RiskKind.CARD_SEQ_REPLAY, [*earlier, tap(i)], i))
-    if devices and legs is not None:
-        for (op, dev, _, _), evidence in zip(devices, _mismatch_evidence(taps, legs, devices),
-                                             strict=True):
-            last = evidence[-1] if evidence else None
-            rows.append({"service_day": day, "kind": RiskKind.DEBIT_MISMATCH.name,
-                         "issuer": None, "card_id": None, "operator": op, "device_id": dev,
-                         "city": int(col["city"][last]) if last is not None else 0,
-                         "ts_ms": int(col["ts_ms"][last]) if last is not None else 0,
-                         "evidence": [tap(r) for r in evidence]})
+    for (op, dev, _, _), evidence in zip(devices, evidence_of, strict=False):
+        last = evidence[-1] if evidence else None
+        rows.append({"service_day": day, "kind": RiskKind.DEBIT_MISMATCH.name,
+                     "issuer": None, "card_id": None, "operator": op, "device_id": dev,
+                     "city": get("city", last) if last is not None else 0,
+                     "ts_ms": get("ts_ms", last) if last is not None else 0,
+                     "evidence": [tap(r) for r in evidence]})
     rows.sort(key=lambda r: (RiskKind[r["kind"]], r["issuer"] or 0, r["card_id"] or 0,
                              r["operator"], r["device_id"] or 0, r["ts_ms"]))
     return pa.Table.from_pylist(rows, schema=SIGNAL_SCHEMA)
 
 
-def _at_devices(operator: np.ndarray, device: np.ndarray,
-                devices: list[tuple[int, int, int, int]]) -> np.ndarray:
-    """Which rows were read by one of ``devices`` (operator, device_id, ...): one hash join,
-    not a pass over the rows per device (which cost most of a 10M-tap day's clearing)."""
-    mask = np.zeros(len(operator), dtype=bool)
+def _device_index(operator: np.ndarray, device: np.ndarray,
+                  devices: list[tuple[int, int, int, int]]) -> np.ndarray:
+    """Per row, the index in ``devices`` (operator, device_id, ...) of the device that read
+    it, -1 for none: one pass over the rows probing a small hash set of the devices (a pass
+    per device cost most of a 10M-tap day's clearing; a join of tables of every row, most of
+    the rest)."""
     if not devices or len(operator) == 0:
-        return mask
-    rows = pa.table({"operator": pa.array(operator, pa.int64()),
-                     "device": pa.array(device, pa.int64()),
-                     "row": pa.array(np.arange(len(operator), dtype=np.int64))})
-    wanted = pa.table({"operator": pa.array([o for o, _, _, _ in devices], pa.int64()),
-                       "device": pa.array([d for _, d, _, _ in devices], pa.int64())})
-    hit = rows.join(wanted, ["operator", "device"], join_type="inner").column("row")
-    mask[np.asarray(hit.to_numpy(), dtype=np.int64)] = True
-    return mask
+        return np.full(len(operator), -1, np.int64)
+    return _device_lookup(np.ascontiguousarray(operator, dtype=np.int64),
+                          np.ascontiguousarray(device, dtype=np.int64),
+                          np.array([o for o, _, _, _ in devices], np.int64),
+                          np.array([d for _, d, _, _ in devices], np.int64))
 
 
-def _mismatch_evidence(taps: pa.Table, legs: pa.Table,
+@njit(cache=True, nogil=True)
+def _device_lookup(op, dev, want_op, want_dev):  # type: ignore[no-untyped-def]  # pragma: no cover
+    size = 2
+    while size < 4 * len(want_op):
+        size <<= 1
+    mask = np.uint64(size - 1)
+    table = np.full(size, -1, np.int64)
+    for g in range(len(want_op)):
+        s = _device_hash(want_op[g], want_dev[g]) & mask
+        while table[s] >= 0:
+            s = (s + np.uint64(1)) & mask
+        table[s] = g
+    out = np.full(len(op), -1, np.int64)
+    for i in range(len(op)):
+        s = _device_hash(op[i], dev[i]) & mask
+        while True:
+            g = table[s]
+            if g < 0:
+                break
+            if want_op[g] == op[i] and want_dev[g] == dev[i]:
+                out[i] = g
+                break
+            s = (s + np.uint64(1)) & mask
+    return out
+
+
+def _group_of(index: ReplayIndex, n: int) -> np.ndarray:
+    """Each indexed row's key group (the first row with its key), from ``index.members``."""
+    group = np.arange(n)
+    for g, rows in index.members.items():
+        group[rows] = g
+    return group
+
+
+def _mismatch_evidence(day_taps: _DayTaps, legs: pa.Table,
                        devices: list[tuple[int, int, int, int]]) -> list[list[int]]:
     """Per flagged device, the tap rows boarding its mismatching legs, in time order.
 
     A leg names its boarding tap by card key (issuer, card_id, board_card_seq), unique in a
-    day after de-duplication (SPEC §4); a join finds the rows without a dict of every tap.
+    day after de-duplication (SPEC §4), and the tap was read by the leg's boarding device.
+    The mismatching legs of flagged devices (a few per cent of the legs at most) go into a
+    hash table that every tap's card key probes once (``_DayTaps.probe``).
     """
-    op = np.asarray(legs.column("operator").to_numpy(), dtype=np.int64)
-    dev = np.asarray(legs.column("board_device_id").to_numpy(), dtype=np.int64)
-    bad = ((np.asarray(legs.column("debit_kind").to_numpy()) == int(DebitKind.STORED_VALUE))
-           & (np.asarray(legs.column("charged_fen").to_numpy())
-              != np.asarray(legs.column("computed_fen").to_numpy())))
-    flagged = _at_devices(op, dev, devices)
-    sel = legs.filter(pa.array(bad & flagged)).select(
-        ["operator", "board_device_id", "issuer", "card_id", "board_card_seq"]).rename_columns(
-        ["leg_operator", "leg_device", "issuer", "card_id", "card_seq"])
-    # a leg's boarding tap was read by the leg's boarding device: only those taps can match
-    t_op = np.asarray(taps.column("operator").to_numpy(), dtype=np.int64)
-    t_dev = np.asarray(taps.column("device_id").to_numpy(), dtype=np.int64)
-    rows = np.flatnonzero(_at_devices(t_op, t_dev, devices))
-    keyed = taps.select(["issuer", "card_id", "card_seq", "ts_ms"]).take(pa.array(rows)
-                                                                         ).append_column(
-        "row", pa.array(rows.astype(np.int64)))
-    joined = sel.join(keyed, ["issuer", "card_id", "card_seq"], join_type="inner")
-    lo = joined.column("leg_operator").to_pylist()
-    ld = joined.column("leg_device").to_pylist()
-    ts = joined.column("ts_ms").to_pylist()
-    rows = joined.column("row").to_pylist()
-    found: dict[tuple[int, int], list[tuple[int, int]]] = {}
-    for o, d, t, r in zip(lo, ld, ts, rows, strict=True):
-        found.setdefault((o, d), []).append((t, r))
-    return [[r for _, r in sorted(found.get((o, d), []))] for o, d, _, _ in devices]
+    op, dev, bad = _mismatch_columns(legs)
+    sel = np.flatnonzero(bad)  # a few per cent of the legs: look only these up
+    at = np.full(len(op), -1, np.int64)
+    at[sel] = _device_index(op[sel], dev[sel], devices)
+    sel = sel[at[sel] >= 0]
+    if len(sel) == 0:
+        return [[] for _ in devices]
+    index = ReplayIndex.of({"issuer": np.asarray(legs.column("issuer").to_numpy())[sel],
+                            "card_id": np.asarray(legs.column("card_id").to_numpy())[sel],
+                            "card_seq": np.asarray(legs.column("board_card_seq").to_numpy())[sel]})
+    # the same filtered probe as replays: most taps are turned away by one cache-resident bit
+    tap_rows, hit = day_taps.probe(index)
+    group = _group_of(index, len(sel))
+    row_of = np.full(len(sel), -1, np.int64)
+    row_of[hit] = tap_rows  # a key group's tap (one: card keys are unique in a day)
+    board = row_of[group]
+    found = board >= 0
+    board, sel = board[found], sel[found]
+    # only a tap read by the leg's boarding device boards it
+    t = day_taps.taps.select(["operator", "device_id", "ts_ms"]).take(pa.array(board))
+    same = ((np.asarray(t.column("operator").to_numpy(), np.int64) == op[sel])
+            & (np.asarray(t.column("device_id").to_numpy(), np.int64) == dev[sel]))
+    board, device = board[same], at[sel[same]]
+    ts = np.asarray(t.column("ts_ms").to_numpy())[same]
+    by = np.lexsort((board, ts, device))  # per device, in time order (then row)
+    board, device = board[by], device[by]
+    cuts = np.searchsorted(device, np.arange(len(devices) + 1))
+    return [board[cuts[k]:cuts[k + 1]].tolist() for k in range(len(devices))]
 
 
-def replay_reach_start(day: dt.date) -> dt.date:
-    """The last earlier day whose keys can replay into ``day``: two days before (SPEC §4)."""
-    return day - dt.timedelta(days=2)
+def replay_days(day: dt.date) -> tuple[dt.date, dt.date]:
+    """The first and last earlier service day whose stored keys can replay into ``day``.
+
+    The last is two days before (SPEC §4: nearer, a repeated key is a duplicate). The first is
+    ``REPLAY_REACH_DAYS`` before: SPEC §10 sets no limit, and without one every clearing would
+    read the whole history's keys. As de-duplication does at its reach, a key repeated further
+    apart than that is treated as a different tap. 30 days is the SPEC's own horizon for a
+    card's signals (the deny list's window).
+    """
+    return day - dt.timedelta(days=REPLAY_REACH_DAYS), day - dt.timedelta(days=REPLAY_MIN_DAYS)
 
 
 def warm_up() -> None:
-    """Compile (or load from numba's cache) the risk kernels ahead of first use."""
+    """Compile (or load from numba's cache) the risk kernels ahead of first use, with the
+    argument types clearing gives them."""
+    from clearing.taps import TAP_SCHEMA
+
     one: dict[str, np.ndarray] = {
         "card_id": np.array([1, 1], np.uint64), "issuer": np.array([1, 1], np.uint16),
         "ts_ms": np.array([0, 1], np.int64), "card_seq": np.array([2, 1], np.int32),
         "debited_fen": np.array([0, 0], np.int32), "balance_fen": np.array([0, 0], np.int64)}
     card_signals(one, np.zeros(2), np.zeros(2))
+    card_signals(one, np.zeros(2), np.zeros(2), order=np.array([0, 1]))
+    chunk = {c: np.ones(2, TAP_SCHEMA.field(c).type.to_pandas_dtype()) for c in RECORD_COLUMNS}
+    chunk.update({c: one[c] for c in ("card_id", "issuer", "ts_ms", "card_seq")})
+    records = sort_tap_records([chunk])
+    record_signals(records, one["balance_fen"], {1: (30.0, 114.0)})
+    index = ReplayIndex.of(one)
     replay_hits(one, [one])
+    _probe_records(index.bits, index.shift, index.table, *index.keys, records)
+    tap_coordinates(np.ones(2, np.uint32), {1: (30.0, 114.0)})
+    device = np.array([1, 2], np.int64)
+    _device_counts(device, device, np.array([True, False]))
+    _device_index(device, device, [(1, 1, 0, 0)])

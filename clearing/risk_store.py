@@ -3,6 +3,8 @@
 ``legs/day=D/signals.parquet`` holds the SPEC §10 signals of service day D (``clearing.risk``),
 replaced whole, atomically, whenever the day is cleared again; ``denylist/D.csv`` is the deny
 list readers download for day D. ``risk_summary`` is the body of ``tongka risk --date D``.
+CARD_SEQ_REPLAY reads the card keys of the stored taps of the days a replay reaches
+(``earlier_keys``; ``risk.replay_days``: from ``REPLAY_REACH_DAYS`` back to two days back).
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ import csv
 import datetime as dt
 import io
 import os
+import queue
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +28,19 @@ from sqlalchemy import Engine, select
 
 from clearing.errors import StateError
 from clearing.parquet_io import TMP_SUFFIX, write_atomic
-from clearing.risk import DENY_KINDS, SIGNAL_SCHEMA, EarlierKeys, RiskKind, day_signals
-from clearing.tapstore import KEY_COLUMNS, TAPS_DIR
+from clearing.risk import (
+    DENY_KINDS,
+    SIGNAL_SCHEMA,
+    EarlierKeys,
+    RiskKind,
+    day_signals,
+    replay_days,
+)
+from clearing.tapstore import CARD_KEY, DEVICE_KEY
 
 DENY_WINDOW_DAYS = 30  # SPEC §10: signals of days [D-29, D]
 DENYLIST_DIR = "denylist"
 DENYLIST_FIELDS = ("issuer", "card_id", "kinds", "first_signal", "last_signal")
-KEY_CHUNK_ROWS = 1 << 20  # stored keys decoded a row group at a time: memory follows the day
 
 
 def signals_path(data_dir: Path, day: dt.date) -> Path:
@@ -46,14 +57,15 @@ def denylist_path(data_dir: Path, day: dt.date) -> Path:
 
 def _earlier_files(data_dir: Path, day: dt.date, engine: Engine | None
                    ) -> list[tuple[dt.date, Path]]:
-    """The stored tap files of every day up to ``day - 2``, in acceptance order per day.
+    """The stored tap files of the days a replay into ``day`` reaches (``risk.replay_days``),
+    in acceptance order per day.
 
     With an engine the committed, live batches say which (as ``read_day_taps`` does);
     without one, the files on disk.
     """
     from clearing import tapstore
 
-    last = day - dt.timedelta(days=2)
+    first, last = replay_days(day)
     root = Path(data_dir)
     if engine is not None:
         from clearing.batches import Batch, BatchStatus
@@ -61,29 +73,94 @@ def _earlier_files(data_dir: Path, day: dt.date, engine: Engine | None
 
         with session_factory(engine)() as session:
             days = sorted(session.scalars(
-                select(Batch.service_day).where(Batch.service_day <= last,
+                select(Batch.service_day).where(Batch.service_day >= first,
+                                                Batch.service_day <= last,
                                                 Batch.status != BatchStatus.WITHDRAWN).distinct()))
             return [(d, root / rel) for d, _, rel in tapstore._committed_files(session, days)]
     out: list[tuple[dt.date, Path]] = []
-    for d in sorted((root / TAPS_DIR).glob("day=*")):
-        when = dt.date.fromisoformat(d.name.removeprefix("day="))
-        if when <= last:
-            out.extend((when, f) for f in tapstore.day_files_on_disk(root, when))
+    for back in range((last - first).days, -1, -1):
+        when = last - dt.timedelta(days=back)
+        out.extend((when, f) for f in tapstore.day_files_on_disk(root, when))
     return out
 
 
 def earlier_keys(data_dir: Path, day: dt.date, engine: Engine | None = None
                  ) -> Iterator[EarlierKeys]:
-    """The six key columns of every tap accepted up to two days before ``day``, a row group
-    at a time (SPEC §4: a key seen again two or more days apart is a replay, not a
-    duplicate). Like de-duplication's key index, memory never grows with history."""
-    for when, path in _earlier_files(data_dir, day, engine):
+    """The card keys of every tap accepted on the days a replay into ``day`` reaches, a row
+    group at a time (SPEC §4: a key seen again two or more days apart is a replay, not a
+    duplicate; ``risk.replay_days`` bounds how far back). Like de-duplication's key index,
+    memory never grows with history, and time grows with the reach, not with history.
+
+    Only the card key is decoded for every row; a chunk's device key (evidence) is read for
+    the rows that replay, when there are some.
+    """
+    return _read_ahead(_stored_keys(_earlier_files(data_dir, day, engine)))
+
+
+def _stored_keys(files: list[tuple[dt.date, Path]]) -> Iterator[EarlierKeys]:
+    for when, path in files:
         if not path.is_file():
             continue  # a crash orphan's absence is not evidence; clearing reads the day's own
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=KEY_CHUNK_ROWS,
-                                                       columns=list(KEY_COLUMNS)):
-            yield EarlierKeys(when, {c: np.ascontiguousarray(batch.column(c).to_numpy())
-                                     for c in KEY_COLUMNS})
+        stored = pq.ParquetFile(path)
+        for group in range(stored.num_row_groups):
+            keys = stored.read_row_group(group, columns=list(CARD_KEY))
+            yield EarlierKeys(when, {c: np.ascontiguousarray(keys.column(c).to_numpy())
+                                     for c in CARD_KEY},
+                              partial(_device_rows, path, group))
+
+
+READ_AHEAD = 2  # decoded key chunks waiting for the probe: memory stays a few chunks
+
+
+def _read_ahead(chunks: Iterator[EarlierKeys]) -> Iterator[EarlierKeys]:
+    """``chunks`` decoded on a second thread while the caller probes the previous ones.
+
+    Decoding (pyarrow) and probing (numba) both release the GIL, and each takes about half
+    of the replay lookback: side by side they take the longer of the two. At most
+    ``READ_AHEAD`` chunks wait; an error in the reader is raised here; a caller that stops
+    early stops the reader at its next chunk.
+    """
+    ready: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=READ_AHEAD)
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            for chunk in chunks:
+                while not stop.is_set():
+                    try:
+                        ready.put(("chunk", chunk), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ready.put(("done", None))
+        except BaseException as error:  # handed to the caller, raised there
+            ready.put(("error", error))
+
+    reader = threading.Thread(target=read, name="risk-replay-keys", daemon=True)
+    reader.start()
+    try:
+        while True:
+            what, item = ready.get()
+            if what == "done":
+                return
+            if what == "error":
+                raise item  # type: ignore[misc]
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        while reader.is_alive():  # unblock a reader waiting on a full queue, then join it
+            try:
+                ready.get_nowait()
+            except queue.Empty:
+                reader.join(timeout=0.1)
+
+
+def _device_rows(path: Path, group: int, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """The device key of some rows of one row group of a stored tap file."""
+    keys = pq.ParquetFile(path).read_row_group(group, columns=list(DEVICE_KEY))
+    return {c: np.asarray(keys.column(c).to_numpy())[rows] for c in DEVICE_KEY}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,11 +168,18 @@ def earlier_keys(data_dir: Path, day: dt.date, engine: Engine | None = None
 
 
 def write_day_signals(data_dir: Path, day: dt.date, taps: pa.Table, legs: pa.Table, *,
-                      engine: Engine | None = None, reference: bool = False) -> Path:
+                      engine: Engine | None = None, reference: bool = False,
+                      order: np.ndarray | None = None,
+                      records: np.ndarray | None = None) -> Path:
     """Compute the day's signals (SPEC §10), store them beside its legs, and write the day's
-    deny list; returns the signals file. Nothing here touches legs, fares or the ledger."""
+    deny list; returns the signals file. Nothing here touches legs, fares or the ledger.
+
+    Pricing has already put the taps in card order: pass its sorted ``records``
+    (``risk.record_signals``) or its ``order`` (``risk.card_signals``) to spare a second sort
+    of the day; with neither, the signals sort the taps themselves. The result is the same.
+    """
     signals = day_signals(day, taps, legs, earlier=earlier_keys(data_dir, day, engine),
-                          reference=reference)
+                          reference=reference, order=order, records=records)
     path = write_atomic(signals, signals_path(data_dir, day))
     write_denylist(data_dir, day)
     return path

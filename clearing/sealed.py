@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from clearing.errors import InputError
+from tariffs.error_codes import ErrorCode
 
 VERSION = b"\x01"  # first byte of every sealed value: the format, so it can change later
 NONCE_BYTES = 12  # AES-GCM's standard nonce; random per seal (2**-32 collision bound is far)
@@ -30,7 +31,7 @@ def derive_key(key: bytes) -> bytes:
     if len(key) < MIN_KEY_BYTES:
         raise InputError(f"the sealing key has {len(key)} bytes; it needs at least "
                          f"{MIN_KEY_BYTES} (set TONGKA_PII_KEY to a long random secret)",
-                         code="SEAL_KEY_INVALID")
+                         code=ErrorCode.SEAL_KEY_INVALID)
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_INFO).derive(key)
 
 
@@ -42,13 +43,14 @@ def seal(key: bytes, plaintext: bytes, *, context: bytes) -> bytes:
 def unseal(key: bytes, sealed: bytes, *, context: bytes) -> bytes:
     """The plaintext of a ``seal`` result; InputError if the key or the context is wrong."""
     if sealed[:1] != VERSION or len(sealed) < 1 + NONCE_BYTES + 16:
-        raise InputError("a sealed raw record has an unknown format", code="SEAL_CORRUPT")
+        raise InputError("a sealed raw record has an unknown format", code=ErrorCode.SEAL_CORRUPT)
     nonce, body = sealed[1:1 + NONCE_BYTES], sealed[1 + NONCE_BYTES:]
     try:
         return AESGCM(derive_key(key)).decrypt(nonce, body, context)
     except InvalidTag:
         raise InputError("a sealed raw record does not open with this key: give the "
-                         "TONGKA_PII_KEY it was sealed with", code="SEAL_KEY_WRONG") from None
+                         "TONGKA_PII_KEY it was sealed with",
+                         code=ErrorCode.SEAL_KEY_WRONG) from None
 
 
 class Sealer:

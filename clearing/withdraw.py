@@ -43,6 +43,7 @@ from clearing.days import DayStatus, day_revision, day_status, lock_days, mark_n
 from clearing.db import session_factory, transaction
 from clearing.errors import InputError, StateError
 from clearing.files import copy as copy_file
+from tariffs.error_codes import ErrorCode
 
 MAX_REASON = 2_000
 
@@ -89,7 +90,7 @@ def withdraw_batch(engine: Engine, data_dir: Path, batch_ref: int | str, *,
     reason = reason.strip()
     if not reason or len(reason) > MAX_REASON:
         raise InputError(f"a withdrawal needs a reason of 1 to {MAX_REASON} characters",
-                         code="WITHDRAW_REASON")
+                         code=ErrorCode.WITHDRAW_REASON)
     with session_factory(engine)() as s:  # outside the lock: only to learn the day
         found = find_batch(s, batch_ref)
         batch_id, day = found.id, found.service_day
@@ -105,7 +106,7 @@ def withdraw_batch(engine: Engine, data_dir: Path, batch_ref: int | str, *,
             s.refresh(b)  # as of the lock: another withdrawal may have committed meanwhile
             if b.status == BatchStatus.WITHDRAWN:
                 raise StateError(f"batch {b.id} was already withdrawn at {b.withdrawn_at} "
-                                 f"({b.withdrawn_reason})", code="BATCH_WITHDRAWN")
+                                 f"({b.withdrawn_reason})", code=ErrorCode.BATCH_WITHDRAWN)
             tapstore.remove_strays(root, [day], tapstore.committed_paths(s, [day]))
             was_settled = day_status(s, day) is DayStatus.SETTLED
             archived = _archive(s, root, b, reason, files)

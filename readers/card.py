@@ -14,7 +14,6 @@ import numpy as np
 import pyarrow as pa
 
 from readers.base import ParseResult, parse_file, result
-from readers.codes import RowCode
 from readers.columns import (
     RowChecks,
     all_digits,
@@ -44,6 +43,7 @@ from readers.tunion import (
     stored_value_writable,
     tac_hex,
 )
+from tariffs.error_codes import ErrorCode
 from tariffs.vocab import Media
 
 if TYPE_CHECKING:
@@ -99,14 +99,14 @@ def parse_card_bytes(data: bytes, config: ReaderConfig) -> ParseResult:
     sized = lines.lengths == RECORD_WIDTH
     checks.flag(
         ~sized,
-        RowCode.RECORD_LENGTH,
+        ErrorCode.RECORD_LENGTH,
         "",
         f"a card record is exactly {RECORD_WIDTH} characters before the line break",
     )
     sel = np.flatnonzero(sized)  # rows that have a record's shape; ``rec`` is indexed like sel
     rec = fixed_block(lines, RECORD_WIDTH, sized)
 
-    def flag(bad_sel: np.ndarray, code: str, field_name: str, message: str) -> None:
+    def flag(bad_sel: np.ndarray, code: ErrorCode, field_name: str, message: str) -> None:
         bad = np.zeros(n, dtype=bool)
         bad[sel] = bad_sel
         checks.flag(bad, code, field_name, message)
@@ -116,53 +116,53 @@ def parse_card_bytes(data: bytes, config: ReaderConfig) -> ParseResult:
         return rec[:, f.offset : f.offset + f.width]
 
     tag_ok = np.all(col("tag") == np.frombuffer(RECORD_TAG, dtype=np.uint8), axis=1)
-    flag(~tag_ok, RowCode.RECORD_TYPE, "tag", "a card record starts with TU1")
+    flag(~tag_ok, ErrorCode.RECORD_TYPE, "tag", "a card record starts with TU1")
 
     values: dict[str, np.ndarray] = {}
     valid: dict[str, np.ndarray] = {}  # per field: did its characters parse (for echoing)
     for f in LAYOUT[1:]:
         if f.name == "asn":
             valid["asn"] = all_digits(col("asn"))
-            flag(~valid["asn"], RowCode.FIELD_FORMAT, "asn", "the card number must be 20 digits")
+            flag(~valid["asn"], ErrorCode.FIELD_FORMAT, "asn", "the card number must be 20 digits")
             continue
         if f.name == "time":
             ts, fmt_ok, real = compact_time_ms(col("time"))
             values["ts_ms"], valid["time"] = ts, real
             flag(
                 ~fmt_ok,
-                RowCode.FIELD_FORMAT,
+                ErrorCode.FIELD_FORMAT,
                 "time",
                 "the time must be 17 digits YYYYMMDDhhmmssfff",
             )
-            flag(~real, RowCode.TIME_INVALID, "time", "the time names no real date and time")
+            flag(~real, ErrorCode.TIME_INVALID, "time", "the time names no real date and time")
             continue
         if f.name == "tac":
             _, valid["tac"] = hex_bytes(col("tac"))
-            flag(~valid["tac"], RowCode.FIELD_FORMAT, "tac", "the TAC must be 8 hex digits")
+            flag(~valid["tac"], ErrorCode.FIELD_FORMAT, "tac", "the TAC must be 8 hex digits")
             continue
         v, ok = digits(col(f.name))
         values[f.name] = v
-        flag(~ok, RowCode.FIELD_FORMAT, f.name, f"{f.name} must be {f.width} digits")
+        flag(~ok, ErrorCode.FIELD_FORMAT, f.name, f"{f.name} must be {f.width} digits")
         limit = MAX_VALUE.get(f.name)
         if limit is not None and limit < 10**f.width - 1:
             too_big = ok & (v > limit)
-            flag(too_big, RowCode.FIELD_RANGE, f.name, f"{f.name} must be at most {limit}")
+            flag(too_big, ErrorCode.FIELD_RANGE, f.name, f"{f.name} must be at most {limit}")
             ok = ok & ~too_big
         if f.name == "form":
             ok = ok & np.isin(v, (Media.CARD, Media.SHAPED_CARD))
-            flag(~ok, RowCode.VALUE_UNKNOWN, "form", "form must be 0 (card) or 1 (shaped card)")
+            flag(~ok, ErrorCode.VALUE_UNKNOWN, "form", "form must be 0 (card) or 1 (shaped card)")
         elif f.name == "txn_type":
             ok = ok & np.isin(v, (TXN_SIMPLE, TXN_COMPOUND))
-            flag(~ok, RowCode.VALUE_UNKNOWN, "txn_type", "txn_type must be 06 or 09")
+            flag(~ok, ErrorCode.VALUE_UNKNOWN, "txn_type", "txn_type must be 06 or 09")
         elif f.name == "direction":
             ok = ok & (v <= 2)
-            flag(~ok, RowCode.VALUE_UNKNOWN, "direction", "direction must be 0, 1 or 2")
+            flag(~ok, ErrorCode.VALUE_UNKNOWN, "direction", "direction must be 0, 1 or 2")
         valid[f.name] = ok
 
     txn, direction = values["txn_type"], values["direction"]
     flag(
         ((txn == TXN_SIMPLE) & (direction != 0)) | ((txn == TXN_COMPOUND) & (direction == 0)),
-        RowCode.TXN_MISMATCH,
+        ErrorCode.TXN_MISMATCH,
         "direction",
         "txn_type 06 has direction 0; txn_type 09 has 1 or 2",
     )
@@ -174,8 +174,8 @@ def parse_card_bytes(data: bytes, config: ReaderConfig) -> ParseResult:
         data, lines.starts[sel[live_idx]], values["issuer"][live_idx], col("tac")[live_idx], config
     )
     for mask, code, msg in (
-        (no_key, RowCode.TAC_KEY_UNKNOWN, "no TAC key is configured for this issuer"),
-        (forged, RowCode.TAC_INVALID, "the TAC does not authenticate this record"),
+        (no_key, ErrorCode.TAC_KEY_UNKNOWN, "no TAC key is configured for this issuer"),
+        (forged, ErrorCode.TAC_INVALID, "the TAC does not authenticate this record"),
     ):
         bad = np.zeros(len(sel), dtype=bool)
         bad[live_idx] = mask

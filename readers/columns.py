@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 
 from clearing.errors import RowError
 from clearing.taps import FULL_TAP_SCHEMA, TAP_SCHEMA
+from tariffs.error_codes import ErrorCode
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
@@ -310,7 +311,7 @@ def code_of(arr: pa.Array, names: Sequence[str]) -> np.ndarray:
 class Reason:
     """One way a row can fail: its code, the field concerned and the words an operator reads."""
 
-    code: str
+    code: ErrorCode  # a reader row code of the table
     field: str
     message: str
 
@@ -330,14 +331,15 @@ class RowChecks:
     def ok(self) -> np.ndarray:
         return self.first == 0
 
-    def flag(self, bad: np.ndarray, code: str, field_name: str, message: str) -> None:
+    def flag(self, bad: np.ndarray, code: ErrorCode, field_name: str, message: str) -> None:
         """Mark ``bad`` rows that have not failed an earlier check with this reason."""
         hit = np.asarray(bad, dtype=bool) & (self.first == 0)
         if hit.any():
-            self.reasons.append(Reason(str(code), field_name, message))
+            self.reasons.append(Reason(code, field_name, message))
             self.first[hit] = len(self.reasons)
 
-    def flag_rows(self, rows: Sequence[int], code: str, field_name: str, message: str) -> None:
+    def flag_rows(self, rows: Sequence[int], code: ErrorCode, field_name: str,
+                  message: str) -> None:
         mask = np.zeros(self.n, dtype=bool)
         mask[np.asarray(rows, dtype=np.int64)] = True
         self.flag(mask, code, field_name, message)

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from clearing.errors import TongkaError
+from tariffs.error_codes import ErrorCode
 
 MIN_PII_KEY_BYTES = 32  # HMAC-SHA256 key: at least the hash length (RFC 2104 §3)
 MIN_TAC_KEY_BYTES = 16  # the real MACs use 16-byte 3DES / SM4 keys
@@ -31,8 +32,7 @@ DEMO_ISSUERS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 20, 21, 30)  # the default registry's
 class ReaderConfigError(TongkaError):
     """A key the readers need is missing or malformed; nothing was read."""
 
-    code = "READER_CONFIG"
-    exit_code = 2
+    code = ErrorCode.READER_CONFIG
 
 
 class QrKey(BaseModel):

@@ -17,7 +17,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from clearing.taps import TapType
-from readers.codes import RowCode
 from readers.columns import (
     RowChecks,
     code_of,
@@ -32,6 +31,7 @@ from readers.columns import (
 from readers.config import ReaderConfig
 from readers.tokenise import card_ids_fixed, field_token, token_hex
 from readers.tunion import MAX_TS_MS, MAX_VALUE, build_blocks, check_tacs, txn_of_tap_type
+from tariffs.error_codes import ErrorCode
 from tariffs.vocab import Product
 
 TAP_NAMES = tuple(t.name.lower() for t in TapType)  # "flat", "entry", "exit" = 0, 1, 2
@@ -95,14 +95,15 @@ def check_fields(
         ok = use.copy()
 
         def bad(
-            mask: np.ndarray, code: str, message: str, s: Spec = s, use: np.ndarray = use
+            mask: np.ndarray, code: ErrorCode, message: str, s: Spec = s,
+            use: np.ndarray = use
         ) -> None:
             checks.flag(mask & use, code, s.name, message)
 
         if s.codec in (INT, EPOCH_MS, DIGITS):
             if s.codec == DIGITS:
                 fmt = matches(strs[s.name], "[0-9]{1,18}")
-                bad(~fmt, RowCode.FIELD_FORMAT, f"{s.name} must be 1 to 18 digits")
+                bad(~fmt, ErrorCode.FIELD_FORMAT, f"{s.name} must be 1 to 18 digits")
                 ok &= fmt
                 text = pc.if_else(pa.array(ok), strs[s.name], "0").fill_null("0")
                 v = np.asarray(text.cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
@@ -110,7 +111,7 @@ def check_fields(
                 v = ints[s.name]
             hi = MAX_TS_MS if s.codec == EPOCH_MS else MAX_VALUE.get(s.role, 2**63 - 1)
             rng = (v >= 0) & (v <= hi)
-            bad(ok & ~rng, RowCode.FIELD_RANGE, f"{s.name} must be between 0 and {hi}")
+            bad(ok & ~rng, ErrorCode.FIELD_RANGE, f"{s.name} must be between 0 and {hi}")
             ok &= rng
             out.values["ts_ms" if s.codec == EPOCH_MS else s.role] = np.where(ok, v, 0)
         elif s.codec in (ASN, HEX8, SSN):
@@ -121,32 +122,32 @@ def check_fields(
             }[s.codec]
             fmt = matches(strs[s.name], pattern)
             what = {ASN: "20 digits", HEX8: "8 hex digits", SSN: "17 digits and a check digit or X"}
-            bad(~fmt, RowCode.FIELD_FORMAT, f"{s.name} must be {what[s.codec]}")
+            bad(~fmt, ErrorCode.FIELD_FORMAT, f"{s.name} must be {what[s.codec]}")
             ok &= fmt
             block = fixed_bytes(strs[s.name], width, ok)
             if s.codec == SSN:
                 good = ssn_check_ok(block)
-                bad(ok & ~good, RowCode.SS_NUMBER_INVALID, f"{s.name} fails its check character")
+                bad(ok & ~good, ErrorCode.SS_NUMBER_INVALID, f"{s.name} fails its check character")
                 ok &= good
             out.blocks[s.role] = block
         elif s.codec in (TAP_NAME, PRODUCT_NAME, NAME):
             names = {TAP_NAME: TAP_NAMES, PRODUCT_NAME: PRODUCT_NAMES}.get(s.codec, s.names)
             code = code_of(strs[s.name], names)
-            bad(code < 0, RowCode.VALUE_UNKNOWN, f"{s.name} must be one of: {', '.join(names)}")
+            bad(code < 0, ErrorCode.VALUE_UNKNOWN, f"{s.name} must be one of: {', '.join(names)}")
             ok &= code >= 0
             out.values[s.role] = np.maximum(code, 0)
         elif s.codec in (ISO_MS, COMPACT_MS):
             if s.codec == ISO_MS:
                 fmt = matches(strs[s.name], _ISO_PATTERN)
-                bad(~fmt, RowCode.FIELD_FORMAT, f"{s.name} must be YYYY-MM-DDThh:mm:ss.fff+hh:mm")
+                bad(~fmt, ErrorCode.FIELD_FORMAT, f"{s.name} must be YYYY-MM-DDThh:mm:ss.fff+hh:mm")
                 ts, real = iso_ms(fixed_bytes(strs[s.name], 29, ok & fmt))
             else:
                 fmt = matches(strs[s.name], "[0-9]{17}")
-                bad(~fmt, RowCode.FIELD_FORMAT, f"{s.name} must be 17 digits YYYYMMDDhhmmssfff")
+                bad(~fmt, ErrorCode.FIELD_FORMAT, f"{s.name} must be 17 digits YYYYMMDDhhmmssfff")
                 ts, _, real = compact_time_ms(fixed_bytes(strs[s.name], 17, ok & fmt))
             ok &= fmt
             real &= (ts >= 0) & (ts <= MAX_TS_MS)
-            bad(ok & ~real, RowCode.TIME_INVALID, f"{s.name} names no real time (1970-9999)")
+            bad(ok & ~real, ErrorCode.TIME_INVALID, f"{s.name} names no real time (1970-9999)")
             ok &= real
             out.values["ts_ms"] = np.where(ok, ts, 0)
         elif s.codec in (TOKEN, TEXT):
@@ -154,7 +155,7 @@ def check_fields(
             fmt = matches(strs[s.name], pattern)
             bad(
                 ~fmt,
-                RowCode.FIELD_FORMAT,
+                ErrorCode.FIELD_FORMAT,
                 f"{s.name} must be 1 to 64 characters"
                 + (" without spaces" if s.codec == TOKEN else ""),
             )
@@ -224,8 +225,8 @@ def stored_value_taps(
     blocks = build_blocks(sub, checked.blocks["asn"][live])
     no_key, forged = check_tacs(blocks, sub["issuer"], checked.blocks["tac"][live], config)
     for mask, code, msg in (
-        (no_key, RowCode.TAC_KEY_UNKNOWN, "no TAC key is configured for this issuer"),
-        (forged, RowCode.TAC_INVALID, "the TAC does not authenticate this record"),
+        (no_key, ErrorCode.TAC_KEY_UNKNOWN, "no TAC key is configured for this issuer"),
+        (forged, ErrorCode.TAC_INVALID, "the TAC does not authenticate this record"),
     ):
         full = np.zeros(n, dtype=bool)
         full[live] = mask

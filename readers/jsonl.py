@@ -21,8 +21,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.json as pj
 
-from readers.codes import RowCode
 from readers.columns import Lines, RowChecks
+from tariffs.error_codes import ErrorCode
 
 CHUNK_ROWS = 1 << 16
 INT = "int"
@@ -89,15 +89,15 @@ def read_json_lines(lines: Lines, fields: Sequence[JsonField], checks: RowChecks
                     values[f.name][i - lo] = v
         for name, vals in values.items():
             str_parts[name].append(pa.array(vals, type=pa.string()))
-    checks.flag(invalid, RowCode.JSON_INVALID, "", "the line is not one JSON object")
+    checks.flag(invalid, ErrorCode.JSON_INVALID, "", "the line is not one JSON object")
     usable = {}
     for f in fields:
         want = "an integer" if f.kind == INT else "a string"
         checks.flag(
-            missing[f.name] & ~invalid, RowCode.FIELD_MISSING, f.name, f"{f.name} is required"
+            missing[f.name] & ~invalid, ErrorCode.FIELD_MISSING, f.name, f"{f.name} is required"
         )
-        checks.flag(bad_type[f.name], RowCode.FIELD_TYPE, f.name, f"{f.name} must be {want}")
-        checks.flag(too_big[f.name], RowCode.FIELD_RANGE, f.name, f"{f.name} is out of range")
+        checks.flag(bad_type[f.name], ErrorCode.FIELD_TYPE, f.name, f"{f.name} must be {want}")
+        checks.flag(too_big[f.name], ErrorCode.FIELD_RANGE, f.name, f"{f.name} is out of range")
         usable[f.name] = ~(invalid | missing[f.name] | bad_type[f.name] | too_big[f.name])
     strs = {
         name: (pa.concat_arrays(parts) if parts else pa.array([], type=pa.string()))

@@ -25,7 +25,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clearing.taps import ACCOUNT_BASED
 from readers.base import ParseResult, parse_file, result
-from readers.codes import RowCode
 from readers.columns import (
     INT32_MAX,
     INT64_MAX,
@@ -44,6 +43,7 @@ from readers.jsonl import INT, STR, JsonField, load_object, read_json_lines
 from readers.stored import first_object
 from readers.tokenise import card_ids, card_message, token_hex
 from readers.tunion import MAX_TS_MS
+from tariffs.error_codes import ErrorCode
 from tariffs.vocab import Media
 
 if TYPE_CHECKING:
@@ -164,18 +164,20 @@ class QrAdapter:
         ]
         malformed = np.array([p is None for p in payloads], dtype=bool) & cols.usable["code"]
         checks.flag(
-            malformed, RowCode.QR_MALFORMED, "code", "the code is not a well-formed signed payload"
+            malformed, ErrorCode.QR_MALFORMED, "code",
+            "the code is not a well-formed signed payload",
         )
         valid["code"] &= ~malformed
         for name, hi in SCAN_FIELDS:
             v = cols.ints[name]
             bad = cols.usable[name] & ((v < 0) | (v > hi))
-            checks.flag(bad, RowCode.FIELD_RANGE, name, f"{name} must be between 0 and {hi}")
+            checks.flag(bad, ErrorCode.FIELD_RANGE, name, f"{name} must be between 0 and {hi}")
             valid[name] &= ~bad
         tap = code_of(cols.strs["tap"], TAP_NAMES)
         unknown_tap = cols.usable["tap"] & (tap < 0)
         checks.flag(
-            unknown_tap, RowCode.VALUE_UNKNOWN, "tap", f"tap must be one of: {', '.join(TAP_NAMES)}"
+            unknown_tap, ErrorCode.VALUE_UNKNOWN, "tap",
+            f"tap must be one of: {', '.join(TAP_NAMES)}",
         )
         valid["tap"] &= ~unknown_tap
 
@@ -204,22 +206,22 @@ class QrAdapter:
             except InvalidSignature:
                 forged[i] = True
         checks.flag(
-            unknown_key, RowCode.QR_UNKNOWN_KEY, "code", "the code's key id is not configured"
+            unknown_key, ErrorCode.QR_UNKNOWN_KEY, "code", "the code's key id is not configured"
         )
         checks.flag(
-            forged, RowCode.QR_FORGED, "code", "the code's signature does not verify: forged"
+            forged, ErrorCode.QR_FORGED, "code", "the code's signature does not verify: forged"
         )
         scan = cols.ints["scan_ms"]
         ok = checks.ok
         checks.flag(
             ok & (scan < issued - config.qr_clock_skew_ms),
-            RowCode.QR_NOT_YET_VALID,
+            ErrorCode.QR_NOT_YET_VALID,
             "scan_ms",
             "the code was scanned before it was issued",
         )
         checks.flag(
             checks.ok & (scan > expires),
-            RowCode.QR_EXPIRED,
+            ErrorCode.QR_EXPIRED,
             "scan_ms",
             "the code was scanned after it expired",
         )
@@ -244,7 +246,7 @@ class QrAdapter:
         replayed[live[replay]] = True
         checks.flag(
             replayed,
-            RowCode.QR_REPLAYED,
+            ErrorCode.QR_REPLAYED,
             "code",
             "this code's nonce was already used in another scan",
         )

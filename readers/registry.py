@@ -22,6 +22,7 @@ from clearing.errors import InputError
 from clearing.input_files import read_input_bytes
 from readers.base import Adapter
 from readers.names import BUILTIN_FORMATS
+from tariffs.error_codes import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +92,14 @@ def get_adapter(name: str) -> Adapter:
     if ep is None:
         raise InputError(
             f"unknown reader format {name!r} (one of: {', '.join(adapter_names())})",
-            code="FORMAT_UNKNOWN",
+            code=ErrorCode.FORMAT_UNKNOWN,
         )
     try:
         return _load_plugin(ep)
     except Exception as exc:  # a broken plugin is the plugin's problem, reported, never a crash
         raise InputError(
-            f"reader plugin {name!r} ({ep.value}) failed to load: {exc}", code="FORMAT_PLUGIN"
+            f"reader plugin {name!r} ({ep.value}) failed to load: {exc}",
+            code=ErrorCode.FORMAT_PLUGIN,
         ) from None
 
 
@@ -139,12 +141,12 @@ def detect_format_bytes(data: bytes, *, name: str = "") -> str:
         if hits:
             raise InputError(
                 f"{label}: looks like several formats ({', '.join(hits)}); name one with --format",
-                code="FORMAT_AMBIGUOUS",
+                code=ErrorCode.FORMAT_AMBIGUOUS,
             )
     raise InputError(
         f"{label}: not a known reader format; name one with --format "
         f"({', '.join(adapter_names())})",
-        code="FORMAT_UNKNOWN",
+        code=ErrorCode.FORMAT_UNKNOWN,
     )
 
 

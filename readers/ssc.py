@@ -18,7 +18,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from readers.base import ParseResult, parse_file, result
-from readers.codes import RowCode
 from readers.columns import Lines, RowChecks, split_lines
 from readers.config import ReaderConfig
 from readers.fields import (
@@ -39,6 +38,7 @@ from readers.tunion import (
     stored_value_writable,
     tac_texts,
 )
+from tariffs.error_codes import ErrorCode
 from tariffs.vocab import Media
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ class SocialSecurityAdapter:
         n = len(lines)
         checks = RowChecks(n)
         ascii_ok = _ascii_rows(lines)
-        checks.flag(~ascii_ok, RowCode.RECORD_ENCODING, "", "a record is plain ASCII text")
+        checks.flag(~ascii_ok, ErrorCode.RECORD_ENCODING, "", "a record is plain ASCII text")
         text = pa.array([lines.raw(i) if ascii_ok[i] else b"" for i in range(n)], type=pa.binary())
         parts = pc.split_pattern(text.cast(pa.string()), SEPARATOR)
         count = np.asarray(
@@ -97,7 +97,7 @@ class SocialSecurityAdapter:
         )
         shaped = count == COLUMNS
         checks.flag(
-            ~shaped, RowCode.COLUMN_COUNT, "", f"a record has {COLUMNS} fields separated by |"
+            ~shaped, ErrorCode.COLUMN_COUNT, "", f"a record has {COLUMNS} fields separated by |"
         )
         flat = parts.flatten()
         offsets = np.asarray(parts.offsets.to_numpy(), dtype=np.int64)[:-1]
@@ -110,7 +110,7 @@ class SocialSecurityAdapter:
         checks.flag(
             shaped
             & ~np.asarray(pc.equal(tag, TAG).fill_null(False).to_numpy(zero_copy_only=False)),
-            RowCode.RECORD_TYPE,
+            ErrorCode.RECORD_TYPE,
             "tag",
             f"a social-security record starts with {TAG}",
         )
@@ -120,7 +120,7 @@ class SocialSecurityAdapter:
             empty = np.asarray(
                 pc.equal(strs[s.name], "").fill_null(True).to_numpy(zero_copy_only=False)
             )
-            checks.flag(empty, RowCode.FIELD_MISSING, s.name, f"{s.name} is required")
+            checks.flag(empty, ErrorCode.FIELD_MISSING, s.name, f"{s.name} is required")
             usable[s.name] = ~empty
         checked = check_fields(SPECS, n, {}, strs, usable, checks)
         taps, keep = stored_value_taps(

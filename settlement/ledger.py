@@ -53,6 +53,7 @@ from clearing.errors import StateError, TongkaError
 from settlement.netting import Direction, Instruction, run_instructions
 from settlement.obligations import Obligation, ObligationKind
 from settlement.parties import Party
+from tariffs.error_codes import ErrorCode
 from tariffs.vocab import PartyRole
 
 
@@ -102,8 +103,7 @@ CHART: dict[PartyRole, tuple[ObligationKind, ...]] = {
 class LedgerError(TongkaError):
     """The ledger's own contract is broken: an unbalanced entry, an account outside the chart."""
 
-    code = "LEDGER_INVALID"
-    exit_code = 1  # a broken contract of the engine itself, not bad input nor a tariff problem
+    code = ErrorCode.LEDGER_INVALID  # exit 1: a broken contract of the engine itself
 
 
 class AccountKey(NamedTuple):
@@ -122,7 +122,7 @@ def account_key(party: Party, kind: ObligationKind) -> AccountKey:
     if kind not in CHART[party.role]:
         raise LedgerError(
             f"a {party.role.name.lower()} has no {kind.name.lower()} account (chart of accounts)",
-            code="LEDGER_NOT_IN_CHART",
+            code=ErrorCode.LEDGER_NOT_IN_CHART,
         )
     return AccountKey(party, kind)
 
@@ -300,7 +300,7 @@ def ledger_transaction(engine: Engine, scope: Scope, day: dt.date) -> Iterator[S
             if not got:
                 raise StateError(
                     f"a settlement of {what} is running; wait for it to finish and run again",
-                    code="SETTLEMENT_RUNNING",
+                    code=ErrorCode.SETTLEMENT_RUNNING,
                 )
         elif conn.dialect.name == "sqlite":
             # clearing.db starts every transaction with a plain (deferred) BEGIN, which takes no
@@ -315,7 +315,7 @@ def ledger_transaction(engine: Engine, scope: Scope, day: dt.date) -> Iterator[S
                 raise StateError(
                     f"a settlement of {what} is running (or another write holds this SQLite "
                     "database); wait for it to finish and run again",
-                    code="SETTLEMENT_RUNNING",
+                    code=ErrorCode.SETTLEMENT_RUNNING,
                 ) from None
             finally:
                 conn.exec_driver_sql(f"PRAGMA busy_timeout = {SQLITE_BUSY_MS}")
@@ -346,7 +346,8 @@ def check_new_entries_balance(session: Session, after_posting_id: int) -> None:
     if bad:
         shown = ", ".join(f"entry {e} sums to {int(t):+d} fen" for e, t in bad)
         raise LedgerError(
-            f"refusing to commit unbalanced journal entries: {shown}", code="LEDGER_UNBALANCED"
+            f"refusing to commit unbalanced journal entries: {shown}",
+            code=ErrorCode.LEDGER_UNBALANCED,
         )
 
 
@@ -427,7 +428,7 @@ def post_difference(
             f"{'month ' + format(day, '%Y-%m') if scope == Scope.MONTH else 'day ' + str(day)} "
             "is already settled and its obligations changed; settle it again with a reason "
             "(late_batch, tariff_correction or manual_correction)",
-            code="SETTLEMENT_REASON_REQUIRED",
+            code=ErrorCode.SETTLEMENT_REASON_REQUIRED,
         )
     entry_id = post_entry(session, day, kind, reason, diff, now=now)
     return Posted(
@@ -598,7 +599,8 @@ def check_balanced(amounts: Iterable[int], what: str) -> None:
     total = sum(amounts)
     if total != 0:
         raise LedgerError(
-            f"{what} does not balance: postings sum to {total} fen, not 0", code="LEDGER_UNBALANCED"
+            f"{what} does not balance: postings sum to {total} fen, not 0",
+            code=ErrorCode.LEDGER_UNBALANCED,
         )
 
 
@@ -630,7 +632,7 @@ def parse_reason(reason: str | Reason) -> Reason:
         choices = ", ".join(r.value for r in Reason)
         raise StateError(
             f"unknown settlement reason {reason!r} (one of: {choices})",
-            code="SETTLEMENT_BAD_REASON",
+            code=ErrorCode.SETTLEMENT_BAD_REASON,
         ) from None
 
 

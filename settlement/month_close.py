@@ -42,6 +42,7 @@ from settlement.netting import Instruction, Payment, net_positions, payment_inst
 from settlement.obligations import Obligation, ObligationKind
 from settlement.parties import Party, issuer, operator
 from settlement.payments import cny
+from tariffs.error_codes import ErrorCode
 from tariffs.fares import monthly_rebate
 from tariffs.load import TariffSet
 from tariffs.model import MonthlyRebate, TariffVersion
@@ -236,7 +237,7 @@ def _check_days_settled(engine: Engine, first: dt.date, last: dt.date) -> None:
         raise StateError(
             f"month {first:%Y-%m} cannot close: {len(pending)} day(s) need settling first "
             f"({shown})",
-            code="MONTH_NOT_SETTLED",
+            code=ErrorCode.MONTH_NOT_SETTLED,
         )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 from clearing.errors import StateError
 from clearing.service_day import day_from_number, day_number
 from settlement.parties import CENTRE, Party, government, issuer, operator
+from tariffs.error_codes import ErrorCode
 from tariffs.load import TariffSet
 from tariffs.model import TariffVersion
 from tariffs.vocab import Product
@@ -93,13 +94,23 @@ def day_obligations(
     ``discounts`` is ``discount_lines(legs, tariffs, day)`` when the caller already has it
     (``compute_day`` needs both: grouping the day's legs twice cost a pass over every leg).
     """
+    pairs = revenue_by_pair(legs, allocated, day)
+    if discounts is None:
+        discounts = discount_lines(legs, tariffs, day)
+    return obligations_from(pairs, discounts, tariffs)
+
+
+def revenue_by_pair(legs: pa.Table, allocated: np.ndarray, day: dt.date
+                    ) -> list[tuple[int, int, int]]:
+    """``(issuer, operator, allocated fen)`` per pair, sorted: the sums fees are rounded on.
+
+    Card partitions of a day add up to the day's pairs (``settlement.partials``); fees cannot
+    be summed that way, since they round once per pair on the day's total (SPEC §8).
+    """
     _check_day(legs, day)
     if len(allocated) != legs.num_rows:
         raise ValueError(f"allocated has {len(allocated)} values for {legs.num_rows} legs")
-    sums: dict[tuple[Party, Party, ObligationKind], int] = defaultdict(int)
-
-    # SPEC §8: the issuer owes the operator the allocated revenue, summed per pair.
-    pairs = _group_sum(
+    return _group_sum(  # type: ignore[return-value]
         pa.table(
             {
                 "issuer": legs.column("issuer"),
@@ -110,14 +121,21 @@ def day_obligations(
         ["issuer", "operator"],
         ["allocated"],
     )
-    for iss, opr, amount in pairs:
+
+
+def obligations_from(
+    revenue: Iterable[tuple[int, int, int]], discounts: Iterable[DiscountLine], tariffs: TariffSet
+) -> list[Obligation]:
+    """The day's obligations from its revenue per pair (one row per pair: the whole day's, as
+    ``revenue_by_pair`` gives) and its discount lines; shared by settling from legs and from
+    the partial sums of a partitioned clear, so both build obligations the same way."""
+    sums: dict[tuple[Party, Party, ObligationKind], int] = defaultdict(int)
+    # SPEC §8: the issuer owes the operator the allocated revenue, summed per pair.
+    for iss, opr, amount in revenue:
         sums[(issuer(iss), operator(opr), ObligationKind.REVENUE)] += amount
         # SPEC §8: the fee is rounded once per (issuer, operator) pair on the day's total.
         fee = fee_fen(amount, tariffs.fee_bp(opr, iss))
         sums[(operator(opr), CENTRE, ObligationKind.FEE)] += fee
-
-    if discounts is None:
-        discounts = discount_lines(legs, tariffs, day)
     for line in discounts:
         if line.funder == "government":
             sums[(government(line.area), operator(line.operator), ObligationKind.SUBSIDY)] += (
@@ -152,15 +170,30 @@ def obligations_reference(
     return _obligations(sums)
 
 
+DISCOUNT_KEYS: tuple[str, ...] = ("area", "version", "operator", "issuer", "honoured_product")
+
+
 def discount_lines(legs: pa.Table, tariffs: TariffSet, day: dt.date) -> list[DiscountLine]:
     """The day's discount components per (area, operator, issuer, component, product), with
     the funder the tariff version that priced them names."""
-    keys = ["area", "version", "operator", "issuer", "honoured_product"]
-    grouped = _group_sum(
+    return discount_lines_from(discount_groups(legs), tariffs, day)
+
+
+def discount_groups(legs: pa.Table) -> list[tuple[int, ...]]:
+    """Rows ``(*DISCOUNT_KEYS, card, transfer, cap)``: the discount components summed per key,
+    sorted. What discount lines are made of; card partitions of a day add up to the day's."""
+    keys = list(DISCOUNT_KEYS)
+    return _group_sum(
         legs.select([*keys, *COMPONENT_COLUMNS.values()]), keys, list(COMPONENT_COLUMNS.values())
     )
+
+
+def discount_lines_from(groups: Iterable[Sequence[int]], tariffs: TariffSet, day: dt.date
+                        ) -> list[DiscountLine]:
+    """Discount lines from ``discount_groups`` rows (one row per key), funders resolved by the
+    tariff version that priced each group (SETTLEMENT_STALE_LEGS when the set lacks it)."""
     sums: dict[tuple[int, int, int, Component, int, str], int] = defaultdict(int)
-    for area, version_no, opr, iss, product, *amounts in grouped:
+    for area, version_no, opr, iss, product, *amounts in groups:
         version = _version(tariffs, area, version_no, day)
         for component, amount in zip(Component, amounts, strict=True):
             if amount == 0:
@@ -203,7 +236,7 @@ def _version(tariffs: TariffSet, area: int, version_no: int, day: dt.date) -> Ta
     raise StateError(
         f"legs of area {area} were priced by a tariff version valid from "
         f"{day_from_number(version_no)}, which the tariff set does not have; clear {day} again",
-        code="SETTLEMENT_STALE_LEGS",
+        code=ErrorCode.SETTLEMENT_STALE_LEGS,
     )
 
 

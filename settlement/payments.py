@@ -26,13 +26,14 @@ from clearing.files import create_once
 from settlement.ledger import Run, Scope, load_runs, period_label
 from settlement.netting import Direction, Instruction
 from settlement.parties import CENTRE, Party, party_name
+from tariffs.error_codes import ErrorCode
 from tariffs.registry import Registry
 
 
 class PaymentFileError(StateError):
     """A run's payment file exists with other content than the run's stored instructions."""
 
-    code = "PAYMENT_FILE_CONFLICT"
+    code = ErrorCode.PAYMENT_FILE_CONFLICT
 
 PAYMENT_FIELDS = (
     "instruction_id",

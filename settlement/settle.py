@@ -4,13 +4,16 @@ The pure part (``compute_day``) turns a day's priced legs into its obligations, 
 payments and summaries; ``settle_day`` adds the imperative shell: one settlement of the day
 at a time, post only the difference from what the ledger already holds, record the run and
 its payment instructions (the difference only, SPEC v1.2 §8), mark the day settled.
+``settle_from_partials`` posts the same way from the partial sums of a partitioned clear
+(``settlement.partials``), so a day of any size settles without its legs in one process.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -32,6 +35,9 @@ from settlement.netting import Instruction, Payment, net_positions, payment_inst
 from settlement.obligations import DiscountLine, Obligation, day_obligations, discount_lines
 from settlement.parties import Party
 from tariffs.load import TariffSet
+
+if TYPE_CHECKING:  # settlement.partials imports this module's summaries
+    from settlement.partials import DayPartials
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -94,19 +100,40 @@ class DayComputation:
     discounts: tuple[DiscountLine, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class DayFigures:
+    """What posting a day needs, however it was summed: from the day's legs (``compute_day``)
+    or from the partial sums of a partitioned clear (``settlement.partials``)."""
+
+    obligations: tuple[Obligation, ...]
+    positions: dict[Party, int]
+    payments: tuple[Payment, ...]
+    city_summary: tuple[CitySummary, ...]
+    discounts: tuple[DiscountLine, ...]
+
+
+def day_figures(obligations: Iterable[Obligation], city: Iterable[CitySummary],
+                discounts: Iterable[DiscountLine], day: dt.date) -> DayFigures:
+    """Net a day's obligations into positions and its hub-and-spoke payments (SPEC §8)."""
+    obligations = tuple(obligations)
+    positions = net_positions(obligations)
+    return DayFigures(obligations, positions, tuple(payment_instructions(positions, day)),
+                      tuple(city), tuple(discounts))
+
+
 def compute_day(legs: pa.Table, tariffs: TariffSet, day: dt.date) -> DayComputation:
     """Apportion, build and net a day's obligations: no I/O, the same answer every time."""
     allocated = allocate(legs)
     discounts = tuple(discount_lines(legs, tariffs, day))  # once: obligations reuse them
-    obligations = tuple(day_obligations(legs, allocated, tariffs, day, discounts=discounts))
-    positions = net_positions(obligations)
+    obligations = day_obligations(legs, allocated, tariffs, day, discounts=discounts)
+    f = day_figures(obligations, city_summary(legs, allocated), discounts, day)
     return DayComputation(
         allocated=allocated,
-        obligations=obligations,
-        positions=positions,
-        payments=tuple(payment_instructions(positions, day)),
-        city_summary=tuple(city_summary(legs, allocated)),
-        discounts=discounts,
+        obligations=f.obligations,
+        positions=f.positions,
+        payments=f.payments,
+        city_summary=f.city_summary,
+        discounts=f.discounts,
     )
 
 
@@ -139,11 +166,59 @@ def settle_day(
     """
     why = parse_reason(reason or "initial")
     comp = compute_day(legs, tariffs, day)
+    figures = DayFigures(comp.obligations, comp.positions, comp.payments, comp.city_summary,
+                         comp.discounts)
+    return _post(engine, day, figures, comp.allocated, why, dry_run=dry_run, revision=revision,
+                 on_locked=on_locked)
+
+
+def settle_from_partials(
+    engine: Engine,
+    day: dt.date,
+    partials: DayPartials,
+    tariffs: TariffSet,
+    *,
+    reason: str = "initial",
+    dry_run: bool = False,
+    revision: int | None = None,
+    on_locked: Callable[[Session], None] | None = None,
+) -> SettlementResult:
+    """Settle one service day from the summed partial sums of a partitioned clear.
+
+    The same obligations, positions, payments, journal entry, run and instructions as
+    ``settle_day`` on the day's legs (tests/test_scaleout_identity.py), and the same rules
+    for ``reason``, ``dry_run``, ``revision`` and ``on_locked``; but no leg is read, so the
+    work is O(parties), whatever the size of the day. The result has no per-leg
+    ``allocated`` array (None). ``partials`` must be the whole day's, merged
+    (``settlement.partials.merge_partials``; ``read_day_partials`` gives the stored ones).
+    """
+    from settlement.partials import partial_figures
+
+    why = parse_reason(reason or "initial")
+    figures = partial_figures(partials, tariffs, day)
+    return _post(engine, day, figures, None, why, dry_run=dry_run, revision=revision,
+                 on_locked=on_locked)
+
+
+def _post(
+    engine: Engine,
+    day: dt.date,
+    figures: DayFigures,
+    allocated: np.ndarray | None,
+    why: Reason,
+    *,
+    dry_run: bool,
+    revision: int | None,
+    on_locked: Callable[[Session], None] | None,
+) -> SettlementResult:
+    """The imperative shell both ways of settling share: one locked transaction posts the
+    difference as one balanced entry, records the run with its instructions and marks the
+    day settled (see ``settle_day``)."""
     posted = Posted(None, None, why, {})
     settled = False
     run = None
     if not dry_run:
-        target = target_balances(comp.obligations)
+        target = target_balances(figures.obligations)
         with ledger_transaction(engine, Scope.DAY, day) as session:
             if on_locked is not None:
                 on_locked(session)
@@ -151,18 +226,18 @@ def settle_day(
             settled = _mark_settled(session, day, revision)
     return SettlementResult(
         day=day,
-        obligations=comp.obligations,
-        positions=comp.positions,
-        payments=comp.payments,
+        obligations=figures.obligations,
+        positions=figures.positions,
+        payments=figures.payments,
         entry_id=posted.entry_id,
         entry_kind=posted.kind,
         reason=why,
         posted=posted.postings,
-        city_summary=comp.city_summary,
-        discounts=comp.discounts,
+        city_summary=figures.city_summary,
+        discounts=figures.discounts,
         dry_run=dry_run,
         settled=settled,
-        allocated=comp.allocated,
+        allocated=allocated,
         run=run.run if run is not None else None,
         instructions=run.instructions if run is not None else (),
     )

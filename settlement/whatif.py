@@ -36,6 +36,7 @@ from clearing.service_day import day_from_number, day_number
 from settlement.month_close import month_days, month_rebates, rebate_obligations
 from settlement.obligations import COMPONENT_COLUMNS, Component, ObligationKind, funder_of
 from settlement.settle import DayComputation, compute_day
+from tariffs.error_codes import ErrorCode
 from tariffs.errors import TariffError, TariffProblem
 from tariffs.load import CONTRACTS_FILE, DEFAULT_TARIFF_DIR, TariffSet, load_tariff_set
 from tariffs.model import TariffVersion
@@ -59,7 +60,7 @@ class WhatIfUnpriceableError(StateError):
     """A stored tap that the proposed (or current) tariff set cannot price: the what-if fails
     rather than leave it out (SPEC §11), naming each tap by batch and row."""
 
-    code = "WHATIF_UNPRICEABLE"
+    code = ErrorCode.WHATIF_UNPRICEABLE
 
     def __init__(self, message: str, cause: DayUnpriceableError) -> None:
         super().__init__(message)
@@ -173,11 +174,11 @@ def load_proposed_set(tariffs_dir: Path, current_dir: Path | None = None,
     proposed = Path(tariffs_dir)
     current = Path(current_dir or DEFAULT_TARIFF_DIR)
     if not proposed.is_dir():
-        raise TariffError([TariffProblem("TARIFF_NO_DIRECTORY", str(proposed), "-", "-",
+        raise TariffError([TariffProblem(ErrorCode.TARIFF_NO_DIRECTORY, str(proposed), "-", "-",
                                          "is not a directory of tariff files")])
     new_files = sorted(proposed.glob("*.toml"))
     if not new_files:
-        raise TariffError([TariffProblem("TARIFF_NO_FILES", str(proposed), "-", "-",
+        raise TariffError([TariffProblem(ErrorCode.TARIFF_NO_FILES, str(proposed), "-", "-",
                                          "holds no *.toml tariff file to propose")])
     replaced_areas = {a for a in map(_area_of, new_files) if a is not None}
     names = {p.name for p in new_files}
@@ -361,7 +362,7 @@ class WhatIf:
     def __post_init__(self) -> None:
         if self.first > self.last:
             raise InputError(f"--from {self.first} is after --to {self.last}",
-                             code="WHATIF_RANGE")
+                             code=ErrorCode.WHATIF_RANGE)
         self.days_expected = self.days_expected or (self.last - self.first).days + 1
 
     @property
@@ -507,7 +508,7 @@ def run_whatif(
     if out_dir is not None and _inside(Path(out_dir), data_dir):
         raise InputError(f"--out {out_dir} is inside the data directory {data_dir}: a what-if "
                          "writes nothing there; give a directory outside it",
-                         code="WHATIF_OUT_IN_DATA_DIR")
+                         code=ErrorCode.WHATIF_OUT_IN_DATA_DIR)
     registry = current.registry if current is not None else load_registry()
     if current is None:
         current = load_tariff_set() if current_dir is None else load_tariff_set(current_dir,

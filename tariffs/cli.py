@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from tariffs.error_codes import ErrorCode
 from tariffs.errors import TariffError
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 # builds this sub-app too, and must not pay for them (measured: about 0.2 s).
 
 EXIT_BAD_ARGUMENT = 2
-EXIT_INVALID = 4  # the same code as tongka.cli's EXIT_TARIFF
+EXIT_INVALID = 4  # TARIFF_INVALID's exit code in tariffs.error_codes (a test checks they agree)
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Validate, show and diff tariffs.")
@@ -61,7 +62,7 @@ def _invalid(exc: TariffError) -> SystemExit:
               style="red")
     for problem in exc.problems:
         err.print(f"  {problem}", markup=False, soft_wrap=True)
-    return _exit(EXIT_INVALID)
+    return _exit(exc.exit_code)
 
 
 def _load(path: Path, registry: Path | None) -> tuple[dict[int, Tariff], ContractBook | None,
@@ -208,7 +209,8 @@ def import_gtfs(
     from tariffs.registry import load_registry
 
     if not feed_dir.is_dir():
-        raise _fail(EXIT_BAD_ARGUMENT, f"{feed_dir} is not a feed directory [GTFS_MISSING_FILE]")
+        raise _fail(EXIT_BAD_ARGUMENT,
+                    f"{feed_dir} is not a feed directory [{ErrorCode.GTFS_MISSING_FILE}]")
     try:
         result = import_feed(feed_dir, out, registry=load_registry(registry),
                              valid_from=valid_from.date() if valid_from else None)

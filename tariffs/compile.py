@@ -8,11 +8,12 @@ per-version table has the version as its first axis.
 
 Everything the kernels need to price a leg is here, already resolved: base fares of every
 ordered stop pair (distance bands evaluated over the shortest-path metres, or the matrix),
-product prices with the ORDINARY fallback applied, transfer steps, caps, funders, the
-apportionment mode and fee rates. ``lookup_*`` below read the tables exactly as a kernel
-should; ``tests/test_tariff_compile.py`` proves they price as ``tariffs.fares`` does. Monthly
-rebates are not compiled: month close applies ``tariffs.fares``' rebate rules directly, once
-per card and month, so the rules have one implementation (SPEC §6, v1.2).
+product prices with the ORDINARY fallback applied, transfer steps, caps and the apportionment
+mode; nothing else. The kernels read them with ``tariffs.rules``' primitives, the functions
+``tariffs.fares`` prices the models with; ``tests/test_tariff_compile.py`` reads the tables the
+same way and proves they price as ``tariffs.fares`` does. Funders and fee rates are not
+compiled (settlement reads them off the models), nor are monthly rebates: month close applies
+``tariffs.fares``' rebate rules directly, once per card and month (SPEC §6, v1.2).
 """
 
 from __future__ import annotations
@@ -24,14 +25,15 @@ from functools import lru_cache
 
 import numpy as np
 
-from tariffs.fares import apply_rate
+from tariffs import rules
+from tariffs.fares import transfer_step_args
 from tariffs.load import TariffSet
 from tariffs.model import NetworkFare, TariffVersion
 from tariffs.registry import FLAT, Registry
 from tariffs.vocab import Apportionment, Mode, Product
 
 NO_INDEX = -1  # a raw code with no dense index, a table that does not exist, an unpriced line
-NO_CAP = -1  # cap_fen of a product that has no daily cap
+NO_CAP = rules.NO_CAP  # cap_fen of a product that has no daily cap (the rule's own sentinel)
 NO_FARE = -1  # padding of fare_matrix and line_fare where no fare exists
 N_MODES = len(Mode)
 N_PRODUCTS = len(Product)
@@ -48,23 +50,13 @@ class PriceKind(enum.IntEnum):
 
 
 class StepKind(enum.IntEnum):
-    """Transfer step kinds (SPEC §6.4); step_value holds the step's argument."""
+    """Transfer step kinds (SPEC §6.4) as ``step_kind`` holds them; ``step_value`` holds the
+    step's argument. ``tariffs.rules.transfer_step_fare`` prices them."""
 
-    FREE = 0  # 0
-    OFF_FEN = 1  # max(0, f - value)
-    PAY_RATE = 2  # min(f, apply_rate(base, 10000 - value)): pays value bp of its base fare
-    DIFFERENCE = 3  # max(0, f - previous leg's step-3 fare): 扣高免低
-
-
-class FunderKind(enum.IntEnum):
-    """Who bears a discount component (SPEC §8)."""
-
-    OPERATOR = 0  # the leg's operator: no obligation is posted
-    GOVERNMENT = 1  # the tariff area's government owes the operator the component
-
-
-STEP_KINDS = {"free": StepKind.FREE, "off_fen": StepKind.OFF_FEN,
-              "pay_rate": StepKind.PAY_RATE, "difference": StepKind.DIFFERENCE}
+    FREE = rules.STEP_FREE  # 0
+    OFF_FEN = rules.STEP_OFF_FEN  # max(0, f - value)
+    PAY_RATE = rules.STEP_PAY_RATE  # min(f, apply_rate(base, 10000 - value)): pays value bp
+    DIFFERENCE = rules.STEP_DIFFERENCE  # max(0, f - previous leg's step-3 fare): 扣高免低
 
 
 @dataclass(frozen=True, eq=False)
@@ -119,7 +111,6 @@ class CompiledTariffs:
     visitor_rate_bp: np.ndarray  # int64[V]: rate for cards of issuers not accepted
     price_kind: np.ndarray  # int8[V, M, P]: PriceKind, ORDINARY's where P has no price of its own
     price_value: np.ndarray  # int64[V, M, P]: rate in bp (RATE) or fare in fen (FIXED)
-    price_explicit: np.ndarray  # bool[V, M, P]: the tariff lists (mode, product) itself
 
     # -- step 4: transfers ---------------------------------------------------------------------
     transfer_steps: np.ndarray  # int32[V]: max_transfers = len(steps); 0 when no rule
@@ -129,13 +120,9 @@ class CompiledTariffs:
     step_kind: np.ndarray  # int8[V, K]: StepKind of the k-th transfer at [v, k - 1]
     step_value: np.ndarray  # int64[V, K]: off_fen's fen, pay_rate's bp, else 0
 
-    # -- step 5, funders, apportionment, fees --------------------------------------------------
-    cap_fen: np.ndarray  # int64[V, P]: daily cap of honoured product p, -1 = uncapped
-    funder_card: np.ndarray  # int8[V, P]: FunderKind of the card discount, by honoured product
-    funder_transfer: np.ndarray  # int8[V]: FunderKind of the transfer discount
-    funder_cap: np.ndarray  # int8[V]: FunderKind of the cap discount
+    # -- step 5 and apportionment --------------------------------------------------------------
+    cap_fen: np.ndarray  # int64[V, P]: daily cap of honoured product p, NO_CAP = uncapped
     apportionment: np.ndarray  # int8[V]: Apportionment of chains whose first leg v priced
-    fee_bp: np.ndarray  # int64[O, I]: clearing-fee rate of operator o for issuer i's cards
 
 
 @lru_cache(maxsize=16)
@@ -200,11 +187,6 @@ def compile_tariffs(tariffs: TariffSet) -> CompiledTariffs:
         n = len(reg.networks[nf.network].stops)
         fare_matrix[t, :n, :n] = network_fare_matrix(reg, nf)
 
-    fee_bp = np.zeros((len(operators), len(issuers)), dtype=np.int64)
-    for contract in tariffs.contracts.contracts:
-        for issuer in contract.issuers:
-            fee_bp[op_ix[contract.operator], iss_ix[issuer]] = contract.fee_bp
-
     compiled = CompiledTariffs(
         area_codes=np.array(areas, dtype=np.int64),
         operator_codes=np.array(operators, dtype=np.int64),
@@ -243,7 +225,6 @@ def compile_tariffs(tariffs: TariffSet) -> CompiledTariffs:
         visitor_rate_bp=np.array([v.visitor_rate_bp for _, v in versions], dtype=np.int64),
         price_kind=out.price_kind,
         price_value=out.price_value,
-        price_explicit=out.price_explicit,
         transfer_steps=out.transfer_steps,
         transfer_window_ms=out.transfer_window_ms,
         transfer_from_first=out.transfer_from_first,
@@ -251,12 +232,8 @@ def compile_tariffs(tariffs: TariffSet) -> CompiledTariffs:
         step_kind=out.step_kind,
         step_value=out.step_value,
         cap_fen=out.cap_fen,
-        funder_card=out.funder_card,
-        funder_transfer=out.funder_transfer,
-        funder_cap=out.funder_cap,
         apportionment=np.array([Apportionment[v.apportionment.upper()] for _, v in versions],
                                dtype=np.int8),
-        fee_bp=fee_bp,
     )
     for f in fields(compiled):
         getattr(compiled, f.name).flags.writeable = False  # shared by every kernel call
@@ -292,7 +269,6 @@ class _Tables:
         self.concession = np.zeros((n_v, n_issuers), dtype=np.bool_)
         self.price_kind = np.full((n_v, N_MODES, N_PRODUCTS), PriceKind.NONE, dtype=np.int8)
         self.price_value = np.zeros((n_v, N_MODES, N_PRODUCTS), dtype=np.int64)
-        self.price_explicit = np.zeros((n_v, N_MODES, N_PRODUCTS), dtype=np.bool_)
         self.transfer_steps = np.zeros(n_v, dtype=np.int32)
         self.transfer_window_ms = np.zeros(n_v, dtype=np.int64)
         self.transfer_from_first = np.zeros(n_v, dtype=np.bool_)
@@ -300,9 +276,6 @@ class _Tables:
         self.step_kind = np.zeros((n_v, max_steps), dtype=np.int8)
         self.step_value = np.zeros((n_v, max_steps), dtype=np.int64)
         self.cap_fen = np.full((n_v, N_PRODUCTS), NO_CAP, dtype=np.int64)
-        self.funder_card = np.zeros((n_v, N_PRODUCTS), dtype=np.int8)
-        self.funder_transfer = np.zeros(n_v, dtype=np.int8)
-        self.funder_cap = np.zeros(n_v, dtype=np.int8)
 
 
 def _compile_version(out: _Tables, vi: int, v: TariffVersion, iss_ix: dict[int, int]) -> None:
@@ -310,15 +283,16 @@ def _compile_version(out: _Tables, vi: int, v: TariffVersion, iss_ix: dict[int, 
         out.accepted[vi, iss_ix[issuer]] = True
     for issuer in v.concession_issuers:
         out.concession[vi, iss_ix[issuer]] = True
+    explicit: set[tuple[Mode, Product]] = set()  # the (mode, product) prices the tariff lists
     for p in v.prices:
         m, q = Mode[p.mode.upper()], Product[p.product.upper()]
-        out.price_explicit[vi, m, q] = True
+        explicit.add((m, q))
         kind = PriceKind.RATE if p.rate_bp is not None else PriceKind.FIXED
         out.price_kind[vi, m, q] = kind
         out.price_value[vi, m, q] = p.rate_bp if p.rate_bp is not None else p.fixed_fen or 0
     for m in Mode:  # SPEC §6.3: no price for (mode, product) means the ORDINARY price applies
         for q in Product:
-            if not out.price_explicit[vi, m, q]:
+            if (m, q) not in explicit:
                 out.price_kind[vi, m, q] = out.price_kind[vi, m, Product.ORDINARY]
                 out.price_value[vi, m, q] = out.price_value[vi, m, Product.ORDINARY]
     rule = v.transfer
@@ -329,14 +303,9 @@ def _compile_version(out: _Tables, vi: int, v: TariffVersion, iss_ix: dict[int, 
         for a, b in rule.allowed_modes:
             out.transfer_allowed[vi, Mode[a.upper()], Mode[b.upper()]] = True
         for k, step in enumerate(rule.steps):
-            out.step_kind[vi, k] = STEP_KINDS[step.kind]
-            out.step_value[vi, k] = step.fen or step.bp or 0  # the model gives at most one
+            out.step_kind[vi, k], out.step_value[vi, k] = transfer_step_args(step)
     for cap in v.caps:
         out.cap_fen[vi, Product[cap.product.upper()]] = cap.cap_fen
-    for product, funder in v.funders.card.items():
-        out.funder_card[vi, Product[product.upper()]] = FunderKind[funder.upper()]
-    out.funder_transfer[vi] = FunderKind[v.funders.transfer.upper()]
-    out.funder_cap[vi] = FunderKind[v.funders.cap.upper()]
 
 
 def _index_array(codes: list[int], minimum: int = 0) -> np.ndarray:
@@ -347,63 +316,3 @@ def _index_array(codes: list[int], minimum: int = 0) -> np.ndarray:
             index[code] = i
     return index
 
-
-# ---------------------------------------------------------------------------------------------
-# How a kernel reads the tables: one function per pricing step, on dense indices only.
-
-
-def lookup_version(ct: CompiledTariffs, area: int, day: int) -> int:
-    """Dense version in force in dense area ``area`` on service day number ``day``, or -1."""
-    found = NO_INDEX
-    for v in range(ct.area_version_start[area], ct.area_version_stop[area]):
-        if ct.version_valid_from[v] <= day:
-            found = v
-    return found
-
-
-def lookup_flat_fare(ct: CompiledTariffs, v: int, line: int) -> int:
-    """Step 1, FLAT leg: the base fare of dense line ``line`` (-1 if it has none in v)."""
-    return int(ct.line_fare[v, line])
-
-
-def lookup_network_fare(ct: CompiledTariffs, v: int, network: int, entry_stop: int,
-                        exit_stop: int) -> int:
-    """Step 1, COMPLETE leg: base fare between two dense stops of dense ``network``."""
-    t = ct.fare_table[v, network]
-    return int(ct.fare_matrix[t, ct.network_stop_pos[network, entry_stop],
-                              ct.network_stop_pos[network, exit_stop]])
-
-
-def lookup_penalty_fare(ct: CompiledTariffs, v: int, network: int) -> int:
-    """Step 1, penalty leg: exactly max_fare of the boarding line's network."""
-    return int(ct.fare_max[ct.fare_table[v, network]])
-
-
-def lookup_product_fare(ct: CompiledTariffs, v: int, issuer: int, product: int, mode: int,
-                        base: int) -> tuple[int, int]:
-    """Steps 2-3 on dense ``issuer`` (-1 for an issuer outside the registry): (honoured, fare)."""
-    if issuer < 0 or not ct.accepted[v, issuer]:  # visitor rate, priced as ORDINARY
-        return int(Product.ORDINARY), apply_rate(base, int(ct.visitor_rate_bp[v]))
-    honoured = product if ct.concession[v, issuer] else int(Product.ORDINARY)
-    kind, value = int(ct.price_kind[v, mode, honoured]), int(ct.price_value[v, mode, honoured])
-    fare = apply_rate(base, value) if kind == PriceKind.RATE else min(base, value)
-    return honoured, fare
-
-
-def lookup_transfer_fare(ct: CompiledTariffs, v: int, k: int, f: int, base: int,
-                         previous_f: int) -> int:
-    """Step 4 of the k-th transfer (k >= 1) of a chain from its step-3 fare ``f``."""
-    kind, value = int(ct.step_kind[v, k - 1]), int(ct.step_value[v, k - 1])
-    if kind == StepKind.FREE:
-        return 0
-    if kind == StepKind.OFF_FEN:
-        return max(0, f - value)
-    if kind == StepKind.PAY_RATE:
-        return min(f, apply_rate(base, 10_000 - value))
-    return max(0, f - previous_f)
-
-
-def lookup_capped_fare(ct: CompiledTariffs, v: int, honoured: int, fare: int, spent: int) -> int:
-    """Step 5: ``min(fare, max(0, C - S))`` when the honoured product has a cap."""
-    cap = int(ct.cap_fen[v, honoured])
-    return fare if cap == NO_CAP else min(fare, max(0, cap - spent))

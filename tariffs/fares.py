@@ -2,7 +2,9 @@
 
 Each function is one pricing step as the SPEC words it, reading the pydantic models with no
 cache or index, so that the compiled tables (``tariffs.compile``) and the kernels built on
-them can be tested against something a person can check by eye. The monthly rebate rules
+them can be tested against something a person can check by eye. The arithmetic of a step that
+the kernels share (``apply_rate``, the transfer step, the daily cap) lives in ``tariffs.rules``;
+this module maps the models onto its integers. The monthly rebate rules
 (``rebate_rule``, ``rebate_for``, ``monthly_rebate``) have no compiled twin: month close calls
 them directly, so each rule of SPEC §6's monthly rebate is written once, here.
 """
@@ -11,18 +13,17 @@ from __future__ import annotations
 
 import datetime as dt
 
+from tariffs import rules
 from tariffs.model import MonthlyRebate, NetworkFare, ProductPrice, TariffVersion, TransferStep
 from tariffs.registry import FLAT, Registry
+from tariffs.rules import apply_rate as apply_rate  # SPEC §1, re-exported: fares.apply_rate
 from tariffs.vocab import Mode, Product
 
-
-def apply_rate(amount: int, bp: int) -> int:
-    """SPEC §1: ``floor((amount * (10000 - bp) + 5000) / 10000)``, rounded half up to the fen.
-
-    Defined for ``amount >= 0`` and ``0 <= bp <= 10000``. The tariff bounds (amounts at most
-    10 000 000 fen) keep every intermediate inside signed 64 bits, so int64 kernels agree.
-    """
-    return (amount * (10_000 - bp) + 5_000) // 10_000
+# SPEC §6.4: a TransferStep's kind as the integer ``tariffs.rules.transfer_step_fare`` reads
+STEP_KINDS: dict[str, int] = {
+    "free": rules.STEP_FREE, "off_fen": rules.STEP_OFF_FEN,
+    "pay_rate": rules.STEP_PAY_RATE, "difference": rules.STEP_DIFFERENCE,
+}
 
 
 def base_fare_flat(version: TariffVersion, registry: Registry, operator: int, line: int) -> int:
@@ -99,17 +100,20 @@ def product_fare(version: TariffVersion, issuer: int, product: int, mode: int,
     return honoured, min(base, price.fixed_fen)
 
 
+def transfer_step_args(step: TransferStep) -> tuple[int, int]:
+    """A step as ``(kind, value)`` integers: off_fen's fen, pay_rate's bp, else a value of 0.
+
+    The one mapping of the model onto the rule's integers: the compiled ``step_kind`` and
+    ``step_value`` tables are filled with it too.
+    """
+    value = step.fen if step.fen is not None else step.bp  # the model gives at most one
+    return STEP_KINDS[step.kind], value if value is not None else 0
+
+
 def transfer_fare(step: TransferStep, f: int, base: int, previous_f: int) -> int:
     """SPEC §6.4: the fare of a transfer priced by ``step`` from its step-3 fare ``f``."""
-    if step.kind == "free":
-        return 0
-    if step.kind == "off_fen":
-        assert step.fen is not None
-        return max(0, f - step.fen)
-    if step.kind == "pay_rate":  # pays bp of its base fare, never more than f
-        assert step.bp is not None
-        return min(f, apply_rate(base, 10_000 - step.bp))
-    return max(0, f - previous_f)  # difference: 扣高免低, the pair pays the higher fare
+    kind, value = transfer_step_args(step)
+    return rules.transfer_step_fare(kind, value, f, base, previous_f)
 
 
 def cap_for(version: TariffVersion, product: int) -> int | None:
@@ -121,8 +125,11 @@ def cap_for(version: TariffVersion, product: int) -> int | None:
 
 
 def capped_fare(fare: int, cap: int | None, spent: int) -> int:
-    """SPEC §6.5: ``min(fare, max(0, C - S))``; S is the area's earlier computed fares today."""
-    return fare if cap is None else min(fare, max(0, cap - spent))
+    """SPEC §6.5: ``min(fare, max(0, C - S))``; S is the area's earlier computed fares today.
+
+    ``cap`` is ``cap_for``'s answer: None (uncapped) is the rule's ``NO_CAP``.
+    """
+    return rules.capped_fare(fare, rules.NO_CAP if cap is None else cap, spent)
 
 
 def rebate_for(rebate: MonthlyRebate, spend: int) -> int:

@@ -21,6 +21,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from tariffs.error_codes import ErrorCode, Kind, error_code
+from tariffs.errors import TongkaError
 from tariffs.fares import apply_rate, base_fare_flat, price_for
 from tariffs.load import TariffSet
 from tariffs.model import (
@@ -68,25 +70,31 @@ _YUAN = re.compile(r"^(-?)(\d+)(?:\.(\d{1,2}))?$")
 class GtfsProblem:
     """One thing in a feed Tongka cannot read or cannot express, where it is."""
 
-    code: str  # GTFS_MISSING_FILE, GTFS_BAD_ROW, GTFS_BAD_AMOUNT, GTFS_UNKNOWN_ID, GTFS_UNSUPPORTED
+    code: ErrorCode  # a GTFS problem code: GTFS_MISSING_FILE, GTFS_BAD_ROW, GTFS_UNSUPPORTED, ...
     file: str
     row: int  # 1-based data row (line number - 1); 0 for the file as a whole
     field: str
     message: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "code", error_code(self.code, kind=Kind.TARIFF))
 
     def __str__(self) -> str:
         where = f"row {self.row}" if self.row else "-"
         return f"{self.file}: {where}: {self.field or '-'}: {self.message} [{self.code}]"
 
 
-class GtfsError(Exception):
+class GtfsError(TongkaError):
     """A feed that cannot become tariff files; carries every problem found, not just the first."""
 
-    code = "GTFS_INVALID"
+    code = ErrorCode.GTFS_INVALID
 
     def __init__(self, problems: Sequence[GtfsProblem]) -> None:
         self.problems = list(problems)
         super().__init__("\n".join(str(p) for p in self.problems))
+
+    def __str__(self) -> str:
+        return str(self.args[0])  # the problems, one a line; each names its own code
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,7 +408,7 @@ class _Reader:
         self.directory = directory
         self.problems: list[GtfsProblem] = []
 
-    def problem(self, code: str, file: str, row: int, fld: str, message: str) -> None:
+    def problem(self, code: ErrorCode, file: str, row: int, fld: str, message: str) -> None:
         self.problems.append(GtfsProblem(code, file, row, fld, message))
 
     def integer(self, file: str, row: int, fld: str, text: str, default: int) -> int:
@@ -410,7 +418,7 @@ class _Reader:
         try:
             return int(text)
         except ValueError:
-            self.problem("GTFS_BAD_ROW", file, row, fld, f"{text!r} is not an integer")
+            self.problem(ErrorCode.GTFS_BAD_ROW, file, row, fld, f"{text!r} is not an integer")
             return default
 
     def rows(self, name: str, required: Sequence[str], *, optional_file: bool = True
@@ -418,14 +426,14 @@ class _Reader:
         path = self.directory / name
         if not path.is_file():
             if not optional_file:
-                self.problem("GTFS_MISSING_FILE", name, 0, "", "is required but missing")
+                self.problem(ErrorCode.GTFS_MISSING_FILE, name, 0, "", "is required but missing")
             return []
         with open(path, encoding="utf-8-sig", newline="") as fh:
             reader = csv.DictReader(fh)
             header = reader.fieldnames or []
             missing = [f for f in required if f not in header]
             if missing:
-                self.problem("GTFS_MISSING_FIELD", name, 0, ",".join(missing),
+                self.problem(ErrorCode.GTFS_MISSING_FIELD, name, 0, ",".join(missing),
                              "required column(s) missing")
                 return []
             return [(i, {k: (v or "").strip() for k, v in row.items() if k is not None})
@@ -463,7 +471,7 @@ def import_feed(feed_dir: Path, out_dir: Path, *, registry: Registry | None = No
     parsed = _parse(rd, reg, currency)
     day = valid_from or parsed.valid_from
     if day is None:
-        rd.problem("GTFS_MISSING_FILE", "feed_info.txt", 0, "feed_start_date",
+        rd.problem(ErrorCode.GTFS_MISSING_FILE, "feed_info.txt", 0, "feed_start_date",
                    "no first service day: give feed_info.feed_start_date or --valid-from")
     notes: list[str] = []
     tariffs: dict[int, Tariff] = {}
@@ -471,7 +479,7 @@ def import_feed(feed_dir: Path, out_dir: Path, *, registry: Registry | None = No
         tariffs = _build(rd, reg, parsed, day, notes)
     for area, tariff in sorted(tariffs.items()):
         for p in check_tariff(f"{area}-gtfs.toml", tariff, reg):
-            rd.problem("GTFS_UNSUPPORTED", "fare_leg_rules.txt", 0, p.field,
+            rd.problem(ErrorCode.GTFS_UNSUPPORTED, "fare_leg_rules.txt", 0, p.field,
                        f"area {area}: {p.message} [{p.code}]")
     if rd.problems:
         raise GtfsError(rd.problems)
@@ -490,7 +498,7 @@ def _parse(rd: _Reader, reg: Registry, currency: str) -> _Parsed:
     for i, row in rd.rows("routes.txt", ("route_id",), optional_file=False):
         ln = by_route.get(row["route_id"])
         if ln is None:
-            rd.problem("GTFS_UNKNOWN_ID", "routes.txt", i, "route_id",
+            rd.problem(ErrorCode.GTFS_UNKNOWN_ID, "routes.txt", i, "route_id",
                        f"route {row['route_id']!r} is not a registry line (operator-line)")
             continue
         p.lines[row["route_id"]] = ln
@@ -498,7 +506,7 @@ def _parse(rd: _Reader, reg: Registry, currency: str) -> _Parsed:
             p.route_network[row["route_id"]] = row["network_id"]
     for i, row in rd.rows("route_networks.txt", ("network_id", "route_id")):
         if row["route_id"] not in p.lines:
-            rd.problem("GTFS_UNKNOWN_ID", "route_networks.txt", i, "route_id",
+            rd.problem(ErrorCode.GTFS_UNKNOWN_ID, "route_networks.txt", i, "route_id",
                        f"route {row['route_id']!r} is not in routes.txt")
         p.route_network[row["route_id"]] = row["network_id"]
     for i, row in rd.rows("networks.txt", ("network_id",)):
@@ -511,7 +519,7 @@ def _parse(rd: _Reader, reg: Registry, currency: str) -> _Parsed:
         except ValueError:
             stop = -1
         if stop not in reg.stops:
-            rd.problem("GTFS_UNKNOWN_ID", "stop_areas.txt", i, "stop_id",
+            rd.problem(ErrorCode.GTFS_UNKNOWN_ID, "stop_areas.txt", i, "stop_id",
                        f"stop {row['stop_id']!r} is not a registry stop")
             continue
         p.stop_areas.setdefault(stop, set()).add(row["area_id"])
@@ -525,22 +533,22 @@ def _parse(rd: _Reader, reg: Registry, currency: str) -> _Parsed:
         for fld in ("from_timeframe_group_id", "to_timeframe_group_id", "rule_priority",
                     "contains_area_id"):
             if row.get(fld):
-                rd.problem("GTFS_UNSUPPORTED", "fare_leg_rules.txt", i, fld,
+                rd.problem(ErrorCode.GTFS_UNSUPPORTED, "fare_leg_rules.txt", i, fld,
                            "time-of-day fares, rule priorities and area sets are not in "
                            "Tongka's model (SPEC §6 prices by line, stops and day only)")
         if row["fare_product_id"] not in p.products:
-            rd.problem("GTFS_UNKNOWN_ID", "fare_leg_rules.txt", i, "fare_product_id",
+            rd.problem(ErrorCode.GTFS_UNKNOWN_ID, "fare_leg_rules.txt", i, "fare_product_id",
                        f"product {row['fare_product_id']!r} is not in fare_products.txt")
     p.transfers = rd.rows("fare_transfer_rules.txt", ("fare_transfer_type",))
     if rd.rows("timeframes.txt", ("timeframe_group_id",)):
-        rd.problem("GTFS_UNSUPPORTED", "timeframes.txt", 0, "timeframe_group_id",
+        rd.problem(ErrorCode.GTFS_UNSUPPORTED, "timeframes.txt", 0, "timeframe_group_id",
                    "time-of-day fares are not in Tongka's model")
     for i, row in rd.rows("feed_info.txt", ("feed_start_date",)):
         if row["feed_start_date"]:
             try:
                 p.valid_from = dt.datetime.strptime(row["feed_start_date"], "%Y%m%d").date()
             except ValueError:
-                rd.problem("GTFS_BAD_ROW", "feed_info.txt", i, "feed_start_date",
+                rd.problem(ErrorCode.GTFS_BAD_ROW, "feed_info.txt", i, "feed_start_date",
                            "is not a YYYYMMDD date")
     return p
 
@@ -554,7 +562,7 @@ def _parse_categories(rd: _Reader, p: _Parsed) -> None:
             p.default_category = product or Product.ORDINARY
             product = p.default_category
         if product is None:
-            rd.problem("GTFS_UNSUPPORTED", "rider_categories.txt", i, "rider_category_id",
+            rd.problem(ErrorCode.GTFS_UNSUPPORTED, "rider_categories.txt", i, "rider_category_id",
                        f"{cid!r} is none of Tongka's products "
                        f"({', '.join(names)}); name it after one")
             continue
@@ -565,22 +573,22 @@ def _parse_products(rd: _Reader, p: _Parsed, currency: str) -> None:
     for i, row in rd.rows("fare_products.txt", ("fare_product_id", "amount", "currency"),
                           optional_file=False):
         if row["currency"] != currency:
-            rd.problem("GTFS_UNSUPPORTED", "fare_products.txt", i, "currency",
+            rd.problem(ErrorCode.GTFS_UNSUPPORTED, "fare_products.txt", i, "currency",
                        f"{row['currency']!r}: only {currency} amounts are read")
             continue
         try:
             fen = yuan_to_fen(row["amount"])
         except ValueError as exc:
-            rd.problem("GTFS_BAD_AMOUNT", "fare_products.txt", i, "amount", str(exc))
+            rd.problem(ErrorCode.GTFS_BAD_AMOUNT, "fare_products.txt", i, "amount", str(exc))
             continue
         cid = row.get("rider_category_id", "")
         if cid and cid not in p.category:
-            rd.problem("GTFS_UNKNOWN_ID", "fare_products.txt", i, "rider_category_id",
+            rd.problem(ErrorCode.GTFS_UNKNOWN_ID, "fare_products.txt", i, "rider_category_id",
                        f"{cid!r} is not in rider_categories.txt")
             continue
         medium = row.get("fare_media_id", "")
         if medium and medium not in p.media_type:
-            rd.problem("GTFS_UNKNOWN_ID", "fare_products.txt", i, "fare_media_id",
+            rd.problem(ErrorCode.GTFS_UNKNOWN_ID, "fare_products.txt", i, "fare_media_id",
                        f"{medium!r} is not in fare_media.txt")
             continue
         product = p.category[cid] if cid else p.default_category
@@ -609,7 +617,7 @@ def _build(rd: _Reader, reg: Registry, p: _Parsed, day: dt.date,
         net = p.route_network.get(rid, "")
         rules = rules_by_net.get(net) or rules_by_net.get("", [])
         if not rules:
-            rd.problem("GTFS_UNSUPPORTED", "fare_leg_rules.txt", 0, "network_id",
+            rd.problem(ErrorCode.GTFS_UNSUPPORTED, "fare_leg_rules.txt", 0, "network_id",
                        f"no leg rule prices route {rid} (network {net or '-'})")
             continue
         if ln.network == FLAT:
@@ -623,7 +631,7 @@ def _build(rd: _Reader, reg: Registry, p: _Parsed, day: dt.date,
             version = _version(rd, reg, p, area, af, day, notes)
         except ValidationError as exc:  # a value outside Tongka's ranges (SPEC §1, §6)
             for err in exc.errors():
-                rd.problem("GTFS_UNSUPPORTED", "fare_leg_rules.txt", 0,
+                rd.problem(ErrorCode.GTFS_UNSUPPORTED, "fare_leg_rules.txt", 0,
                            ".".join(str(x) for x in err["loc"]), f"area {area}: {err['msg']}")
             continue
         if version is not None:
@@ -643,10 +651,10 @@ def _check_transfer_groups(rd: _Reader, p: _Parsed, areas: dict[int, _AreaFares]
         ends = [r.get("from_leg_group_id", ""), r.get("to_leg_group_id", "")]
         unknown = [g for g in ends if g not in home]
         if unknown:
-            rd.problem("GTFS_UNKNOWN_ID", "fare_transfer_rules.txt", i, "from_leg_group_id",
+            rd.problem(ErrorCode.GTFS_UNKNOWN_ID, "fare_transfer_rules.txt", i, "from_leg_group_id",
                        f"leg group(s) {unknown} price no leg of the feed's routes")
         elif not home[ends[0]] & home[ends[1]]:
-            rd.problem("GTFS_UNSUPPORTED", "fare_transfer_rules.txt", i, "to_leg_group_id",
+            rd.problem(ErrorCode.GTFS_UNSUPPORTED, "fare_transfer_rules.txt", i, "to_leg_group_id",
                        f"a transfer from area(s) {sorted(home[ends[0]])} to area(s) "
                        f"{sorted(home[ends[1]])}: a chain ends where the tariff area changes "
                        "(SPEC §6.4)")
@@ -684,7 +692,8 @@ def _one(rd: _Reader, found: list[tuple[int, dict[str, str]]], what: str
     if len(found) == 1:
         return found[0]
     rows = ", ".join(str(i) for i, _ in found) or "none"
-    rd.problem("GTFS_UNSUPPORTED" if found else "GTFS_NO_FARE", "fare_leg_rules.txt",
+    rd.problem(ErrorCode.GTFS_UNSUPPORTED if found else ErrorCode.GTFS_NO_FARE,
+               "fare_leg_rules.txt",
                found[0][0] if found else 0, "", f"{what}: {len(found)} leg rules match "
                f"(rows {rows}); Tongka needs exactly one fare per leg")
     return None
@@ -703,13 +712,13 @@ def _price_rule(rd: _Reader, p: _Parsed, af: _AreaFares, mode: Mode, i: int,
             by_product.setdefault(pr, set()).add(fen)
     for pr, fens in by_product.items():
         if len(fens) > 1:
-            rd.problem("GTFS_UNSUPPORTED", "fare_leg_rules.txt", i, "fare_product_id",
+            rd.problem(ErrorCode.GTFS_UNSUPPORTED, "fare_leg_rules.txt", i, "fare_product_id",
                        f"{rule['fare_product_id']}: {pr.name.lower()} pays {sorted(fens)} fen "
                        "by medium; Tongka prices every medium alike (SPEC §6.3)")
             return None
     ordinary = by_product.get(Product.ORDINARY)
     if not cash and not ordinary:
-        rd.problem("GTFS_UNSUPPORTED", "fare_leg_rules.txt", i, "fare_product_id",
+        rd.problem(ErrorCode.GTFS_UNSUPPORTED, "fare_leg_rules.txt", i, "fare_product_id",
                    f"{rule['fare_product_id']}: no amount for the default rider category")
         return None
     base = max(cash) if cash else min(ordinary or {0})
@@ -721,7 +730,7 @@ def _price_rule(rd: _Reader, p: _Parsed, af: _AreaFares, mode: Mode, i: int,
 def _flat_line(rd: _Reader, p: _Parsed, af: _AreaFares, ln: Line, rid: str,
                rules: list[tuple[int, dict[str, str]]]) -> None:
     if any(r.get("from_area_id") or r.get("to_area_id") for _, r in rules):
-        rd.problem("GTFS_UNSUPPORTED", "fare_leg_rules.txt", rules[0][0], "from_area_id",
+        rd.problem(ErrorCode.GTFS_UNSUPPORTED, "fare_leg_rules.txt", rules[0][0], "from_area_id",
                    f"route {rid} is a flat (single-tap) line: its fare cannot depend on areas")
         return
     hit = _one(rd, rules, f"route {rid}")
@@ -735,7 +744,7 @@ def _network_line(rd: _Reader, p: _Parsed, reg: Registry, af: _AreaFares, ln: Li
                   rules: list[tuple[int, dict[str, str]]]) -> None:
     seen = af.feed_network.setdefault(ln.network, net)
     if seen != net:
-        rd.problem("GTFS_UNSUPPORTED", "route_networks.txt", 0, "network_id",
+        rd.problem(ErrorCode.GTFS_UNSUPPORTED, "route_networks.txt", 0, "network_id",
                    f"registry network {ln.network} is split over feed networks {seen!r} and "
                    f"{net!r}; one entry-exit network has one fare table")
         return
@@ -770,7 +779,7 @@ def _version(rd: _Reader, reg: Registry, p: _Parsed, area: int, af: _AreaFares, 
     for (mode, product), pairs in sorted(af.amounts.items()):
         price = fit_price(sorted(pairs))
         if price is None:
-            rd.problem("GTFS_UNSUPPORTED", "fare_products.txt", 0, "amount",
+            rd.problem(ErrorCode.GTFS_UNSUPPORTED, "fare_products.txt", 0, "amount",
                        f"area {area}: {product.name.lower()} amounts on {mode.name.lower()} "
                        f"(base, amount) {sorted(pairs)[:4]} are neither a rate off the base "
                        "fare nor a fixed fare (SPEC §6.3)")
@@ -855,14 +864,14 @@ def _transfer(rd: _Reader, p: _Parsed, area: int, af: _AreaFares,
         if step is None:
             continue
         if limit <= 0 or limit % 60 or ltype not in ("1", "2"):
-            rd.problem("GTFS_UNSUPPORTED", "fare_transfer_rules.txt", i, "duration_limit",
+            rd.problem(ErrorCode.GTFS_UNSUPPORTED, "fare_transfer_rules.txt", i, "duration_limit",
                        "Tongka needs a window in whole minutes from the previous boarding (1) "
                        "or the previous leg's last tap (2)")
             continue
         count = rd.integer("fare_transfer_rules.txt", i, "transfer_count",
                            r.get("transfer_count", ""), 1)
         if count == 0 or count < -1:
-            rd.problem("GTFS_BAD_ROW", "fare_transfer_rules.txt", i, "transfer_count",
+            rd.problem(ErrorCode.GTFS_BAD_ROW, "fare_transfer_rules.txt", i, "transfer_count",
                        "is -1 (unlimited) or a positive count")
             continue
         if count == -1:
@@ -876,7 +885,7 @@ def _transfer(rd: _Reader, p: _Parsed, area: int, af: _AreaFares,
     if rd.problems:
         return None
     if len(kinds) != 1:
-        rd.problem("GTFS_UNSUPPORTED", "fare_transfer_rules.txt", rows[0][0], "",
+        rd.problem(ErrorCode.GTFS_UNSUPPORTED, "fare_transfer_rules.txt", rows[0][0], "",
                    f"area {area}: transfer rules differ in price or window; Tongka has one "
                    "transfer rule per area (SPEC §6.4)")
         return None
@@ -892,14 +901,14 @@ def _step(rd: _Reader, p: _Parsed, i: int, r: dict[str, str]) -> TransferStep | 
     kind, product = r.get("fare_transfer_type", ""), r.get("fare_product_id", "")
     fens = {fen for _, _, fen in p.products.get(product, [])}
     if product and product not in p.products:
-        rd.problem("GTFS_UNKNOWN_ID", "fare_transfer_rules.txt", i, "fare_product_id",
+        rd.problem(ErrorCode.GTFS_UNKNOWN_ID, "fare_transfer_rules.txt", i, "fare_product_id",
                    f"product {product!r} is not in fare_products.txt")
         return None
     if kind == "0" and fens <= {0}:
         return TransferStep(kind="free")
     if kind == "1" and len(fens) == 1 and max(fens) <= 0:
         return TransferStep(kind="off_fen", fen=-max(fens))
-    rd.problem("GTFS_UNSUPPORTED", "fare_transfer_rules.txt", i, "fare_transfer_type",
+    rd.problem(ErrorCode.GTFS_UNSUPPORTED, "fare_transfer_rules.txt", i, "fare_transfer_type",
                f"type {kind} with product {product or '-'}: Tongka's transfer steps are free "
                "(0, no product) or a fixed amount off the next leg (1, one negative amount)")
     return None

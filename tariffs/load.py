@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
+from tariffs.error_codes import ErrorCode
 from tariffs.errors import TariffError, TariffProblem
 from tariffs.fares import rebate_rule
 from tariffs.model import ContractBook, MonthlyRebate, Tariff, TariffVersion
@@ -89,7 +90,7 @@ def _read_set(directory: Path, registry: Registry) -> TariffSet:
     tariffs: dict[int, Tariff] = {}
     contracts = ContractBook(contracts=[])
     if not directory.is_dir():
-        raise TariffError([TariffProblem("TARIFF_NO_DIRECTORY", str(directory), "-", "-",
+        raise TariffError([TariffProblem(ErrorCode.TARIFF_NO_DIRECTORY, str(directory), "-", "-",
                                          "is not a directory of tariff files")])
     for path in sorted(directory.glob("*.toml")):
         if path.name == CONTRACTS_FILE:
@@ -102,14 +103,14 @@ def _read_set(directory: Path, registry: Registry) -> TariffSet:
         if tariff is None:
             continue
         if tariff.area in tariffs:
-            problems.append(TariffProblem("TARIFF_DUPLICATE_AREA", path.name, "-", "area",
+            problems.append(TariffProblem(ErrorCode.TARIFF_DUPLICATE_AREA, path.name, "-", "area",
                                           f"area {tariff.area} already has a tariff file"))
             continue
         problems.extend(check_tariff(path.name, tariff, registry))
         tariffs[tariff.area] = tariff
     for city in registry.cities:
         if city not in tariffs and not problems:
-            problems.append(TariffProblem("TARIFF_MISSING_AREA", str(directory), "-", "-",
+            problems.append(TariffProblem(ErrorCode.TARIFF_MISSING_AREA, str(directory), "-", "-",
                                           f"no tariff file for city {city}"))
     if problems:
         raise TariffError(problems)
@@ -131,10 +132,10 @@ def _parse(path: Path, model: type[M], problems: list[TariffProblem]) -> M | Non
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
-        problems.append(TariffProblem("TARIFF_UNREADABLE", path.name, "-", "-", str(exc)))
+        problems.append(TariffProblem(ErrorCode.TARIFF_UNREADABLE, path.name, "-", "-", str(exc)))
         return None
     except tomllib.TOMLDecodeError as exc:
-        problems.append(TariffProblem("TARIFF_SYNTAX", path.name, "-", "-",
+        problems.append(TariffProblem(ErrorCode.TARIFF_SYNTAX, path.name, "-", "-",
                                       f"is not valid TOML: {exc}"))
         return None
     try:
@@ -172,12 +173,12 @@ def _check_contracts(file: str, book: ContractBook, registry: Registry) -> list[
     problems = []
     for i, c in enumerate(book.contracts):
         if c.operator not in registry.operators:
-            problems.append(TariffProblem("TARIFF_UNKNOWN_OPERATOR", file, "-",
+            problems.append(TariffProblem(ErrorCode.TARIFF_UNKNOWN_OPERATOR, file, "-",
                                           f"contracts[{i}].operator",
                                           f"operator {c.operator} is not in the registry"))
         for j, issuer in enumerate(c.issuers):
             if issuer not in registry.issuers:
-                problems.append(TariffProblem("TARIFF_UNKNOWN_ISSUER", file, "-",
+                problems.append(TariffProblem(ErrorCode.TARIFF_UNKNOWN_ISSUER, file, "-",
                                               f"contracts[{i}].issuers[{j}]",
                                               f"issuer {issuer} is not in the registry"))
     problems.extend(check_contracts(file, book, registry))

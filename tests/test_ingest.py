@@ -280,12 +280,12 @@ def test_nullable_columns_quarantine_their_null_rows(engine: Engine, tmp_path: P
 def test_ingest_taps_numbers_rows_in_the_raw_file(engine: Engine, tmp_path: Path) -> None:
     taps = taps_table([tap(1), tap(2, media=9), tap(3)]).append_column(
         "source_row", pa.array([0, 2, 3], pa.int64()))
-    adapter_errors = [RowError("BAD_FIELD", 1, "fare", "fare is not a number", {"fare": "x"})]
+    adapter_errors = [RowError("FIELD_FORMAT", 1, "fare", "fare is not a number", {"fare": "x"})]
     report = ingest_taps(engine, tmp_path, taps, adapter_errors, file_sha256="ab" * 32,
                          source_format="card", source_name="raw.csv", service_day=DAY,
                          operator=OPERATOR, registry=REG)
     assert (report.received, report.accepted, report.quarantined) == (4, 2, 2)
-    assert [(e.row, e.code) for e in quarantined_rows(engine)] == [(1, "BAD_FIELD"),
+    assert [(e.row, e.code) for e in quarantined_rows(engine)] == [(1, "FIELD_FORMAT"),
                                                                    (2, "BAD_MEDIA")]
     assert stored_rows(tmp_path, engine) == [tap(1), tap(3)]
 

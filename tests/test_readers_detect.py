@@ -142,4 +142,4 @@ def test_the_formats_page_names_the_codes_and_the_limit_the_code_has() -> None:
         for p in [*(ROOT / "readers").glob("*.py"), ROOT / "clearing" / "input_files.py"]
     )
     for code in file_codes - {"READER_CONFIG"}:
-        assert f'"{code}"' in sources, code
+        assert f"ErrorCode.{code}" in sources, code

@@ -11,23 +11,28 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clearing.fast import match_and_price_fast
-from clearing.legs import DebitKind
+from clearing import risk, risk_reference
+from clearing.errors import InputError
+from clearing.fast import match_and_price_fast, tap_chunks
+from clearing.legs import DebitKind, legs_from_table
 from clearing.risk import (
     EarlierKeys,
     RiskKind,
     card_signals,
     day_signals,
     mismatch_devices,
+    record_signals,
+    replay_hits,
     stop_coordinates,
 )
 from clearing.risk_reference import haversine_metres
 from clearing.service_day import local_ms
+from clearing.sorting import W_ROW, sort_tap_records
 from clearing.tapstore import KEY_COLUMNS
 from tariffs.load import load_tariff_set
 from tongka.testing.generate import generate
 from tongka.testing.generate_risk import plant, truth_of, with_balances
-from tongka.testing.kernel_registry import RISK_KERNELS, KernelCase
+from tongka.testing.kernel_registry import RISK_KERNELS, RISK_KERNELS_BY_NAME, KernelCase, RiskInput
 from tongka.testing.strategies import days
 
 T = load_tariff_set()
@@ -55,8 +60,6 @@ def signals(rows: list[dict], lat: list[float] | None = None,
     la = np.array(lat if lat is not None else [np.nan] * n, dtype=np.float64)
     lo = np.array(lon if lon is not None else [np.nan] * n, dtype=np.float64)
     c = cols(rows)
-    from clearing import risk_reference
-
     fast, ref = card_signals(c, la, lo), risk_reference.card_signals(c, la, lo)
     assert fast.tolist() == ref.tolist()
     return [tuple(x) for x in fast.tolist()]
@@ -254,3 +257,165 @@ def test_the_clone_really_is_far_away() -> None:
     for s in travel.to_pylist():
         assert len(s["evidence"]) == 2
         assert s["ts_ms"] >= local_ms(DAY, 4)
+
+
+# ---------------------------------------------------------------------------------------------
+# pricing has sorted the taps already: its order or its records give the same signals
+
+
+def sorted_by_pricing(taps: pa.Table) -> np.ndarray:
+    """The records pricing sorts the taps into (clearing.fast), one thread."""
+    return sort_tap_records(tap_chunks(taps), threads=1)
+
+
+def risk_input(taps: pa.Table) -> RiskInput:
+    """The registry's input: signal columns (synthetic balances when the day has none, so
+    BALANCE_BREAK is exercised), coordinates, earlier keys."""
+    inp: RiskInput = RISK_KERNELS_BY_NAME["risk_signals"].prepare(taps, T)
+    return inp
+
+
+def reference_of(inp: RiskInput) -> list[tuple[int, int, int]]:
+    return risk_reference.card_signals(inp.cols, inp.lat, inp.lon).tolist()
+
+
+def test_pricing_order_and_records_give_the_reference_signals() -> None:
+    @settings(max_examples=150, deadline=None, suppress_health_check=HEALTH)
+    @given(st.data())
+    def check(data: st.DataObject) -> None:
+        taps = data.draw(days(T, max_cards=4))
+        inp = risk_input(taps)
+        records = sorted_by_pricing(taps)
+        want = reference_of(inp)
+        order = records[:, W_ROW].astype(np.int64)
+        assert card_signals(inp.cols, inp.lat, inp.lon, order=order).tolist() == want
+        assert record_signals(records, inp.cols["balance_fen"], COORDS).tolist() == want
+
+    check()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_small_blocks_on_threads_give_the_reference_signals(
+        monkeypatch: pytest.MonkeyPatch, threads: int) -> None:
+    # blocks of a few taps: many cuts, cards at every block edge, some longer than a block
+    monkeypatch.setattr(risk, "CARD_BLOCK", 5)
+    g = generate(DAY, 20_000, 13, T, price=match_and_price_fast)
+    taps = plant(DAY, g.table.filter(g.accepted_mask), 13).taps
+    inp = risk_input(taps)
+    records = sorted_by_pricing(taps)
+    want = reference_of(inp)
+    assert {k for k, _, _ in want} == {B, BR, T_}  # the day has every per-card kind
+    assert card_signals(inp.cols, inp.lat, inp.lon, threads=threads).tolist() == want
+    assert record_signals(records, inp.cols["balance_fen"], COORDS,
+                          threads=threads).tolist() == want
+
+
+def test_day_signals_are_the_same_from_a_sort_an_order_or_records() -> None:
+    g = generate(DAY, 20_000, 29, T, price=match_and_price_fast)
+    p = plant(DAY, g.table.filter(g.accepted_mask), 29)
+    # a day read from several files comes in chunks: record rows count across them
+    n = p.taps.num_rows
+    taps = pa.concat_tables([p.taps.slice(0, n // 3), p.taps.slice(n // 3, n // 3),
+                             p.taps.slice(2 * (n // 3))])
+    assert taps.column("card_id").num_chunks >= 3
+    legs = match_and_price_fast(taps, T)
+    earlier = [EarlierKeys(p.earlier_day, {c: p.earlier.column(c).to_numpy()
+                                           for c in KEY_COLUMNS})]
+    records = sorted_by_pricing(taps)
+    alone = day_signals(DAY, taps, legs, earlier=earlier)
+    assert truth_of(alone) == set(p.truth)
+    assert alone.equals(day_signals(DAY, taps, legs, earlier=earlier, records=records))
+    assert alone.equals(day_signals(DAY, taps, legs, earlier=earlier,
+                                    order=records[:, W_ROW].astype(np.int64)))
+    no_balance = taps.drop_columns(["balance_fen"])  # records path without balances
+    assert day_signals(DAY, no_balance, legs, records=records).equals(
+        day_signals(DAY, no_balance, legs))
+
+
+def test_an_order_that_is_not_the_taps_card_order_is_refused() -> None:
+    g = generate(DAY, 2000, 3, T, price=match_and_price_fast)
+    taps = g.table.filter(g.accepted_mask)
+    inp = risk_input(taps)
+    records = sorted_by_pricing(taps)
+    order = records[:, W_ROW].astype(np.int64)
+    twice = order.copy()
+    twice[-1] = twice[0]  # one row twice, another never
+    swapped = records.copy()
+    swapped[[10, 500]] = swapped[[500, 10]]
+    wrong_rows = records.copy()
+    wrong_rows[:, W_ROW] = 0
+    bad_orders = [order[::-1].copy(), twice, order[:-1], order + 1]
+    for bad in bad_orders:
+        with pytest.raises(InputError) as err:
+            card_signals(inp.cols, inp.lat, inp.lon, order=bad)
+        assert err.value.code == "RISK_BAD_ORDER"
+    for bad_records, balance in [(swapped, None), (wrong_rows, None), (records[:, :4], None),
+                                 (records, inp.cols["balance_fen"][:-1])]:
+        with pytest.raises(InputError) as err:
+            record_signals(bad_records, balance, COORDS)
+        assert err.value.code == "RISK_BAD_ORDER"
+
+
+# ---------------------------------------------------------------------------------------------
+# DEBIT_MISMATCH counted per device without sorting the legs; replays behind the filter
+
+
+def test_mismatch_devices_count_many_devices_like_the_reference() -> None:
+    # more devices than the counting table's first size (4096): it must grow and recount
+    g = generate(DAY, 20_000, 17, T, price=match_and_price_fast)
+    legs = match_and_price_fast(g.table.filter(g.accepted_mask), T)
+    n = legs.num_rows
+    rng = np.random.default_rng(17)
+    # a few busy readers (enough legs to raise it or not) among thousands of quiet ones
+    busy = np.arange(n) < 4000
+    device = np.where(busy, np.arange(n) % 12, rng.integers(100, 6100, n)) * 7 + 10**12
+    stored = np.asarray(legs.column("debit_kind").to_numpy()) == int(DebitKind.STORED_VALUE)
+    computed = np.asarray(legs.column("computed_fen").to_numpy())
+    share = np.where(busy, (device // 7 % 12) / 60, 0.5)  # busy readers from 0 to 18 %
+    charged = np.where(stored & (rng.random(n) < share), computed + 1, computed)
+    legs = legs.set_column(legs.column_names.index("board_device_id"), "board_device_id",
+                           pa.array(device, pa.int64()))
+    legs = legs.set_column(legs.column_names.index("charged_fen"), "charged_fen",
+                           pa.array(charged, pa.int32()))
+    want = risk_reference.mismatch_devices(legs_from_table(legs))
+    assert len({(o, d) for o, d in zip(legs.column("operator").to_pylist(), device.tolist(),
+                                       strict=True)}) > 4096
+    assert 0 < len(want) < 12  # some busy readers raise it, not all
+    assert mismatch_devices(legs) == want
+
+
+def test_replays_behind_the_filter_equal_the_reference_with_repeated_keys() -> None:
+    rng = np.random.default_rng(5)
+    n = 5000
+    today = {"issuer": rng.integers(1, 4, n).astype(np.uint16),
+             "card_id": rng.integers(1, 300, n).astype(np.uint64),
+             "card_seq": rng.integers(0, 40, n).astype(np.int32)}  # many repeated keys
+    chunks = [{c: rng.permutation(v)[:k] for c, v in today.items()} for k in (1, 700, 3000)]
+    chunks.append({c: v + 1000 for c, v in today.items()})  # nothing in common
+    assert replay_hits(today, chunks) == risk_reference.replay_hits(today, chunks)
+
+
+def test_device_keys_of_earlier_days_are_read_only_for_chunks_with_replays() -> None:
+    g = generate(DAY, 2000, 7, T, price=match_and_price_fast)
+    today = g.table.filter(g.accepted_mask)
+    first = today.slice(0, 1).to_pylist()[0]
+    asked: list[int] = []
+
+    def reader(tag: int):  # type: ignore[no-untyped-def]
+        def read(rows: np.ndarray) -> dict[str, np.ndarray]:
+            asked.append(tag)
+            return {"operator": np.full(len(rows), 7), "device_id": np.full(len(rows), 8),
+                    "device_seq": rows + 100}
+        return read
+
+    def chunk(card_seq: int, tag: int) -> EarlierKeys:
+        keys = {"issuer": np.array([first["issuer"]], np.uint16),
+                "card_id": np.array([first["card_id"]], np.uint64),
+                "card_seq": np.array([card_seq], np.int32)}
+        return EarlierKeys(DAY - dt.timedelta(days=4), keys, reader(tag))
+
+    got = day_signals(DAY, today, None, earlier=[chunk(first["card_seq"] - 10**6, 1),
+                                                 chunk(first["card_seq"], 2)])
+    assert asked == [2]
+    [replay] = got.filter(pa.compute.equal(got.column("kind"), "CARD_SEQ_REPLAY")).to_pylist()
+    assert (replay["evidence"][0]["operator"], replay["evidence"][0]["device_id"]) == (7, 8)

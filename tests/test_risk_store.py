@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +20,12 @@ from sqlalchemy import Engine
 from clearing.day import clear_day, read_day_legs
 from clearing.fast import match_and_price_fast
 from clearing.ingest import ingest_file, parse_canonical
-from clearing.risk import DENY_KINDS, RiskKind
+from clearing.risk import DENY_KINDS, REPLAY_REACH_DAYS, RiskKind, day_signals, replay_days
 from clearing.risk_store import (
+    _read_ahead,
     deny_list,
     denylist_path,
+    earlier_keys,
     read_day_signals,
     risk_summary,
     signals_path,
@@ -235,3 +238,64 @@ def test_write_day_signals_is_idempotent(tmp_path: Path) -> None:
     taps = read_day_taps(tmp_path, DAY, optional=True)
     write_day_signals(tmp_path, DAY, taps, read_day_legs(tmp_path, DAY))
     assert first is not None and first.equals(read_day_signals(tmp_path, DAY))
+
+
+# ---------------------------------------------------------------------------------------------
+# how far back a replay reaches (SPEC §4: two days apart or more; REPLAY_REACH_DAYS at most)
+
+
+def moved_back(earlier: pa.Table, days: int) -> pa.Table:
+    """The planted earlier taps accepted ``days`` before DAY instead (same card keys)."""
+    ts = np.asarray(earlier.column("ts_ms").to_numpy()) - (days - 3) * 86_400_000
+    return earlier.set_column(earlier.column_names.index("ts_ms"), "ts_ms",
+                              pa.array(ts, pa.int64()))
+
+
+@pytest.mark.parametrize("back", [2, REPLAY_REACH_DAYS, REPLAY_REACH_DAYS + 1])
+def test_replays_reach_back_to_the_reach_and_no_further(engine: Engine, tmp_path: Path,
+                                                         back: int) -> None:
+    p = planted(n=3000)
+    assert p.earlier_day == DAY - dt.timedelta(days=3)  # what moved_back moves from
+    when = DAY - dt.timedelta(days=back)
+    ingest_all(engine, tmp_path, write_batches(tmp_path / "early", moved_back(p.earlier, back),
+                                               when))
+    ingest_all(engine, tmp_path, write_batches(tmp_path / "in", p.taps, DAY))
+    taps = read_day_taps(tmp_path, DAY, engine, optional=True)
+    for db in (engine, None):  # the committed batches, and the files on disk
+        chunks = list(earlier_keys(tmp_path, DAY, db))
+        assert {c.day for c in chunks} == ({when} if back <= REPLAY_REACH_DAYS else set())
+        got = day_signals(DAY, taps, None, earlier=chunks)
+        replays = {(i, c) for k, i, c in truth_of(got) if k == "CARD_SEQ_REPLAY"}
+        planted_replays = {(i, c) for k, i, c in p.truth if k == "CARD_SEQ_REPLAY"}
+        assert replays == (planted_replays if back <= REPLAY_REACH_DAYS else set())
+    assert replay_days(DAY) == (DAY - dt.timedelta(days=REPLAY_REACH_DAYS),
+                                DAY - dt.timedelta(days=2))
+
+
+def test_read_ahead_keeps_order_raises_errors_and_stops_with_its_caller() -> None:
+    assert list(_read_ahead(iter(range(50)))) == list(range(50))  # type: ignore[arg-type]
+
+    def failing():  # type: ignore[no-untyped-def]
+        yield 1
+        raise OSError("disk gone")
+
+    got = []
+    with pytest.raises(OSError, match="disk gone"):
+        for x in _read_ahead(failing()):
+            got.append(x)
+    assert got == [1]
+
+    produced = []
+
+    def endless():  # type: ignore[no-untyped-def]
+        k = 0
+        while True:
+            produced.append(k)
+            yield k
+            k += 1
+
+    reader = _read_ahead(endless())
+    assert next(reader) == 0
+    reader.close()  # the caller stops: the reading thread ends instead of reading on
+    assert "risk-replay-keys" not in {t.name for t in threading.enumerate()}
+    assert len(produced) <= 4  # one taken, READ_AHEAD waiting, one in hand

@@ -1,4 +1,8 @@
-"""Compiled lookup tables price exactly as the tariff models (tariffs.fares) do, for any tariff."""
+"""Compiled lookup tables price exactly as the tariff models (tariffs.fares) do, for any tariff.
+
+The compiled side reads the tables as the kernels do, with ``tariffs.rules``' primitives; the
+expected side is ``tariffs.fares`` (and ``TariffSet.version_for``) on the pydantic models.
+"""
 
 from __future__ import annotations
 
@@ -11,19 +15,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clearing.legs import Apportionment
+from tariffs import rules
 from tariffs.compile import (
     NO_CAP,
     NO_INDEX,
     CompiledTariffs,
-    FunderKind,
+    PriceKind,
     compile_tariffs,
-    lookup_capped_fare,
-    lookup_flat_fare,
-    lookup_network_fare,
-    lookup_penalty_fare,
-    lookup_product_fare,
-    lookup_transfer_fare,
-    lookup_version,
     network_fare_matrix,
 )
 from tariffs.fares import (
@@ -187,6 +185,23 @@ def _dense_issuer(ct: CompiledTariffs, issuer: int) -> int:
     return int(ct.issuer_index[issuer]) if issuer < len(ct.issuer_index) else NO_INDEX
 
 
+def _version_in_force(ct: CompiledTariffs, area: int, day_no: int) -> int:
+    """The compiled version of dense ``area`` in force on day ``day_no``, as a kernel finds it."""
+    return rules.version_in_force(ct.version_valid_from, int(ct.area_version_start[area]),
+                                  int(ct.area_version_stop[area]), day_no)
+
+
+def _compiled_product_fare(ct: CompiledTariffs, v: int, issuer: int, product: int, mode: int,
+                           base: int) -> tuple[int, int]:
+    """Steps 2-3 read off the tables as ``clearing.kernels.price_legs`` reads them."""
+    if issuer < 0 or not ct.accepted[v, issuer]:  # visitor rate, priced as ORDINARY
+        return int(Product.ORDINARY), rules.apply_rate(base, int(ct.visitor_rate_bp[v]))
+    honoured = product if ct.concession[v, issuer] else int(Product.ORDINARY)
+    kind, value = int(ct.price_kind[v, mode, honoured]), int(ct.price_value[v, mode, honoured])
+    assert kind != PriceKind.NONE  # every mode a tariff runs has an ORDINARY price
+    return honoured, rules.apply_rate(base, value) if kind == PriceKind.RATE else min(base, value)
+
+
 def check_query(tariffs: TariffSet, ct: CompiledTariffs, q: dict[str, Any]) -> None:
     """Price one query both ways and compare every step."""
     reg: Registry = tariffs.registry
@@ -198,7 +213,7 @@ def check_query(tariffs: TariffSet, ct: CompiledTariffs, q: dict[str, Any]) -> N
     lix = int(ct.line_index[o, line_no])
     assert ct.line_area[lix] == a and ct.line_mode[lix] == ln.mode
     day_no = (q["day"] - EPOCH).days
-    v = lookup_version(ct, a, day_no)
+    v = _version_in_force(ct, a, day_no)
     try:
         version = tariffs.version_for(area, q["day"])
     except LookupError:
@@ -209,20 +224,23 @@ def check_query(tariffs: TariffSet, ct: CompiledTariffs, q: dict[str, Any]) -> N
 
     if ln.network == FLAT:
         base = base_fare_flat(version, reg, op, line_no)
-        assert lookup_flat_fare(ct, v, lix) == base
+        assert ct.line_fare[v, lix] == base
     else:
         nf = network_fare(version, ln.network)
         n = int(ct.network_index[ln.network])
         assert ct.line_network[lix] == n
         s_in, s_out = int(ct.stop_index[q["entry"]]), int(ct.stop_index[q["exit"]])
         base = base_fare_network(nf, reg, q["entry"], q["exit"])
-        assert lookup_network_fare(ct, v, n, s_in, s_out) == base
-        assert lookup_penalty_fare(ct, v, n) == nf.max_fare
-        assert ct.fare_max_journey_ms[ct.fare_table[v, n]] == nf.max_journey_minutes * 60_000
+        t = ct.fare_table[v, n]
+        assert t >= 0
+        pos = ct.network_stop_pos[n]
+        assert ct.fare_matrix[t, pos[s_in], pos[s_out]] == base
+        assert ct.fare_max[t] == nf.max_fare  # a penalty leg's fare
+        assert ct.fare_max_journey_ms[t] == nf.max_journey_minutes * 60_000
 
     i = _dense_issuer(ct, q["issuer"])
     honoured, f = product_fare(version, q["issuer"], int(q["product"]), int(ln.mode), base)
-    assert lookup_product_fare(ct, v, i, int(q["product"]), int(ln.mode), base) == (honoured, f)
+    assert _compiled_product_fare(ct, v, i, int(q["product"]), int(ln.mode), base) == (honoured, f)
 
     rule = version.transfer
     assert ct.transfer_steps[v] == (len(rule.steps) if rule else 0)
@@ -234,16 +252,14 @@ def check_query(tariffs: TariffSet, ct: CompiledTariffs, q: dict[str, Any]) -> N
             for y in Mode:
                 assert bool(ct.transfer_allowed[v, x, y]) == ((x, y) in pairs)
         k = min(q["k"], len(rule.steps))
-        assert lookup_transfer_fare(ct, v, k, f, base, q["previous_f"]) == transfer_fare(
+        kind, value = int(ct.step_kind[v, k - 1]), int(ct.step_value[v, k - 1])
+        assert rules.transfer_step_fare(kind, value, f, base, q["previous_f"]) == transfer_fare(
             rule.steps[k - 1], f, base, q["previous_f"])
 
     cap = cap_for(version, honoured)
     assert ct.cap_fen[v, honoured] == (NO_CAP if cap is None else cap)
-    assert lookup_capped_fare(ct, v, honoured, f, q["spent"]) == capped_fare(f, cap, q["spent"])
-    funder = version.funders.card.get(Product(honoured).name.lower(), "operator")
-    assert ct.funder_card[v, honoured] == FunderKind[funder.upper()]
-    assert ct.funder_transfer[v] == FunderKind[version.funders.transfer.upper()]
-    assert ct.funder_cap[v] == FunderKind[version.funders.cap.upper()]
+    assert rules.capped_fare(f, int(ct.cap_fen[v, honoured]), q["spent"]) == capped_fare(
+        f, cap, q["spent"])
     assert ct.apportionment[v] == Apportionment[version.apportionment.upper()]
 
 
@@ -267,8 +283,8 @@ def test_every_metro_pair_is_priced_as_the_models_do() -> None:
     n = int(ct.network_index[1])
     stops = REG.networks[1].stops
     for version in DEFAULT.tariffs[420100].versions:
-        v = lookup_version(ct, int(np.searchsorted(ct.area_codes, 420100)),
-                           (version.valid_from - EPOCH).days)
+        v = _version_in_force(ct, int(np.searchsorted(ct.area_codes, 420100)),
+                              (version.valid_from - EPOCH).days)
         nf = network_fare(version, 1)
         expected = [[base_fare_network(nf, REG, a, b) for b in stops] for a in stops]
         got = ct.fare_matrix[ct.fare_table[v, n], :len(stops), :len(stops)]
@@ -296,14 +312,6 @@ def test_the_legs_and_the_tariffs_share_one_apportionment_enum() -> None:
     import tariffs.vocab
 
     assert Apportionment is tariffs.vocab.Apportionment
-
-
-def test_fee_rates_are_the_contracts() -> None:
-    ct = compile_tariffs(DEFAULT)
-    for op in REG.operators:
-        for issuer in REG.issuers:
-            assert ct.fee_bp[ct.operator_index[op], ct.issuer_index[issuer]] == DEFAULT.fee_bp(
-                op, issuer)
 
 
 @settings(max_examples=150, deadline=None)

@@ -127,9 +127,16 @@ def _check_secret(secret: str, stored: str) -> bool:
     return hmac.compare_digest(digest, base64.b64decode(digest_b64))
 
 
+def _utc(when: dt.datetime | None) -> dt.datetime | None:
+    """SQLite hands times back without their zone; they were written in UTC."""
+    return when.replace(tzinfo=dt.UTC) if when is not None and when.tzinfo is None else when
+
+
 def _info(row: ApiKey) -> KeyInfo:
-    return KeyInfo(row.key_id, Role(row.role), row.party, row.label, row.created_at,
-                   row.revoked_at)
+    created = _utc(row.created_at)
+    assert created is not None
+    return KeyInfo(row.key_id, Role(row.role), row.party, row.label, created,
+                   _utc(row.revoked_at))
 
 
 def create_key(engine: Engine, role: Role | str, *, party: int | None = None,

@@ -26,6 +26,7 @@ from rich.table import Table
 
 from clearing.errors import InputError, StateError, TongkaError
 from readers.names import BUILTIN_FORMATS
+from tariffs.error_codes import ROW_CODES, ErrorCode
 from tariffs.errors import TariffError
 
 if TYPE_CHECKING:
@@ -64,7 +65,6 @@ except ImportError:  # pragma: no cover - the tariffs commands are optional at i
 
 console = Console(width=100) if not sys.stdout.isatty() else Console()
 err_console = Console(stderr=True, soft_wrap=True)  # an error stays one line, for logs and grep
-EXIT_TARIFF = 4
 FORMAT_NAMES = ", ".join(BUILTIN_FORMATS)  # the raw reader formats named in --help texts
 T = TypeVar("T")
 
@@ -109,11 +109,11 @@ def run() -> None:
     """
     try:
         rv = app(standalone_mode=False)
-    except TariffError as exc:
+    except TariffError as exc:  # a TongkaError listing its problems, one a line
         err_console.print(f"error: invalid tariff set [{exc.code}]", style="red")
         for problem in exc.problems:
             err_console.print(f"  {problem}", markup=False)
-        sys.exit(EXIT_TARIFF)
+        sys.exit(exc.exit_code)
     except TongkaError as exc:
         err_console.print(f"error: {exc}", markup=False, style="red")
         sys.exit(exc.exit_code)
@@ -137,12 +137,12 @@ def run() -> None:
         if os.environ.get("TONGKA_DEBUG"):
             raise
         err_console.print(
-            f"error: unexpected {type(exc).__name__}: {_one_line(str(exc))} [INTERNAL_ERROR] "
-            "(set TONGKA_DEBUG=1 for the traceback, and report it)",
+            f"error: unexpected {type(exc).__name__}: {_one_line(str(exc))} "
+            f"[{ErrorCode.INTERNAL_ERROR}] (set TONGKA_DEBUG=1 for the traceback, and report it)",
             markup=False,
             style="red",
         )
-        sys.exit(1)
+        sys.exit(ErrorCode.INTERNAL_ERROR.exit_code)
     sys.exit(rv if isinstance(rv, int) else 0)
 
 
@@ -162,13 +162,13 @@ def coded_error(exc: BaseException) -> TongkaError | None:
     ):
         return TongkaError(
             f"the database cannot be reached: {_one_line(str(exc.orig), 200)}",
-            code="DB_UNREACHABLE",
+            code=ErrorCode.DB_UNREACHABLE,
         )
     if isinstance(exc, sa_exc.OperationalError) and "locked" in str(exc):
         return TongkaError(
             "the SQLite database stayed locked by another tongka command for over "
             f"{SQLITE_BUSY_TIMEOUT_MS // 1000} s; try again when it has finished",
-            code="DB_LOCKED",
+            code=ErrorCode.DB_LOCKED,
         )
     return None
 
@@ -209,7 +209,7 @@ def _existing_home() -> Path:
         raise StateError(
             f"no Tongka data directory at {home}: nothing has been ingested there; give "
             "--data-dir or TONGKA_HOME",
-            code="NO_DATA_DIR",
+            code=ErrorCode.NO_DATA_DIR,
         )
     return home
 
@@ -228,12 +228,12 @@ def _database_url() -> str:
     except sa_exc.ArgumentError:
         raise InputError(
             f"--db {url!r} is not a database URL (e.g. postgresql+psycopg://user@host/db)",
-            code="DB_URL_INVALID",
+            code=ErrorCode.DB_URL_INVALID,
         ) from None
     if backend not in SUPPORTED_DATABASES:
         raise InputError(
             f"--db: Tongka runs on SQLite or PostgreSQL, not {backend!r}",
-            code="DB_URL_UNSUPPORTED",
+            code=ErrorCode.DB_URL_UNSUPPORTED,
         )
     return url
 
@@ -255,7 +255,7 @@ def _engine(*, read_only: bool = False):  # type: ignore[no-untyped-def]
         if not (_settings().home / DB_FILE).exists():
             raise StateError(
                 f"no Tongka database in {_settings().home}: nothing has been ingested there",
-                code="NO_DATA_DIR",
+                code=ErrorCode.NO_DATA_DIR,
             )
     engine = make_engine(url)
     upgrade(engine)
@@ -274,7 +274,7 @@ def _service_day(value: dt.datetime | dt.date, option: str = "--date") -> dt.dat
         raise InputError(
             f"{option} {day.isoformat()} is outside the service days Tongka handles "
             f"({FIRST_DAY.isoformat()} to {LAST_DAY.isoformat()})",
-            code="DATE_OUT_OF_RANGE",
+            code=ErrorCode.DATE_OUT_OF_RANGE,
         )
     return day
 
@@ -445,7 +445,7 @@ def ingest(
     if refused:
         raise InputError(
             f"{len(refused)} of {len(reports)} files refused (see the table)",
-            code=refused[0].code if len(refused) == 1 else "INPUT_FILES_REFUSED",
+            code=refused[0].code if len(refused) == 1 else ErrorCode.INPUT_FILES_REFUSED,
         )
 
 
@@ -543,14 +543,14 @@ def _check_scheduler(address: str) -> None:
     if not host or not port.isdigit():
         raise InputError(
             f"--scheduler {address!r} is not an address like tcp://host:8786",
-            code="SCHEDULER_ADDRESS",
+            code=ErrorCode.SCHEDULER_ADDRESS,
         )
     try:
         socket.create_connection((host.strip("[]"), int(port)), SCHEDULER_CONNECT_S).close()
     except OSError as exc:
         raise TongkaError(
             f"the dask scheduler at {address} cannot be reached: {exc}",
-            code="SCHEDULER_UNREACHABLE",
+            code=ErrorCode.SCHEDULER_UNREACHABLE,
         ) from None
 
 
@@ -737,11 +737,12 @@ def keys_create(
     from tongka.access import create_key
 
     if operator is not None and issuer is not None:
-        raise InputError("give --operator or --issuer, not both", code="ROLE_PARTY_MISMATCH")
+        raise InputError("give --operator or --issuer, not both",
+                         code=ErrorCode.ROLE_PARTY_MISMATCH)
     party = operator if operator is not None else issuer
     wanted = {Roles.OPERATOR: operator, Roles.ISSUER: issuer}
     if role in wanted and party is not None and wanted[Roles(role)] is None:
-        raise InputError(f"a {role} key takes --{role} N", code="ROLE_PARTY_MISMATCH")
+        raise InputError(f"a {role} key takes --{role} N", code=ErrorCode.ROLE_PARTY_MISMATCH)
     created = create_key(_engine(), role, party=party, label=label)
     err_console.print(
         f"key {created.info.key_id} for {role}{f':{party}' if party is not None else ''}: "
@@ -833,7 +834,7 @@ def _refuse_non_empty(path: Path) -> None:
         raise InputError(
             f"--keep {path}: exists and is not an empty directory; give a new or empty one "
             "(Tongka never deletes a directory it did not create)",
-            code="DIR_NOT_EMPTY",
+            code=ErrorCode.DIR_NOT_EMPTY,
         )
 
 
@@ -928,11 +929,8 @@ NUMERIC_COLUMNS = frozenset({"id", "op", "rows", "accepted", "dup", "quarantined
 
 def known_row_codes() -> frozenset[str]:
     """Every code a quarantined row can carry: the acceptance checks, the readers' codes and
-    the corrections check."""
-    from clearing.accept import CODES
-    from readers.codes import RowCode
-
-    return frozenset(CODES) | {c.value for c in RowCode} | {"BAD_RECORD"}
+    the corrections check (the row codes of the error-code table)."""
+    return frozenset(ROW_CODES)
 
 
 def _check_row_code(code: str | None) -> None:
@@ -940,7 +938,7 @@ def _check_row_code(code: str | None) -> None:
         raise InputError(
             f"--code {code!r} is not a row error code (they are listed in "
             "docs/error-codes.md and docs/formats/README.md)",
-            code="ROW_CODE_UNKNOWN",
+            code=ErrorCode.ROW_CODE_UNKNOWN,
         )
 
 
@@ -1016,7 +1014,7 @@ def quarantine_export(
     if with_raw and key is None:
         raise InputError(
             "--with-raw needs the key the raw records were sealed with: set TONGKA_PII_KEY",
-            code="SEAL_KEY_MISSING",
+            code=ErrorCode.SEAL_KEY_MISSING,
         )
     n = export_quarantine(_engine(read_only=True), out, batch_id=ref, code=code, seal_key=key)
     console.print(f"{n:,} rows written to {out}")
@@ -1067,7 +1065,7 @@ def ledger_verify_cmd() -> None:
     for p in problems:
         err_console.print(p, markup=False)
     if problems:
-        raise TongkaError(f"{len(problems)} ledger problems", code="LEDGER_MISMATCH")
+        raise TongkaError(f"{len(problems)} ledger problems", code=ErrorCode.LEDGER_MISMATCH)
     console.print("ledger verified: every entry balances; balances equal a fresh recomputation")
 
 
@@ -1090,7 +1088,7 @@ def close_month_cmd(
     try:
         first = parse_month(month)
     except ValueError as exc:
-        raise InputError(str(exc), code="MONTH_INVALID") from None
+        raise InputError(str(exc), code=ErrorCode.MONTH_INVALID) from None
     _service_day(first, "month")
     tariffs = _tariffs()
     engine = _engine()
@@ -1130,9 +1128,9 @@ def whatif(
     from settlement.whatif import run_whatif, summary_lines
 
     if date is not None and (first is not None or last is not None):
-        raise InputError("give --date, or --from and --to, not both", code="WHATIF_RANGE")
+        raise InputError("give --date, or --from and --to, not both", code=ErrorCode.WHATIF_RANGE)
     if date is None and (first is None or last is None):
-        raise InputError("give --date D, or --from D1 --to D2", code="WHATIF_RANGE")
+        raise InputError("give --date D, or --from D1 --to D2", code=ErrorCode.WHATIF_RANGE)
     start = _service_day(date if date is not None else first, "--from")  # type: ignore[arg-type]
     end = _service_day(date if date is not None else last, "--to")  # type: ignore[arg-type]
     engine = _engine(read_only=True)

@@ -15,6 +15,7 @@ from clearing.ingest import BatchReport, ingest_file, ingest_taps
 from clearing.input_files import read_input_bytes
 from readers.config import ReaderConfig
 from readers.registry import detect_format_bytes, get_adapter
+from tariffs.error_codes import ErrorCode
 from tariffs.load import TariffSet
 
 CANONICAL_FORMATS = ("canonical", "parquet")
@@ -95,7 +96,7 @@ def ingest_raw(
         raise InputError(
             f"{path}: no row could be read, so the batch's service day and operator are unknown: "
             "pass --date and --operator",
-            code="INPUT_METADATA",
+            code=ErrorCode.INPUT_METADATA,
         )
     return ingest_taps(
         engine, home, result.taps_with_source_rows(), result.errors, file_sha256=digest,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from clearing.db import Base, transaction
 from clearing.errors import StateError, TongkaError
 
+log = logging.getLogger("tongka.jobs")
 ID = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER keys only
 
 
@@ -36,6 +38,7 @@ class JobState:
 
 
 ACTIVE = (JobState.QUEUED, JobState.RUNNING)
+FINISH_ATTEMPTS = 10
 SETTLE = "settle_day"
 
 
@@ -144,7 +147,9 @@ def _claim(engine: Engine) -> JobView | None:
 
 def _finish(engine: Engine, job_id: int, *, result: dict[str, Any] | None = None,
             error: TongkaError | Exception | None = None) -> None:
-    with transaction(engine) as s:
+    # immediate: a read-then-write unit on SQLite must hold the write lock from its start, or
+    # any commit in between (an audit row) fails it at once with "database is locked"
+    with transaction(engine, immediate=True) as s:
         job = s.get(Job, job_id)
         assert job is not None
         job.finished_at = _now()
@@ -153,12 +158,12 @@ def _finish(engine: Engine, job_id: int, *, result: dict[str, Any] | None = None
             job.result = json.dumps(result, sort_keys=True, default=str)
         else:
             job.state, job.progress = JobState.FAILED, "failed"
-            job.error_code = getattr(error, "code", "INTERNAL_ERROR")
+            job.error_code = str(error.code) if isinstance(error, TongkaError) else "INTERNAL_ERROR"
             job.error = str(error.args[0]) if error.args else type(error).__name__
 
 
 def set_progress(engine: Engine, job_id: int, text: str) -> None:
-    with transaction(engine) as s:
+    with transaction(engine, immediate=True) as s:
         job = s.get(Job, job_id)
         if job is not None:
             job.progress = text[:200]
@@ -199,11 +204,29 @@ class Worker:
                 self._wake.clear()
                 continue
             started = time.perf_counter()
+            outcome: dict[str, Any] = {}
             try:
-                result = self._run(job, functools.partial(set_progress, self._engine, job.id))
+                outcome["result"] = self._run(
+                    job, functools.partial(set_progress, self._engine, job.id))
             except Exception as exc:  # noqa: BLE001 - recorded on the job, coded when known
-                _finish(self._engine, job.id, error=exc)
-            else:
-                _finish(self._engine, job.id, result=result)
-            if self._on_done is not None:
-                self._on_done(job, time.perf_counter() - started)
+                log.warning("job %d (%s %s) failed: %s", job.id, job.kind, job.day, exc)
+                outcome = {"error": exc}
+            self._record(job, outcome, time.perf_counter() - started)
+
+    def _record(self, job: JobView, outcome: dict[str, Any], seconds: float) -> None:
+        """Write the job's end, retrying a database hiccup: the worker must outlive it (a job
+        left "running" would block the day until a restart)."""
+        for attempt in range(FINISH_ATTEMPTS):
+            try:
+                _finish(self._engine, job.id, **outcome)
+                break
+            except Exception:  # noqa: BLE001 - logged, retried, never kills the worker
+                log.exception("could not record the end of job %d (attempt %d)", job.id,
+                              attempt + 1)
+                if self._stop.wait(min(2.0**attempt * 0.1, 5.0)):
+                    return
+        if self._on_done is not None:
+            try:
+                self._on_done(job, seconds)
+            except Exception:  # noqa: BLE001 - metrics must not stop the worker
+                log.exception("job %d: on_done failed", job.id)

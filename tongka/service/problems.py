@@ -14,28 +14,15 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from clearing.errors import InputError, StateError, TongkaError
+from tariffs.error_codes import ErrorCode
 from tariffs.errors import TariffError
 
 PROBLEM_JSON = "application/problem+json"
 
-# Codes whose HTTP status is not their class's (input 400, state 409, other 500).
-STATUS_BY_CODE = {
-    "AUTH_REQUIRED": 401,
-    "AUTH_INVALID": 401,
-    "FORBIDDEN": 403,
-    "CSRF_INVALID": 403,
-    "NOT_FOUND": 404,
-    "BATCH_NOT_FOUND": 404,
-    "JOB_NOT_FOUND": 404,
-    "KEY_NOT_FOUND": 404,
-    "STATEMENT_NOT_FOUND": 404,
-    "DAY_NOT_CLEARED": 409,
-    "INPUT_TOO_LARGE": 413,
-    "UPLOAD_CONTENT_TYPE": 415,
-    "UPLOAD_TIMEOUT": 408,
-    "NOT_ACCEPTABLE": 406,
-    "DB_UNREACHABLE": 503,
-    "DB_LOCKED": 503,
+# Each code's HTTP status, from the one error-code table (docs/error-codes.md); a code without
+# one takes its class's: input 400, state 409, anything else 500.
+STATUS_BY_CODE: dict[str, int] = {
+    c.value: c.http_status for c in ErrorCode if c.http_status is not None
 }
 
 
@@ -103,9 +90,12 @@ def _tariff(request: Request, exc: Exception) -> JSONResponse:
 def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 401: "AUTH_REQUIRED"}.get(
-        exc.status_code, f"HTTP_{exc.status_code}")
+        exc.status_code, "REQUEST_INVALID" if exc.status_code < 500 else "INTERNAL_ERROR")
     request.state.error_code = code
-    return problem(exc.status_code, code, str(exc.detail), instance=request.url.path)
+    response = problem(exc.status_code, code, str(exc.detail), instance=request.url.path)
+    for name, value in (exc.headers or {}).items():  # e.g. Allow on a 405
+        response.headers[name] = value
+    return response
 
 
 def _validation(request: Request, exc: Exception) -> JSONResponse:
