@@ -53,8 +53,8 @@ from clearing.tapstore import (
     CARD_KEY,
     DEVICE_KEY,
     _group_kernel,
-    _hash,
     _mix,
+    probe_key,
 )
 
 
@@ -542,21 +542,12 @@ def _probe_filtered(bits, shift, table, k0, k1, k2, s0, s1, s2):  # type: ignore
     """``tapstore.probe_groups`` behind the filter: the same hash, the same table, so the
     same answer; a key whose filter bit is clear is absent and skips the table."""
     sh = np.uint64(shift)
-    mask = np.uint64(len(table) - 1)
     out = np.full(len(s0), -1, np.int64)
     for i in range(len(s0)):
         b = _filter_hash(s0[i], s1[i], s2[i]) >> sh
         if (bits[b >> np.uint64(6)] >> (b & np.uint64(63))) & np.uint64(1) == 0:
             continue
-        slot = _hash(_CARD_SEED, s0[i], s1[i], s2[i]) & mask
-        while True:
-            j = table[slot]
-            if j < 0:
-                break
-            if k0[j] == s0[i] and k1[j] == s1[i] and k2[j] == s2[i]:
-                out[i] = j
-                break
-            slot = (slot + np.uint64(1)) & mask
+        out[i] = probe_key(table, k0, k1, k2, _CARD_SEED, s0[i], s1[i], s2[i])
     return out
 
 
@@ -565,7 +556,6 @@ def _probe_records(bits, shift, table, k0, k1, k2, records):  # type: ignore[no-
     """``_probe_filtered`` with the probing keys read from tap records in sequence: per
     record, the key group it hits, -1 for none."""
     sh = np.uint64(shift)
-    mask = np.uint64(len(table) - 1)
     out = np.full(records.shape[0], -1, np.int64)
     for i in range(records.shape[0]):
         s0 = rec_issuer(records, i)
@@ -574,15 +564,7 @@ def _probe_records(bits, shift, table, k0, k1, k2, records):  # type: ignore[no-
         b = _filter_hash(s0, s1, s2) >> sh
         if (bits[b >> np.uint64(6)] >> (b & np.uint64(63))) & np.uint64(1) == 0:
             continue
-        slot = _hash(_CARD_SEED, s0, s1, s2) & mask
-        while True:
-            j = table[slot]
-            if j < 0:
-                break
-            if k0[j] == s0 and k1[j] == s1 and k2[j] == s2:
-                out[i] = j
-                break
-            slot = (slot + np.uint64(1)) & mask
+        out[i] = probe_key(table, k0, k1, k2, _CARD_SEED, s0, s1, s2)
     return out
 
 

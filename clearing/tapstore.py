@@ -372,19 +372,25 @@ def probe_groups(table, k0, k1, k2, s0, s1, s2, seed):  # type: ignore[no-untype
     Shared by de-duplication (which groups a stored key blocks) and the replay signal (which
     of the day's taps an earlier day's key repeats): one probe of the one hash table.
     """
-    mask = np.uint64(len(table) - 1)
     out = np.full(len(s0), -1, np.int64)
     for i in range(len(s0)):
-        slot = _hash(seed, s0[i], s1[i], s2[i]) & mask
-        while True:
-            j = table[slot]
-            if j < 0:
-                break
-            if k0[j] == s0[i] and k1[j] == s1[i] and k2[j] == s2[i]:
-                out[i] = j
-                break
-            slot = (slot + np.uint64(1)) & mask
+        out[i] = probe_key(table, k0, k1, k2, seed, s0[i], s1[i], s2[i])
     return out
+
+
+@njit(cache=True, nogil=True, inline="always")
+def probe_key(table, k0, k1, k2, seed, a, b, c):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """The key group of ``table`` that the key (a, b, c) hits, -1 for none: the one probe of
+    the open-addressing table ``_group_kernel`` builds (de-duplication and replay use it)."""
+    mask = np.uint64(len(table) - 1)
+    slot = _hash(seed, a, b, c) & mask
+    while True:
+        j = table[slot]
+        if j < 0:
+            return -1
+        if k0[j] == a and k1[j] == b and k2[j] == c:
+            return j
+        slot = (slot + np.uint64(1)) & mask
 
 
 @njit(cache=True, nogil=True)

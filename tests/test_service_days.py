@@ -27,7 +27,7 @@ from tongka.access import Role
 from tongka.ingest_files import ingest_files
 from tongka.service.app import create_app
 from tongka.service.centre import open_centre
-from tongka.service.routes.days import negotiate
+from tongka.service.negotiation import negotiate
 
 service = service_support.service  # the fixture: the service on each database
 JOB_TIMEOUT_S = 120  # a bound on waiting, never an assertion about speed

@@ -17,8 +17,9 @@ from fastapi import FastAPI, Request, Response
 from tongka import audit, jobs
 from tongka.service.centre import Centre
 from tongka.service.problems import PROBLEM_SCHEMA, install
-from tongka.service.routes import health, keys
+from tongka.service.routes import batches, days, health, keys, ledger
 from tongka.service.settle_job import run_settlement
+from tongka.web import pages
 
 log = logging.getLogger("tongka.service")
 READS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -62,9 +63,9 @@ def create_app(centre: Centre, *, run_jobs: bool = True) -> FastAPI:
     app.state.centre = centre
     app.state.worker = worker
     install(app)
-    app.include_router(health.router)
-    app.include_router(keys.router)
-    _include_optional_routers(app)
+    for module in (health, keys, batches, days, ledger):
+        app.include_router(module.router)
+    pages.register(app)
 
     @app.middleware("http")
     async def observe(
@@ -85,25 +86,6 @@ def create_app(centre: Centre, *, run_jobs: bool = True) -> FastAPI:
         return response
 
     return app
-
-
-def _include_optional_routers(app: FastAPI) -> None:
-    """Routers of the resources (batches, days, ledger) and the pages, each in its module."""
-    import importlib
-
-    for name in ("tongka.service.routes.batches", "tongka.service.routes.days",
-                 "tongka.service.routes.ledger", "tongka.web.pages"):
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name is None or not name.startswith(exc.name):
-                raise
-            continue
-        register = getattr(module, "register", None)
-        if register is not None:
-            register(app)
-        else:
-            app.include_router(module.router)
 
 
 def _audit(centre: Centre, request: Request, template: str, status: int, principal: object

@@ -38,8 +38,8 @@ from tongka.access import Principal, Role
 from tongka.service import uploads
 from tongka.service.centre import Centre
 from tongka.service.deps import CentreDep, role_in
+from tongka.service.negotiation import negotiate
 from tongka.service.problems import PROBLEM_SCHEMA, ApiError
-from tongka.service.routes.days import negotiate
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 

@@ -44,6 +44,7 @@ from tongka.calendar import FIRST_DAY, LAST_DAY, CalendarDay, DayState, checked_
 from tongka.months import close
 from tongka.service.centre import Centre
 from tongka.service.deps import CentreDep, role_in
+from tongka.service.negotiation import negotiate
 from tongka.service.problems import PROBLEM_SCHEMA, ApiError
 from tongka.settling import staleness
 
@@ -330,39 +331,6 @@ def _may_read(principal: Principal, party: Party) -> bool:
 def _no_statement(party: Party, day: dt.date) -> ApiError:
     """The one answer for a statement that does not exist and for another party's."""
     return ApiError(404, ErrorCode.STATEMENT_NOT_FOUND, f"no statement of {party.tag} for {day}")
-
-
-def negotiate(accept: str | None, offered: tuple[str, ...]) -> str | None:
-    """The offered media type ``accept`` prefers (RFC 9110 §12.5.1: the most specific range
-    that matches decides an offer's quality; ties go to the first offered); None: none is
-    acceptable. No Accept header accepts anything."""
-    if accept is None or not accept.strip():
-        return offered[0]
-    ranges = []
-    for part in accept.split(","):
-        media, *params = (p.strip() for p in part.split(";"))
-        main, _, sub = media.lower().partition("/")
-        q = 1.0
-        for param in params:
-            key, _, value = param.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    q = min(max(float(value), 0.0), 1.0)
-                except ValueError:
-                    q = 0.0
-        ranges.append((main, sub or "*", q))
-    best, best_q = None, 0.0
-    for offer in offered:
-        o_main, _, o_sub = offer.partition("/")
-        specificity, quality = -1, 0.0
-        for main, sub, q in ranges:
-            rank = (2 if (main, sub) == (o_main, o_sub) else 1 if (main, sub) == (o_main, "*")
-                    else 0 if (main, sub) == ("*", "*") else -1)
-            if rank > specificity:
-                specificity, quality = rank, q
-        if quality > best_q:
-            best, best_q = offer, quality
-    return best
 
 
 @dataclasses.dataclass(frozen=True)
