@@ -12,17 +12,20 @@ Taps are read as the records of ``clearing.sorting.sort_tap_records``, in card o
 day is one run of records, read in order, and legs come out in ``LEG_SORT_KEYS`` order. A leg
 names its taps by record position; a status names the input row. Every money value is int64
 fen; no Python object is made per tap. The fare rules themselves (``apply_rate``, the version in
-force, the transfer step, the daily cap) are ``tariffs.rules``' primitives, the functions the
-reference prices with through ``tariffs.fares``; numba compiles them into these kernels.
+force, the product price, the transfer step, the daily cap) are ``tariffs.rules``' primitives,
+the functions the reference prices with through ``tariffs.fares``; registered below, numba
+compiles them into these kernels.
 """
 
 from __future__ import annotations
 
-from collections import namedtuple
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
+from numba.extending import register_jitable
 
+from clearing.kernel_tables import KernelTables
 from clearing.legs import LEG_COLUMNS, NO_CHAIN, DebitKind, LegStatus
 from clearing.service_day import CST_OFFSET_MS, DAY_MS, DAY_START_MS
 from clearing.sorting import (
@@ -41,10 +44,21 @@ from clearing.sorting import (
     rec_ts,
 )
 from clearing.taps import ACCOUNT_BASED, TapType
+from tariffs import rules
 from tariffs.compile import PriceKind
 from tariffs.error_codes import ErrorCode
-from tariffs.rules import NO_CAP, apply_rate, capped_fare, transfer_step_fare, version_in_force
 from tariffs.vocab import Product
+
+# The fare rules are plain Python in ``tariffs.rules`` (the tariff package imports no numba);
+# registering them here lets numba compile them into the kernels, inlined as the kernels' own
+# helpers are. ``register_jitable`` returns the very function it registers, so these names are
+# the rules themselves, and Python callers of ``tariffs.rules`` see the same objects. One call per
+# rule: ``register_jitable`` pops its ``inline`` option, so a shared decorator would lose it.
+apply_rate = register_jitable(inline="always")(rules.apply_rate)
+product_price_fare = register_jitable(inline="always")(rules.product_price_fare)
+transfer_step_fare = register_jitable(inline="always")(rules.transfer_step_fare)
+capped_fare = register_jitable(inline="always")(rules.capped_fare)
+version_in_force = register_jitable(inline="always")(rules.version_in_force)
 
 # -- status codes: what a kernel could not do, and the reference would have raised on ------------
 OK = 0
@@ -72,17 +86,52 @@ S_OVERTIME = int(LegStatus.OVERTIME)
 S_ORPHAN_EXIT = int(LegStatus.ORPHAN_EXIT)
 _ORDINARY = int(Product.ORDINARY)
 _N_PRODUCTS = len(Product)
-_RATE = int(PriceKind.RATE)
-_FIXED = int(PriceKind.FIXED)
+_NO_PRICE = int(PriceKind.NONE)
 _STORED = int(DebitKind.STORED_VALUE)
 _ACCOUNT = int(DebitKind.ACCOUNT)
 _MIXED = int(DebitKind.MIXED)
 _ACCOUNT_BASED = ACCOUNT_BASED
 _NO_CHAIN = NO_CHAIN
-_NO_CAP = NO_CAP
+_NO_CAP = rules.NO_CAP
 
-# The output columns, one array per LEG_SCHEMA field, in LEG_COLUMNS order.
-LegArrays = namedtuple("LegArrays", LEG_COLUMNS)  # type: ignore[misc]
+class LegArrays(NamedTuple):
+    """The output columns, one array per LEG_SCHEMA field, in LEG_COLUMNS order."""
+
+    service_day: np.ndarray
+    card_id: np.ndarray
+    issuer: np.ndarray
+    product: np.ndarray
+    honoured_product: np.ndarray
+    media: np.ndarray
+    operator: np.ndarray
+    line: np.ndarray
+    mode: np.ndarray
+    area: np.ndarray
+    network: np.ndarray
+    status: np.ndarray
+    board_stop: np.ndarray
+    exit_stop: np.ndarray
+    board_ts_ms: np.ndarray
+    last_ts_ms: np.ndarray
+    board_card_seq: np.ndarray
+    board_device_id: np.ndarray
+    version: np.ndarray
+    apportionment: np.ndarray
+    chain: np.ndarray
+    transfer_no: np.ndarray
+    base_fen: np.ndarray
+    product_fare_fen: np.ndarray
+    transfer_fare_fen: np.ndarray
+    computed_fen: np.ndarray
+    card_discount_fen: np.ndarray
+    transfer_discount_fen: np.ndarray
+    cap_discount_fen: np.ndarray
+    charged_fen: np.ndarray
+    mismatch_fen: np.ndarray
+    debit_kind: np.ndarray
+
+
+assert LegArrays._fields == LEG_COLUMNS, "LegArrays and Leg must list the same fields in order"
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -92,18 +141,21 @@ def service_day(ts_ms: int) -> int:
 
 
 @njit(cache=True, nogil=True, inline="always")
-def line_of(operator_index, line_index, operator: int, line: int) -> int:
+def line_of(operator_index: np.ndarray, line_index: np.ndarray, operator: int,
+            line: int) -> int:
     """Dense line of a raw (operator, line), or -1 when the registry has no such line."""
     if operator < 0 or operator >= operator_index.size:
         return -1
     o = operator_index[operator]
     if o < 0 or line < 0 or line >= line_index.shape[1]:
         return -1
-    return line_index[o, line]
+    dense: int = line_index[o, line]
+    return dense
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _emit(leg_board, leg_exit, leg_status, n_legs, board, exit_row, status):
+def _emit(leg_board: np.ndarray, leg_exit: np.ndarray, leg_status: np.ndarray, n_legs: int,
+          board: int, exit_row: int, status: int) -> int:
     """Append one matched leg; returns the new count."""
     leg_board[n_legs] = board
     leg_exit[n_legs] = exit_row
@@ -112,7 +164,8 @@ def _emit(leg_board, leg_exit, leg_status, n_legs, board, exit_row, status):
 
 
 @njit(cache=True, nogil=True)
-def match_legs(rec, tb, leg_board, leg_exit, leg_status):
+def match_legs(rec: np.ndarray, tb: KernelTables, leg_board: np.ndarray, leg_exit: np.ndarray,
+               leg_status: np.ndarray) -> tuple[int, int, int]:
     """SPEC §5 over every card-day: write (boarding record, exit record or -1, LegStatus).
 
     ``leg_*`` must hold one row per record (a day has at most one leg per tap). Returns
@@ -192,10 +245,10 @@ def match_legs(rec, tb, leg_board, leg_exit, leg_status):
 
 
 @njit(cache=True, nogil=True)
-def card_day_start(rec, i):
+def card_day_start(rec: np.ndarray, i: int) -> int:
     """The first record at or after ``i`` that begins a card-day (``rec.shape[0]`` if none):
     where the records can be cut into parts that match and price independently."""
-    n = rec.shape[0]
+    n: int = rec.shape[0]
     if i <= 0:
         return 0
     while i < n:
@@ -207,7 +260,8 @@ def card_day_start(rec, i):
 
 
 @njit(cache=True, nogil=True)
-def price_legs(n_legs, leg_board, leg_exit, leg_status, rec, tb, out):
+def price_legs(n_legs: int, leg_board: np.ndarray, leg_exit: np.ndarray, leg_status: np.ndarray,
+               rec: np.ndarray, tb: KernelTables, out: LegArrays) -> tuple[int, int]:
     """SPEC §6 over matched legs in card order: fill every ``out`` column of ``n_legs`` rows.
 
     Returns ``(status, row)`` as ``match_legs`` does.
@@ -282,15 +336,15 @@ def price_legs(n_legs, leg_board, leg_exit, leg_status, rec, tb, out):
     # the card-day being priced
     cur_card = np.uint64(0)
     cur_issuer = -1
-    cur_day = np.int64(0)
+    cur_day = 0
     # the previous leg P, and P's chain
     have_prev = False  # P exists and is not a penalty leg (a penalty leg ends any chain)
     prev_area = -1
-    prev_mode = -1
-    prev_last_ts = np.int64(0)
-    prev_f = np.int64(0)
+    prev_mode: int | np.int64 = -1  # a line_mode, widened to int64 as ``mode`` is
+    prev_last_ts = 0
+    prev_f = 0
     chain_ordinal = 0
-    chain_first_ms = np.int64(0)
+    chain_first_ms = 0
     chain_legs = 0
     chains_started = 0
     for k in range(n_legs):
@@ -398,13 +452,9 @@ def price_legs(n_legs, leg_board, leg_exit, leg_status, rec, tb, out):
             honoured = p if concession[v, di] else _ORDINARY
             q = honoured if honoured < _N_PRODUCTS else _ORDINARY  # no price: ORDINARY's
             kind = price_kind[v, mode, q]
-            value = price_value[v, mode, q]
-            if kind == _RATE:
-                f = apply_rate(base, value)
-            elif kind == _FIXED:
-                f = min(base, value)
-            else:
+            if kind == _NO_PRICE:
                 return NO_PRICE, rec_row(rec, b)
+            f = product_price_fare(np.int64(kind), price_value[v, mode, q], base)
 
         # Step 4: does this leg join P's chain?
         tf = f
@@ -454,18 +504,20 @@ def price_legs(n_legs, leg_board, leg_exit, leg_status, rec, tb, out):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _stop_pos(stop_index, network_stop_pos, net: int, stop: int) -> int:
+def _stop_pos(stop_index: np.ndarray, network_stop_pos: np.ndarray, net: int, stop: int) -> int:
     """Row/column of a raw stop in network ``net``'s fare matrix, or -1."""
     if stop >= stop_index.size:
         return -1
     s = stop_index[stop]
     if s < 0:
         return -1
-    return network_stop_pos[net, s]
+    pos: int = network_stop_pos[net, s]
+    return pos
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _charge(o_charged_fen, o_mismatch_fen, o_debit_kind, k, rec, b, x, computed) -> None:
+def _charge(o_charged_fen: np.ndarray, o_mismatch_fen: np.ndarray, o_debit_kind: np.ndarray,
+            k: int, rec: np.ndarray, b: int, x: int, computed: int) -> None:
     """SPEC §6, stored value vs account-based: the leg's charged amount, mismatch, debit kind."""
     d0 = rec_debit(rec, b)
     d1 = rec_debit(rec, x) if x >= 0 else d0  # a one-tap leg: its tap alone decides

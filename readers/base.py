@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import pyarrow as pa
@@ -27,9 +27,6 @@ from clearing.taps import BALANCE_FIELD, TAP_COLUMNS, empty_taps
 from readers.columns import Lines
 from readers.config import ReaderConfig
 from tariffs.vocab import Media
-
-if TYPE_CHECKING:
-    from readers.identities import Identities
 
 SOURCE_ROW = "source_row"  # the column name clearing.ingest reads (its SOURCE_ROW)
 
@@ -104,23 +101,6 @@ class Adapter(Protocol):
 
         ``name`` is the file's name, for a format that needs it; the built-ins ignore it.
         """
-        ...
-
-
-@runtime_checkable
-class RawWriter(Protocol):
-    """An adapter that can also write its format (``tongka.testing.synth``, ``generate --raw``)."""
-
-    name: str
-    media: tuple[Media, ...]
-    suffix: str
-
-    def writable(self, taps: pa.Table, config: ReaderConfig) -> np.ndarray:
-        """Which canonical taps (of this format's media) the format can express."""
-        ...
-
-    def render(self, taps: pa.Table, ids: Identities, config: ReaderConfig) -> bytes:
-        """The file bytes of ``taps``, with the cards' invented raw identities ``ids``."""
         ...
 
 

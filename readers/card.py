@@ -8,10 +8,8 @@ HMAC per distinct card) touch each row in a tight loop. docs/formats/card.md is 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
 
 from readers.base import ParseResult, parse_file, result
 from readers.columns import (
@@ -28,7 +26,6 @@ from readers.columns import (
 from readers.config import ReaderConfig
 from readers.tokenise import card_ids_fixed, token_hex
 from readers.tunion import (
-    BLOCK_WIDTH,
     FIELDS,
     LAYOUT,
     MAX_VALUE,
@@ -36,18 +33,10 @@ from readers.tunion import (
     RECORD_WIDTH,
     TXN_COMPOUND,
     TXN_SIMPLE,
-    build_blocks,
     check_tacs_at,
-    expected_tacs,
-    stored_value_columns,
-    stored_value_writable,
-    tac_hex,
 )
 from tariffs.error_codes import ErrorCode
 from tariffs.vocab import Media
-
-if TYPE_CHECKING:
-    from readers.identities import Identities
 
 NUMERIC = tuple(f.name for f in LAYOUT if f.name not in {"tag", "asn", "time", "tac"})
 
@@ -70,24 +59,6 @@ class CardAdapter:
 
     def parse_bytes(self, data: bytes, config: ReaderConfig, *, name: str = "") -> ParseResult:
         return parse_card_bytes(data, config)
-
-    def writable(self, taps: pa.Table, config: ReaderConfig) -> np.ndarray:
-        """Which canonical taps a card record can express (``tongka.testing.synth``)."""
-        return stored_value_writable(taps)
-
-    def render(self, taps: pa.Table, ids: Identities, config: ReaderConfig) -> bytes:
-        """Card records of canonical taps and their invented identities (``tongka.testing.synth``).
-
-        An issuer without a TAC key gets TAC 00000000, which parsing reports as TAC_KEY_UNKNOWN.
-        """
-        cols = stored_value_columns(taps, ids.balance)
-        blocks = build_blocks(cols, ids.asn)
-        tacs, _ = expected_tacs(blocks, cols["issuer"], config)
-        out = np.empty((len(blocks), RECORD_WIDTH + 1), dtype=np.uint8)
-        out[:, :BLOCK_WIDTH] = blocks
-        out[:, BLOCK_WIDTH:RECORD_WIDTH] = tac_hex(tacs)
-        out[:, RECORD_WIDTH] = 0x0A
-        return out.tobytes()
 
 
 def parse_card_bytes(data: bytes, config: ReaderConfig) -> ParseResult:
@@ -194,7 +165,7 @@ def parse_card_bytes(data: bytes, config: ReaderConfig) -> ParseResult:
     where = np.full(n, -1, dtype=np.int64)
     where[sel] = np.arange(len(sel))
 
-    def record(i: int) -> dict:
+    def record(i: int) -> dict[str, object]:
         j = int(where[i])
         if j < 0:
             return {"length": int(lines.lengths[i])}
@@ -230,7 +201,7 @@ def canonical(cols: dict[str, np.ndarray], card_id: np.ndarray) -> dict[str, np.
     }
 
 
-def error_record(raw: bytes, valid: dict[str, bool], key: bytes) -> dict:
+def error_record(raw: bytes, valid: dict[str, bool], key: bytes) -> dict[str, object]:
     """A rejected record as field texts, the card number replaced by its keyed token."""
     text = {
         f.name: raw[f.offset : f.offset + f.width].decode("ascii", "backslashreplace")

@@ -49,7 +49,8 @@ class Lines:
 
     @property
     def lengths(self) -> np.ndarray:
-        return self.ends - self.starts
+        out: np.ndarray = self.ends - self.starts
+        return out
 
     def raw(self, i: int) -> bytes:
         """The bytes of row ``i`` (an index into ``rows``), for the few rows read one by one."""
@@ -118,7 +119,8 @@ def _digit_words(block: np.ndarray) -> tuple[np.ndarray, int]:
 
 def _word_ok(t: np.ndarray) -> np.ndarray:
     """Whether each byte of ``t`` (digits XOR '0') is 0..9: high nibble 0 and no carry past 9."""
-    return ((t & _HI_NIBBLES) == 0) & (((t + _SIXES) & _HI_NIBBLES) == 0)
+    ok: np.ndarray = ((t & _HI_NIBBLES) == 0) & (((t + _SIXES) & _HI_NIBBLES) == 0)
+    return ok
 
 
 def digits(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -192,7 +194,8 @@ def days_from_civil(y: np.ndarray, m: np.ndarray, d: np.ndarray) -> np.ndarray:
     mp = (m + 9) % 12  # March = 0, so the leap day is the last day of the year
     doy = (153 * mp + 2) // 5 + d - 1
     doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    return era * 146097 + doe - 719468
+    days: np.ndarray = era * 146097 + doe - 719468
+    return days
 
 
 _MONTH_DAYS = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
@@ -329,7 +332,8 @@ class RowChecks:
 
     @property
     def ok(self) -> np.ndarray:
-        return self.first == 0
+        ok: np.ndarray = self.first == 0
+        return ok
 
     def flag(self, bad: np.ndarray, code: ErrorCode, field_name: str, message: str) -> None:
         """Mark ``bad`` rows that have not failed an earlier check with this reason."""
@@ -344,7 +348,7 @@ class RowChecks:
         mask[np.asarray(rows, dtype=np.int64)] = True
         self.flag(mask, code, field_name, message)
 
-    def errors(self, lines: Lines, record: Callable[[int], dict]) -> list[RowError]:
+    def errors(self, lines: Lines, record: Callable[[int], dict[str, object]]) -> list[RowError]:
         """One ``RowError`` per failed row of ``lines``, in file order.
 
         ``record(i)`` is its tokenised record; ``raw`` is the line exactly as it came in (its

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -170,7 +171,8 @@ def check_fields(
 def ssn_check_ok(block: np.ndarray) -> np.ndarray:
     """GB 11643 / ISO 7064 MOD 11-2: the 18th character is fixed by the first 17 digits."""
     total = (block[:, :17].astype(np.int64) - 48) @ _ISO7064_WEIGHTS
-    return block[:, 17] == _ISO7064_CHECK[total % 11]
+    ok: np.ndarray = block[:, 17] == _ISO7064_CHECK[total % 11]
+    return ok
 
 
 def iso_ms(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -255,10 +257,10 @@ def stored_value_taps(
 
 def error_record(
     specs: Sequence[Spec],
-    raw: dict | None,
+    raw: dict[str, Any] | None,
     valid: dict[str, bool],
     key: bytes,
-) -> dict:
+) -> dict[str, object]:
     """A rejected record fit for quarantine: personal values as keyed tokens, free text dropped,
     invalid values echoed only when too short to be a personal number (``columns.echo``)."""
     if raw is None:

@@ -16,6 +16,7 @@ import codecs
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -66,7 +67,9 @@ def read_json_lines(lines: Lines, fields: Sequence[JsonField], checks: RowChecks
                 else:
                     str_parts[f.name].append(col.combine_chunks())
             continue
-        values: dict[str, list] = {f.name: [None] * (hi - lo) for f in fields if f.kind == STR}
+        values: dict[str, list[object]] = {
+            f.name: [None] * (hi - lo) for f in fields if f.kind == STR
+        }
         for i in range(lo, hi):
             obj = _load(lines.raw(i))
             if obj is None:
@@ -137,7 +140,7 @@ def _fast_chunk(lines: Lines, lo: int, hi: int, schema: pa.Schema) -> pa.Table |
     return table.select(schema.names)
 
 
-def _load(raw: bytes) -> dict | None:
+def _load(raw: bytes) -> dict[str, Any] | None:
     try:
         obj = json.loads(raw.decode("utf-8"))
     except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
@@ -153,6 +156,6 @@ def _encodable(text: str) -> bool:
     return True
 
 
-def load_object(raw: bytes) -> dict | None:
+def load_object(raw: bytes) -> dict[str, Any] | None:
     """One row as Python (error records only), or None when it is not a JSON object."""
     return _load(raw)

@@ -8,20 +8,9 @@ keyed token). docs/formats/nfc.md is the format.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-import numpy as np
-import pyarrow as pa
-
 from readers.fields import ASN, EPOCH_MS, HEX8, INT, TAP_NAME, TEXT, TOKEN, Spec
-from readers.fields import TAP_NAMES as _TAPS
 from readers.stored import JsonStoredValueAdapter
 from tariffs.vocab import Media
-
-if TYPE_CHECKING:
-    from readers.identities import Identities
-
-HANDSETS = ("HUAWEI Mate 60", "HONOR Magic6", "Xiaomi 14", "OPPO Find X7", "vivo X100", "iPhone 15")
 
 
 class NfcAdapter(JsonStoredValueAdapter):
@@ -51,30 +40,3 @@ class NfcAdapter(JsonStoredValueAdapter):
         Spec("stop", INT, "stop"),
         Spec("tac", HEX8, "tac"),
     )
-
-    def rows(self, taps: pa.Table, ids: Identities, cols: dict[str, np.ndarray]) -> list[dict]:
-        c = {k: v.tolist() for k, v in cols.items()}
-        tap = taps.column("tap_type").to_numpy().tolist()
-        handset = (np.asarray(ids.balance) % len(HANDSETS)).tolist()
-        return [
-            {
-                "virtual_asn": "",
-                "issuer": c["issuer"][i],
-                "wallet_account": ids.wallet[i],
-                "handset_model": HANDSETS[handset[i]],
-                "card_seq": c["card_seq"][i],
-                "card_type": c["product"][i],
-                "txn": _TAPS[tap[i]],
-                "amount_fen": c["amount"][i],
-                "balance_fen": c["balance"][i],
-                "operator": c["operator"][i],
-                "terminal_id": c["terminal_id"][i],
-                "terminal_seq": c["terminal_seq"][i],
-                "ts_ms": c["ts_ms"][i],
-                "city": c["city"][i],
-                "line": c["line"][i],
-                "stop": c["stop"][i],
-                "tac": "",
-            }
-            for i in range(taps.num_rows)
-        ]

@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clearing.taps import ACCOUNT_BASED
 from readers.base import ParseResult, parse_file, result
@@ -37,7 +34,7 @@ from readers.columns import (
     split_lines,
     taps_from_columns,
 )
-from readers.config import ReaderConfig, ReaderConfigError, ed25519_public
+from readers.config import ReaderConfig, ed25519_public
 from readers.fields import TAP_NAMES
 from readers.jsonl import INT, STR, JsonField, load_object, read_json_lines
 from readers.stored import first_object
@@ -46,12 +43,8 @@ from readers.tunion import MAX_TS_MS
 from tariffs.error_codes import ErrorCode
 from tariffs.vocab import Media
 
-if TYPE_CHECKING:
-    from readers.identities import Identities
-
 PAYLOAD_TAG = "TQR1"
 SIGNATURE_BYTES = 64
-CODE_VALIDITY_MS = 120_000  # how long the synthetic app's codes stay valid
 _CODE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _KID = re.compile(r"[A-Za-z0-9._-]{1,32}")
 _ACCOUNT = re.compile(r"[!-{}~]{1,64}")  # visible ASCII but '|', which separates the payload
@@ -124,13 +117,6 @@ def decode_code(code: str) -> Payload | None:
     ):
         return None
     return p
-
-
-def encode_code(payload_text: str, key: Ed25519PrivateKey) -> str:
-    """Sign a payload and write it as a scannable code (the issuer's side; for synthetic data)."""
-    signed = payload_text.encode("ascii")
-    b64 = base64.urlsafe_b64encode
-    return b64(signed).rstrip(b"=").decode() + "." + b64(key.sign(signed)).rstrip(b"=").decode()
 
 
 class QrAdapter:
@@ -272,7 +258,7 @@ class QrAdapter:
         }
         taps = taps_from_columns(canonical, keep)
 
-        def record(i: int) -> dict:
+        def record(i: int) -> dict[str, object]:
             raw = load_object(lines.raw(i)) or {}
             out: dict[str, object] = {}
             p = payloads[i]
@@ -303,68 +289,6 @@ class QrAdapter:
             return out
 
         return result(taps, checks.errors(lines, record), n, lines.rows[keep], lines)
-
-    # -- writing (tongka.testing.synth) ------------------------------------------------------------
-
-    def writable(self, taps: pa.Table, config: ReaderConfig) -> np.ndarray:
-        col = {
-            c: taps.column(c).to_numpy().astype(np.int64)
-            for c in ("tap_type", "debited_fen", "card_seq", "ts_ms", "product")
-        }
-        return (
-            (col["debited_fen"] == ACCOUNT_BASED)
-            & (col["tap_type"] >= 0)
-            & (col["tap_type"] <= 2)
-            & (col["card_seq"] >= 0)
-            & (col["ts_ms"] >= CODE_VALIDITY_MS)
-            & (col["ts_ms"] <= MAX_TS_MS)
-        )
-
-    def render(self, taps: pa.Table, ids: Identities, config: ReaderConfig) -> bytes:
-        c = {name: taps.column(name).to_numpy().tolist() for name in taps.column_names}
-        age = (
-            np.asarray(ids.balance) % 50_000 + 1_000
-        ).tolist()  # the code was shown 1-51 s before
-        signers: dict[int, tuple[str, Ed25519PrivateKey]] = {}
-        out = []
-        for i in range(taps.num_rows):
-            iss = c["issuer"][i]
-            if iss not in signers:
-                try:
-                    signers[iss] = config.qr_signer(iss)
-                except ReaderConfigError:  # no key for this issuer: a code nobody can verify
-                    signers[iss] = (f"unknown-{iss}", Ed25519PrivateKey.generate())
-            kid, signer = signers[iss]
-            issued = c["ts_ms"][i] - age[i]
-            payload = "|".join(
-                (
-                    PAYLOAD_TAG,
-                    kid,
-                    str(iss),
-                    ids.account[i],
-                    str(c["product"][i]),
-                    str(issued),
-                    str(issued + CODE_VALIDITY_MS),
-                    str(c["card_seq"][i]),
-                )
-            )
-            out.append(
-                json.dumps(
-                    {
-                        "code": encode_code(payload, signer),
-                        "operator": c["operator"][i],
-                        "device_id": c["device_id"][i],
-                        "device_seq": c["device_seq"][i],
-                        "scan_ms": c["ts_ms"][i],
-                        "city": c["city"][i],
-                        "line": c["line"][i],
-                        "stop": c["stop"][i],
-                        "tap": TAP_NAMES[c["tap_type"][i]],
-                    },
-                    separators=(",", ":"),
-                )
-            )
-        return ("\n".join(out) + "\n").encode("ascii") if out else b""
 
 
 def _replays(

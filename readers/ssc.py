@@ -11,7 +11,6 @@ format.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -27,22 +26,13 @@ from readers.fields import (
     HEX8,
     SSN,
     TAP_NAME,
-    TAP_NAMES,
     Spec,
     check_fields,
     error_record,
     stored_value_taps,
 )
-from readers.tunion import (
-    stored_value_columns,
-    stored_value_writable,
-    tac_texts,
-)
 from tariffs.error_codes import ErrorCode
 from tariffs.vocab import Media
-
-if TYPE_CHECKING:
-    from readers.identities import Identities
 
 TAG = "SSC3"  # third-generation card, layout 1
 SEPARATOR = "|"
@@ -127,13 +117,13 @@ class SocialSecurityAdapter:
             checked, checks, int(Media.SOCIAL_SECURITY), config, key, "tac"
         )
 
-        def record(i: int) -> dict:
+        def record(i: int) -> dict[str, object]:
             raw = lines.raw(i)
             fields = raw.decode("ascii", "backslashreplace").split(SEPARATOR)
             if not shaped[i]:
                 return {"fields": len(fields)}
             valid = {name: bool(mask[i]) for name, mask in checked.valid.items()}
-            out = {"tag": fields[0] if fields[0] == TAG else "<other>"}
+            out: dict[str, object] = {"tag": fields[0] if fields[0] == TAG else "<other>"}
             out.update(
                 error_record(
                     SPECS, dict(zip((s.name for s in SPECS), fields[1:], strict=True)), valid, key
@@ -142,48 +132,6 @@ class SocialSecurityAdapter:
             return out
 
         return result(taps, checks.errors(lines, record), n, lines.rows[keep], lines)
-
-    def writable(self, taps: pa.Table, config: ReaderConfig) -> np.ndarray:
-        return stored_value_writable(taps)
-
-    def render(self, taps: pa.Table, ids: Identities, config: ReaderConfig) -> bytes:
-        from readers.columns import put_compact_time
-
-        cols = stored_value_columns(taps, ids.balance)
-        tac_text = tac_texts(cols, ids.asn, config)
-        times = np.empty((taps.num_rows, 17), dtype=np.uint8)
-        put_compact_time(times, 0, cols["ts_ms"])
-        time_text = times.tobytes().decode("ascii")
-        ssn = ids.ss_number.tobytes().decode("ascii")
-        asn = ids.asn.tobytes().decode("ascii")
-        c = {k: v.tolist() for k, v in cols.items()}
-        tap = taps.column("tap_type").to_numpy().tolist()
-        out = []
-        for i in range(taps.num_rows):
-            out.append(
-                SEPARATOR.join(
-                    (
-                        TAG,
-                        ssn[18 * i : 18 * i + 18],
-                        asn[20 * i : 20 * i + 20],
-                        str(c["issuer"][i]),
-                        str(c["card_seq"][i]),
-                        str(c["product"][i]),
-                        TAP_NAMES[tap[i]],
-                        str(c["amount"][i]),
-                        str(c["balance"][i]),
-                        str(c["operator"][i]),
-                        str(c["terminal_id"][i]),
-                        str(c["terminal_seq"][i]),
-                        time_text[17 * i : 17 * i + 17],
-                        str(c["city"][i]),
-                        str(c["line"][i]),
-                        str(c["stop"][i]),
-                        tac_text[8 * i : 8 * i + 8],
-                    )
-                )
-            )
-        return ("\n".join(out) + "\n").encode("ascii") if out else b""
 
 
 def _ascii_rows(lines: Lines) -> np.ndarray:

@@ -64,7 +64,8 @@ def card_ids(key: bytes, issuers: np.ndarray, numbers: pa.Array) -> np.ndarray:
         messages = messages.combine_chunks()
     encoded = messages.dictionary_encode()
     distinct = encoded.dictionary.cast(pa.binary()).to_pylist()
-    return tokens(key, distinct)[encoded.indices.to_numpy(zero_copy_only=False)]
+    out: np.ndarray = tokens(key, distinct)[encoded.indices.to_numpy(zero_copy_only=False)]
+    return out
 
 
 def card_ids_fixed(key: bytes, issuers: np.ndarray, numbers: np.ndarray) -> np.ndarray:
@@ -94,4 +95,5 @@ def card_ids_fixed(key: bytes, issuers: np.ndarray, numbers: np.ndarray) -> np.n
         block[:, : len(prefix)] = prefix
         block[:, len(prefix) :] = distinct[rows, 2:]
         ids[rows] = hmac_rows(key, block, 8).copy().view(">u8").ravel()
-    return ids[encoded.indices.to_numpy(zero_copy_only=False)]
+    out: np.ndarray = ids[encoded.indices.to_numpy(zero_copy_only=False)]
+    return out

@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
 
 from clearing.taps import TapType
 from readers.columns import INT32_MAX, UINT16_MAX, hex_bytes, put_compact_time, put_digits
@@ -155,12 +154,6 @@ def tac_hex(tacs: np.ndarray) -> np.ndarray:
     return out
 
 
-def tac_texts(cols: dict[str, np.ndarray], asn: np.ndarray, config: ReaderConfig) -> str:
-    """The 8-character hex TACs of rows to write, concatenated (synthetic writers slice it)."""
-    tacs, _ = expected_tacs(build_blocks(cols, asn), cols["issuer"], config)
-    return tac_hex(tacs).tobytes().decode("ascii")
-
-
 def check_tacs(
     blocks: np.ndarray, issuers: np.ndarray, tac_text: np.ndarray, config: ReaderConfig
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -184,71 +177,3 @@ def _compare(
 ) -> tuple[np.ndarray, np.ndarray]:
     given, _ = hex_bytes(tac_text)
     return ~has_key, has_key & np.any(given != want, axis=1)
-
-
-def stored_value_columns(taps: pa.Table, balance: np.ndarray) -> dict[str, np.ndarray]:
-    """T-Union fields of canonical taps: form = medium, txn type and direction from the tap type."""
-    get = {
-        name: taps.column(name).to_numpy().astype(np.int64)
-        for name in taps.column_names
-        if name != "card_id"
-    }
-    txn, direction = txn_of_tap_type(get["tap_type"])
-    return {
-        "form": get["media"],
-        "issuer": get["issuer"],
-        "card_seq": get["card_seq"],
-        "txn_type": txn,
-        "direction": direction,
-        "product": get["product"],
-        "amount": get["debited_fen"],
-        "balance": np.asarray(balance, dtype=np.int64),
-        "operator": get["operator"],
-        "terminal_id": get["device_id"],
-        "terminal_seq": get["device_seq"],
-        "ts_ms": get["ts_ms"],
-        "city": get["city"],
-        "line": get["line"],
-        "stop": get["stop"],
-    }
-
-
-def stored_value_writable(taps: pa.Table) -> np.ndarray:
-    """Taps a stored-value record can express: a known tap type, a debit >= 0, values in range."""
-    col = {
-        name: taps.column(name).to_numpy().astype(np.int64)
-        for name in (
-            "issuer",
-            "card_seq",
-            "product",
-            "debited_fen",
-            "operator",
-            "device_id",
-            "device_seq",
-            "ts_ms",
-            "city",
-            "line",
-            "stop",
-            "tap_type",
-        )
-    }
-    ok = (
-        (col["tap_type"] >= 0)
-        & (col["tap_type"] <= 2)
-        & (col["ts_ms"] >= 0)
-        & (col["ts_ms"] <= MAX_TS_MS)
-    )
-    for name, field_name in (
-        ("issuer", "issuer"),
-        ("card_seq", "card_seq"),
-        ("product", "product"),
-        ("debited_fen", "amount"),
-        ("operator", "operator"),
-        ("device_id", "terminal_id"),
-        ("device_seq", "terminal_seq"),
-        ("city", "city"),
-        ("line", "line"),
-        ("stop", "stop"),
-    ):
-        ok &= (col[name] >= 0) & (col[name] <= MAX_VALUE[field_name])
-    return ok

@@ -1,15 +1,16 @@
 """Compile a validated ``TariffSet`` into numpy lookup tables for the numba kernels (SPEC §6).
 
 The kernels never see a pydantic model: they index these arrays with small dense integers.
-Raw registry codes (operator, issuer, network, stop; a line is (operator, line)) become dense
-indices through the ``*_index`` lookup arrays, where -1 means "not in the registry". Tariff
-versions of every area are numbered densely too, in (area, valid_from) order, so that every
-per-version table has the version as its first axis.
+Raw registry codes (operator, issuer, stop; a line is (operator, line)) become dense indices
+through the ``*_index`` lookup arrays, where -1 means "not in the registry". Tariff versions of
+every area are numbered densely too, in (area, valid_from) order, so that every per-version
+table has the version as its first axis.
 
 Everything the kernels need to price a leg is here, already resolved: base fares of every
 ordered stop pair (distance bands evaluated over the shortest-path metres, or the matrix),
-product prices with the ORDINARY fallback applied, transfer steps, caps and the apportionment
-mode; nothing else. The kernels read them with ``tariffs.rules``' primitives, the functions
+product prices with the ORDINARY fallback applied (by ``tariffs.fares.price_for``, the model
+tier's own), transfer steps, caps and the apportionment mode; nothing else, and nothing only a
+test reads. The kernels read them with ``tariffs.rules``' primitives, the functions
 ``tariffs.fares`` prices the models with; ``tests/test_tariff_compile.py`` reads the tables the
 same way and proves they price as ``tariffs.fares`` does. Funders and fee rates are not
 compiled (settlement reads them off the models), nor are monthly rebates: month close applies
@@ -26,7 +27,7 @@ from functools import lru_cache
 import numpy as np
 
 from tariffs import rules
-from tariffs.fares import transfer_step_args
+from tariffs.fares import price_args, price_for, transfer_step_args
 from tariffs.load import TariffSet
 from tariffs.model import NetworkFare, TariffVersion
 from tariffs.registry import FLAT, Registry
@@ -38,15 +39,15 @@ NO_FARE = -1  # padding of fare_matrix and line_fare where no fare exists
 N_MODES = len(Mode)
 N_PRODUCTS = len(Product)
 EPOCH = dt.date(1970, 1, 1)
-FOREVER = np.iinfo(np.int32).max  # version_valid_until of an area's last version
 
 
 class PriceKind(enum.IntEnum):
-    """How a product price turns a base fare into the step-3 fare (SPEC §6.3)."""
+    """How a product price turns a base fare into the step-3 fare (SPEC §6.3), as ``price_kind``
+    holds it; ``tariffs.rules.product_price_fare`` prices them."""
 
-    NONE = -1  # no price: the area does not run this mode
-    RATE = 0  # apply_rate(base, value)
-    FIXED = 1  # min(base, value)
+    NONE = rules.PRICE_NONE  # -1, no price: the area does not run this mode
+    RATE = rules.PRICE_RATE  # apply_rate(base, value)
+    FIXED = rules.PRICE_FIXED  # min(base, value)
 
 
 class StepKind(enum.IntEnum):
@@ -70,21 +71,14 @@ class CompiledTariffs:
 
     # -- dense ids and lookups from raw codes ------------------------------------------------
     area_codes: np.ndarray  # int64[A]: GB/T 2260 code of dense area a, ascending
-    operator_codes: np.ndarray  # int64[O]: raw operator code of dense operator o, ascending
     operator_index: np.ndarray  # int32[max operator code + 1]: raw code -> o, or -1
     operator_area: np.ndarray  # int32[O]: dense area (the operator's city) of operator o
-    issuer_codes: np.ndarray  # int64[I]: raw issuer code of dense issuer i, ascending
     issuer_index: np.ndarray  # int32[max issuer code + 1]: raw code -> i, or -1
     network_codes: np.ndarray  # int64[N]: raw network id of dense network n, ascending
-    network_index: np.ndarray  # int32[max network id + 1]: raw id -> n; -1 for FLAT (0)
-    network_size: np.ndarray  # int32[N]: number of stops of network n (its matrix side)
-    line_operator: np.ndarray  # int32[L]: dense operator of dense line l; lines sorted by key
-    line_code: np.ndarray  # int64[L]: raw line id (within its operator) of line l
     line_index: np.ndarray  # int32[O, max line id + 1]: (dense operator, raw line) -> l, or -1
     line_mode: np.ndarray  # int8[L]: Mode of line l
     line_network: np.ndarray  # int32[L]: dense network of line l, -1 for a flat line
     line_area: np.ndarray  # int32[L]: dense tariff area of line l (its operator's city)
-    stop_codes: np.ndarray  # int64[S]: raw stop id of dense stop s, ascending
     stop_index: np.ndarray  # int32[max stop id + 1]: raw stop id -> s, or -1
     stop_city: np.ndarray  # int64[S]: GB/T 2260 code of the city stop s lies in
     network_stop_pos: np.ndarray  # int32[N, S]: row/column of stop s in network n's matrix, or -1
@@ -92,7 +86,6 @@ class CompiledTariffs:
     # -- versions by service day ---------------------------------------------------------------
     version_area: np.ndarray  # int32[V]: dense area of version v
     version_valid_from: np.ndarray  # int32[V]: first service day (days since 1970-01-01)
-    version_valid_until: np.ndarray  # int32[V]: first day of the next version, or FOREVER
     area_version_start: np.ndarray  # int32[A]: area a's versions are v in [start, stop),
     area_version_stop: np.ndarray  # int32[A]:   in ascending valid_from
 
@@ -161,10 +154,6 @@ def compile_tariffs(tariffs: TariffSet) -> CompiledTariffs:
         area_stop[a] = len(versions)
     n_v = len(versions)
     valid_from = np.array([(v.valid_from - EPOCH).days for _, v in versions], dtype=np.int32)
-    valid_until = np.full(n_v, FOREVER, dtype=np.int32)
-    for a in range(len(areas)):
-        valid_until[area_start[a]:max(area_start[a], area_stop[a] - 1)] = \
-            valid_from[area_start[a] + 1:area_stop[a]]
 
     max_steps = max([len(v.transfer.steps) for _, v in versions if v.transfer] + [1])
     tables: list[NetworkFare] = []
@@ -189,28 +178,20 @@ def compile_tariffs(tariffs: TariffSet) -> CompiledTariffs:
 
     compiled = CompiledTariffs(
         area_codes=np.array(areas, dtype=np.int64),
-        operator_codes=np.array(operators, dtype=np.int64),
         operator_index=_index_array(operators),
         operator_area=np.array([area_ix[reg.operators[o].city] for o in operators], np.int32),
-        issuer_codes=np.array(issuers, dtype=np.int64),
         issuer_index=_index_array(issuers),
         network_codes=np.array(networks, dtype=np.int64),
-        network_index=_index_array(networks, minimum=FLAT + 1),
-        network_size=np.array([len(reg.networks[n].stops) for n in networks], dtype=np.int32),
-        line_operator=np.array([op_ix[k[0]] for k in lines], dtype=np.int32),
-        line_code=np.array([k[1] for k in lines], dtype=np.int64),
         line_index=line_index,
         line_mode=np.array([int(reg.lines[k].mode) for k in lines], dtype=np.int8),
         line_network=np.array([net_ix.get(reg.lines[k].network, NO_INDEX) for k in lines],
                               dtype=np.int32),
         line_area=np.array([area_ix[reg.operators[k[0]].city] for k in lines], dtype=np.int32),
-        stop_codes=np.array(stops, dtype=np.int64),
         stop_index=_index_array(stops),
         stop_city=np.array([reg.stops[s].city for s in stops], dtype=np.int64),
         network_stop_pos=network_stop_pos,
         version_area=np.array([area_ix[a] for a, _ in versions], dtype=np.int32),
         version_valid_from=valid_from,
-        version_valid_until=valid_until,
         area_version_start=area_start,
         area_version_stop=area_stop,
         line_fare=out.line_fare,
@@ -283,18 +264,13 @@ def _compile_version(out: _Tables, vi: int, v: TariffVersion, iss_ix: dict[int, 
         out.accepted[vi, iss_ix[issuer]] = True
     for issuer in v.concession_issuers:
         out.concession[vi, iss_ix[issuer]] = True
-    explicit: set[tuple[Mode, Product]] = set()  # the (mode, product) prices the tariff lists
-    for p in v.prices:
-        m, q = Mode[p.mode.upper()], Product[p.product.upper()]
-        explicit.add((m, q))
-        kind = PriceKind.RATE if p.rate_bp is not None else PriceKind.FIXED
-        out.price_kind[vi, m, q] = kind
-        out.price_value[vi, m, q] = p.rate_bp if p.rate_bp is not None else p.fixed_fen or 0
-    for m in Mode:  # SPEC §6.3: no price for (mode, product) means the ORDINARY price applies
+    for m in Mode:  # SPEC §6.3, with the ORDINARY fallback: the model tier's own price_for
         for q in Product:
-            if (m, q) not in explicit:
-                out.price_kind[vi, m, q] = out.price_kind[vi, m, Product.ORDINARY]
-                out.price_value[vi, m, q] = out.price_value[vi, m, Product.ORDINARY]
+            try:
+                price = price_for(v, m, q)
+            except LookupError:  # no ORDINARY price for the mode: stays PriceKind.NONE
+                continue
+            out.price_kind[vi, m, q], out.price_value[vi, m, q] = price_args(price)
     rule = v.transfer
     if rule is not None:
         out.transfer_steps[vi] = len(rule.steps)
@@ -308,11 +284,10 @@ def _compile_version(out: _Tables, vi: int, v: TariffVersion, iss_ix: dict[int, 
         out.cap_fen[vi, Product[cap.product.upper()]] = cap.cap_fen
 
 
-def _index_array(codes: list[int], minimum: int = 0) -> np.ndarray:
+def _index_array(codes: list[int]) -> np.ndarray:
     """int32[max code + 1]: raw code -> its position in ``codes``; -1 for every other value."""
     index = np.full(max(codes, default=0) + 1, NO_INDEX, dtype=np.int32)
     for i, code in enumerate(codes):
-        if code >= minimum:
-            index[code] = i
+        index[code] = i
     return index
 

@@ -317,6 +317,9 @@ class ErrorCode(enum.StrEnum):
                         "`quarantine list/export --code C`: C is no row error code")
     SCHEDULER_ADDRESS = ("SCHEDULER_ADDRESS", _CLI, 2, 400,
                          "`--scheduler` is not an address like `tcp://host:8786`")
+    PARTITIONS_INVALID = ("PARTITIONS_INVALID", _CLI, 2, 400,
+                          "`clear --partitions N`: N is not 1 to 64 (the card buckets), or "
+                          "`--scheduler` / `--storage` / `--reference` do not go with it")
     SEAL_KEY_MISSING = ("SEAL_KEY_MISSING", _CLI, 2, 400,
                         "`quarantine export --with-raw` without `TONGKA_PII_KEY`")
     SEAL_KEY_INVALID = ("SEAL_KEY_INVALID", _CLI, 2, 400,
@@ -327,6 +330,18 @@ class ErrorCode(enum.StrEnum):
                     "a sealed raw record is damaged (an unknown format)")
     WITHDRAW_REASON = ("WITHDRAW_REASON", _CLI, 2, 400,
                        "`batches withdraw` needs a `--reason` of 1 to 2,000 characters")
+    DENYLIST_REASON = ("DENYLIST_REASON", _CLI, 2, 400,
+                       "`denylist clear` needs a `--reason` of 1 to 2,000 characters (a "
+                       "clearing is evidence)")
+    DENYLIST_ISSUER_UNKNOWN = ("DENYLIST_ISSUER_UNKNOWN", _CLI, 2, 400,
+                               "`denylist clear --issuer N`: N is no issuer of the registry "
+                               "(over HTTP: a finance key named no issuer)")
+    DENYLIST_CARDS_INVALID = ("DENYLIST_CARDS_INVALID", _CLI, 2, 400,
+                              "`denylist clear` needs 1 to 1,000 `--card` tokens, each a whole "
+                              "number from 0 to 2^64-1 as the deny list shows it")
+    DENYLIST_THROUGH_FUTURE = ("DENYLIST_THROUGH_FUTURE", _CLI, 2, 400,
+                               "`denylist clear --through C`: C is after the current service "
+                               "day; a clearing never reaches signals still to come")
     ROLE_INVALID = ("ROLE_INVALID", _CLI, 2, 400, "`keys create --role R`: R is no role")
     ROLE_PARTY_MISMATCH = ("ROLE_PARTY_MISMATCH", _CLI, 2, 400,
                            "an operator or issuer key needs its `--operator N` / `--issuer N`; "
@@ -371,6 +386,10 @@ class ErrorCode(enum.StrEnum):
                         "data directory: restore it from backup")
     RISK_NOT_STORED = ("RISK_NOT_STORED", _STATE, 3, 409,
                        "the day's risk signals could not be stored")
+    DENYLIST_CARD_NOT_LISTED = ("DENYLIST_CARD_NOT_LISTED", _STATE, 3, 404,
+                                "a card to clear is on none of its issuer's deny lists of days "
+                                "up to `--through` + 29 (the same answer for another issuer's "
+                                "card); nothing was cleared")
     PAYMENT_FILE_CONFLICT = ("PAYMENT_FILE_CONFLICT", _STATE, 3, 409,
                              "a settlement run's payment file exists with other contents than "
                              "the run's stored instructions: never overwritten; investigate "

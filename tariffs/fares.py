@@ -3,8 +3,8 @@
 Each function is one pricing step as the SPEC words it, reading the pydantic models with no
 cache or index, so that the compiled tables (``tariffs.compile``) and the kernels built on
 them can be tested against something a person can check by eye. The arithmetic of a step that
-the kernels share (``apply_rate``, the transfer step, the daily cap) lives in ``tariffs.rules``;
-this module maps the models onto its integers. The monthly rebate rules
+the kernels share (``apply_rate``, the product price, the transfer step, the daily cap) lives in
+``tariffs.rules``; this module maps the models onto its integers. The monthly rebate rules
 (``rebate_rule``, ``rebate_for``, ``monthly_rebate``) have no compiled twin: month close calls
 them directly, so each rule of SPEC §6's monthly rebate is written once, here.
 """
@@ -91,13 +91,34 @@ def product_fare(version: TariffVersion, issuer: int, product: int, mode: int,
                  base: int) -> tuple[int, int]:
     """SPEC §6 steps 2-3: (honoured product, step-3 fare) of a non-penalty leg."""
     if issuer not in version.accepted_issuers:  # a visitor: the visitor rate, as ORDINARY
-        return int(Product.ORDINARY), apply_rate(base, version.visitor_rate_bp)
+        return int(Product.ORDINARY), visitor_fare(version, base)
     honoured = honoured_product(version, issuer, product)
-    price = price_for(version, mode, honoured)
+    return honoured, price_fare(price_for(version, mode, honoured), base)
+
+
+def visitor_fare(version: TariffVersion, base: int) -> int:
+    """SPEC §6.3: the step-3 fare of a card whose issuer the version does not accept."""
+    return apply_rate(base, version.visitor_rate_bp)
+
+
+def price_args(price: ProductPrice) -> tuple[int, int]:
+    """A price as ``(kind, value)`` integers: ``rules.PRICE_RATE`` and its bp, or
+    ``rules.PRICE_FIXED`` and its fen.
+
+    The one mapping of the model onto the rule's integers: the compiled ``price_kind`` and
+    ``price_value`` tables are filled with it too.
+    """
     if price.rate_bp is not None:
-        return honoured, apply_rate(base, price.rate_bp)
-    assert price.fixed_fen is not None
-    return honoured, min(base, price.fixed_fen)
+        return rules.PRICE_RATE, price.rate_bp
+    assert price.fixed_fen is not None  # the model gives exactly one of the two
+    return rules.PRICE_FIXED, price.fixed_fen
+
+
+def price_fare(price: ProductPrice, base: int) -> int:
+    """SPEC §6.3: the step-3 fare of a leg of base fare ``base`` under ``price`` (``price_for``'s
+    answer, the ORDINARY fallback already applied)."""
+    kind, value = price_args(price)
+    return rules.product_price_fare(kind, value, base)
 
 
 def transfer_step_args(step: TransferStep) -> tuple[int, int]:

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from tariffs.error_codes import ErrorCode, Kind, error_code
 from tariffs.errors import TongkaError
-from tariffs.fares import apply_rate, base_fare_flat, price_for
+from tariffs.fares import base_fare_flat, price_fare, price_for
 from tariffs.load import TariffSet
 from tariffs.model import (
     LineFare,
@@ -385,9 +385,7 @@ def _product_rows(feed: _Feed) -> Iterable[dict[str, Any]]:
         yield {"fare_product_id": pid, "fare_product_name": name, "rider_category_id": "ordinary",
                "fare_media_id": CASH_MEDIUM, "amount": fen_to_yuan(base), "currency": CURRENCY}
         for product in Product:
-            price = price_for(version, int(mode), int(product))
-            fare = (apply_rate(base, price.rate_bp) if price.rate_bp is not None
-                    else min(base, price.fixed_fen or 0))
+            fare = price_fare(price_for(version, int(mode), int(product)), base)
             for medium, _, _ in MEDIA_TYPES.values():
                 yield {"fare_product_id": pid, "fare_product_name": name,
                        "rider_category_id": product.name.lower(), "fare_media_id": medium,
@@ -891,10 +889,12 @@ def _transfer(rd: _Reader, p: _Parsed, area: int, af: _AreaFares,
         return None
     kind, fen, minutes, ltype = kinds.pop()
     step = TransferStep(kind=kind, fen=fen)
-    return TransferRule(window_minutes=minutes,
-                        window_from="first_boarding" if ltype == "1" else "previous_last_tap",
-                        allowed_modes=[list(x) for x in sorted(pairs)],  # type: ignore[arg-type,misc]
-                        steps=[step] * max(counts), source="GTFS import")
+    # validated as the tariff file's own data: the mode names are Mode's, which ModeName lists
+    return TransferRule.model_validate({
+        "window_minutes": minutes,
+        "window_from": "first_boarding" if ltype == "1" else "previous_last_tap",
+        "allowed_modes": [list(x) for x in sorted(pairs)],
+        "steps": [step] * max(counts), "source": "GTFS import"})
 
 
 def _step(rd: _Reader, p: _Parsed, i: int, r: dict[str, str]) -> TransferStep | None:

@@ -20,6 +20,7 @@ from tariffs.errors import TariffError, TariffProblem
 from tariffs.fares import rebate_rule
 from tariffs.model import ContractBook, MonthlyRebate, Tariff, TariffVersion
 from tariffs.registry import Registry, load_registry
+from tariffs.rules import version_in_force
 from tariffs.validate import check_contracts, check_tariff, describe_field_error
 
 DEFAULT_TARIFF_DIR = Path(__file__).resolve().parent / "data" / "tariffs"
@@ -40,14 +41,16 @@ class TariffSet:
     contracts: ContractBook
 
     def version_for(self, area: int, day: dt.date) -> TariffVersion:
-        """SPEC §6: the version in force prices the whole service day of its area."""
-        chosen = None
-        for version in self.tariffs[area].versions:
-            if version.valid_from <= day:
-                chosen = version
-        if chosen is None:
+        """SPEC §6: the version in force prices the whole service day of its area.
+
+        The rule is ``tariffs.rules.version_in_force``, the one the kernels apply to the compiled
+        ``version_valid_from`` (here over the versions' first days as date ordinals)."""
+        versions = self.tariffs[area].versions
+        v = version_in_force([x.valid_from.toordinal() for x in versions], 0, len(versions),
+                             day.toordinal())
+        if v < 0:
             raise LookupError(f"no tariff version of area {area} is in force on {day}")
-        return chosen
+        return versions[v]
 
     def rebates_in_force(self, day: dt.date) -> dict[int, tuple[TariffVersion, MonthlyRebate]]:
         """SPEC §6 (v1.2): by network, the rebate rule in force on ``day`` and the tariff version
@@ -153,20 +156,11 @@ def _parse(path: Path, model: type[M], problems: list[TariffProblem]) -> M | Non
         return None
 
 
-def _path(loc: tuple) -> str:
+def _path(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "-"
-
-
-def _plain(err: dict) -> str:
-    msg = str(err["msg"])
-    if err["type"] == "missing":
-        return "is required but missing"
-    if err["type"] == "extra_forbidden":
-        return "is not a known field (check its spelling)"
-    return msg.removeprefix("Value error, ")
 
 
 def _check_contracts(file: str, book: ContractBook, registry: Registry) -> list[TariffProblem]:

@@ -2,11 +2,12 @@
 
 ``tariffs.fares`` (the model tier, which ``clearing.reference`` prices with) and
 ``clearing.kernels`` (the numba fast path, over ``tariffs.compile``'s tables) call these same
-functions, so a rule cannot drift between the slow twin and the fast path. Each is registered
-with numba's ``register_jitable``: called from Python it is the plain function below; called from
-an ``@njit`` function numba compiles it into the caller. Arguments and results are integers
-(int64 inside a kernel); the tariff bounds (amounts at most 10 000 000 fen, rates 0..10000 bp)
-keep every intermediate inside signed 64 bits, so both tiers compute the same numbers.
+functions, so a rule cannot drift between the slow twin and the fast path. They are plain Python
+and this package imports no numba (a tariff command would pay about 0.6 s for it):
+``clearing.kernels`` registers each with numba's ``register_jitable``, which returns the function
+itself, so that an ``@njit`` caller compiles it in. Arguments and results are integers (int64
+inside a kernel); the tariff bounds (amounts at most 10 000 000 fen, rates 0..10000 bp) keep every
+intermediate inside signed 64 bits, so both tiers compute the same numbers.
 
 A cached kernel does not notice an edit of this file (numba keys its cache on the kernel's own
 source file): after changing a rule, clear ``clearing/__pycache__``'s numba cache files.
@@ -14,10 +15,7 @@ source file): after changing a rule, clear ``clearing/__pycache__``'s numba cach
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol, TypeVar
-
-from numba.extending import register_jitable
+from typing import Protocol
 
 # SPEC §6.4: the kind of a transfer step, as the integer a compiled ``step_kind`` table holds
 # (``tariffs.compile.StepKind`` names them).
@@ -26,9 +24,13 @@ STEP_OFF_FEN = 1  # value fen off its step-3 fare
 STEP_PAY_RATE = 2  # pays value bp of its base fare, never more than its step-3 fare
 STEP_DIFFERENCE = 3  # pays what its step-3 fare exceeds the previous leg's: 扣高免低
 
-NO_CAP = -1  # SPEC §6.5: the cap of an honoured product with no daily cap (uncapped)
+# SPEC §6.3: how a product price turns a base fare into the step-3 fare, as the integer a
+# compiled ``price_kind`` table holds (``tariffs.compile.PriceKind`` names them).
+PRICE_NONE = -1  # no price: the area does not run this mode (a compiled table's padding only)
+PRICE_RATE = 0  # value bp off the base fare: apply_rate(base, value)
+PRICE_FIXED = 1  # a fixed fare of value fen, never more than the base fare
 
-_Rule = TypeVar("_Rule", bound=Callable[..., int])
+NO_CAP = -1  # SPEC §6.5: the cap of an honoured product with no daily cap (uncapped)
 
 
 class DayNumbers(Protocol):
@@ -37,14 +39,6 @@ class DayNumbers(Protocol):
     def __getitem__(self, version: int, /) -> int: ...
 
 
-def _both_tiers(rule: _Rule) -> _Rule:
-    """Register ``rule`` with numba (inlined into its jitted callers, as the kernels' own helpers
-    are) and return it unchanged, so that Python callers and type checkers see the function."""
-    register_jitable(inline="always")(rule)
-    return rule
-
-
-@_both_tiers
 def apply_rate(amount: int, bp: int) -> int:
     """SPEC §1: ``floor((amount * (10000 - bp) + 5000) / 10000)``, rounded half up to the fen.
 
@@ -54,7 +48,14 @@ def apply_rate(amount: int, bp: int) -> int:
     return (amount * (10_000 - bp) + 5_000) // 10_000
 
 
-@_both_tiers
+def product_price_fare(kind: int, value: int, base: int) -> int:
+    """SPEC §6.3: the step-3 fare of a leg of base fare ``base`` under a product price of ``kind``
+    (``PRICE_RATE``: ``value`` bp off; ``PRICE_FIXED``: ``value`` fen, capped by the base fare)."""
+    if kind == PRICE_RATE:
+        return apply_rate(base, value)
+    return min(base, value)
+
+
 def transfer_step_fare(kind: int, value: int, f: int, base: int, previous_f: int) -> int:
     """SPEC §6.4: the fare of a transfer priced by a step of ``kind`` from its step-3 fare ``f``.
 
@@ -70,7 +71,6 @@ def transfer_step_fare(kind: int, value: int, f: int, base: int, previous_f: int
     return max(0, f - previous_f)  # difference: the pair pays the higher step-3 fare
 
 
-@_both_tiers
 def capped_fare(fare: int, cap: int, spent: int) -> int:
     """SPEC §6.5: ``min(fare, max(0, C - S))``, or ``fare`` when ``cap`` is ``NO_CAP``.
 
@@ -82,7 +82,6 @@ def capped_fare(fare: int, cap: int, spent: int) -> int:
     return min(fare, max(0, cap - spent))
 
 
-@_both_tiers
 def version_in_force(valid_from: DayNumbers, start: int, stop: int, day: int) -> int:
     """SPEC §6: the version in force on service day ``day`` among versions ``[start, stop)``.
 

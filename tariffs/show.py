@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from tariffs.fares import apply_rate, price_for, rebate_valid_from
+from tariffs.fares import price_fare, price_for, rebate_valid_from, visitor_fare
 from tariffs.load import TariffSet
 from tariffs.model import TariffVersion, TransferStep
 from tariffs.registry import FLAT, Registry
@@ -88,15 +88,13 @@ def fare_rows(version: TariffVersion, bases: list[BaseFare]) -> list[FareRow]:
         for base in bases:
             price = price_for(version, base.mode, product)
             own = price.product == product.name.lower()
-            if price.rate_bp is not None:
-                fen, rule = apply_rate(base.fen, price.rate_bp), f"{price.rate_bp} bp off"
-            else:
-                assert price.fixed_fen is not None
-                fen, rule = min(base.fen, price.fixed_fen), f"fixed {price.fixed_fen}"
+            rule = (f"{price.rate_bp} bp off" if price.rate_bp is not None
+                    else f"fixed {price.fixed_fen}")
+            fen = price_fare(price, base.fen)
             cells.append((fen, rule if own else f"as ordinary: {rule}"))
         rows.append(FareRow(product.name.lower(), tuple(cells)))
     rows.append(FareRow("visitor (issuer not accepted)", tuple(
-        (apply_rate(b.fen, version.visitor_rate_bp), f"{version.visitor_rate_bp} bp off")
+        (visitor_fare(version, b.fen), f"{version.visitor_rate_bp} bp off")
         for b in bases)))
     return rows
 

@@ -21,6 +21,7 @@ from clearing.reference import match_and_price
 from clearing.service_day import local_ms
 from clearing.taps import ACCOUNT_BASED, TapType, taps_table
 from tariffs.cli import EXIT_BAD_ARGUMENT, app
+from tariffs.error_codes import ErrorCode
 from tariffs.fares import apply_rate
 from tariffs.gtfs import GtfsError, export, fit_price, import_feed
 from tariffs.load import TariffSet, load_tariff_set
@@ -278,8 +279,8 @@ def test_missing_required_file(feed: Path, tmp_path: Path) -> None:
     write(feed, "fare_leg_rules.txt", "fare_product_id\nx")
     with pytest.raises(GtfsError) as exc:
         import_feed(feed, tmp_path / "out")
-    assert ("GTFS_MISSING_FILE", "fare_products.txt", 0) in _codes(exc)
-    assert exc.value.code == "GTFS_INVALID"
+    assert (ErrorCode.GTFS_MISSING_FILE, "fare_products.txt", 0) in _codes(exc)
+    assert exc.value.code == ErrorCode.GTFS_INVALID
 
 
 def test_amount_with_three_decimals_names_its_row(feed: Path, tmp_path: Path) -> None:
@@ -291,7 +292,7 @@ b,2.755,CNY
     write(feed, "fare_leg_rules.txt", "fare_product_id\na")
     with pytest.raises(GtfsError) as exc:
         import_feed(feed, tmp_path / "out")
-    assert _codes(exc) == {("GTFS_BAD_AMOUNT", "fare_products.txt", 2)}
+    assert _codes(exc) == {(ErrorCode.GTFS_BAD_AMOUNT, "fare_products.txt", 2)}
     assert "row 2" in str(exc.value) and "[GTFS_BAD_AMOUNT]" in str(exc.value)
 
 
@@ -303,8 +304,8 @@ def test_other_currency_and_unknown_route(feed: Path, tmp_path: Path) -> None:
     with pytest.raises(GtfsError) as exc:
         import_feed(feed, tmp_path / "out")
     codes = {(c, f) for c, f, _ in _codes(exc)}
-    assert ("GTFS_UNSUPPORTED", "fare_products.txt") in codes
-    assert ("GTFS_UNKNOWN_ID", "routes.txt") in codes
+    assert (ErrorCode.GTFS_UNSUPPORTED, "fare_products.txt") in codes
+    assert (ErrorCode.GTFS_UNKNOWN_ID, "routes.txt") in codes
 
 
 def test_time_of_day_fares_are_refused(feed: Path, tmp_path: Path) -> None:
@@ -315,8 +316,8 @@ def test_time_of_day_fares_are_refused(feed: Path, tmp_path: Path) -> None:
     write(feed, "fare_leg_rules.txt", "from_timeframe_group_id,fare_product_id\npeak,b\n,a")
     with pytest.raises(GtfsError) as exc:
         import_feed(feed, tmp_path / "out")
-    assert ("GTFS_UNSUPPORTED", "fare_leg_rules.txt", 1) in _codes(exc)
-    assert ("GTFS_UNSUPPORTED", "timeframes.txt", 0) in _codes(exc)
+    assert (ErrorCode.GTFS_UNSUPPORTED, "fare_leg_rules.txt", 1) in _codes(exc)
+    assert (ErrorCode.GTFS_UNSUPPORTED, "timeframes.txt", 0) in _codes(exc)
 
 
 def test_prices_that_differ_by_medium_are_refused(feed: Path, tmp_path: Path) -> None:
@@ -326,7 +327,7 @@ def test_prices_that_differ_by_medium_are_refused(feed: Path, tmp_path: Path) ->
     write(feed, "fare_leg_rules.txt", "fare_product_id\na")
     with pytest.raises(GtfsError) as exc:
         import_feed(feed, tmp_path / "out")
-    assert {c for c, _, _ in _codes(exc)} == {"GTFS_UNSUPPORTED"}
+    assert {c for c, _, _ in _codes(exc)} == {ErrorCode.GTFS_UNSUPPORTED}
     assert "every medium alike" in str(exc.value)
 
 
@@ -344,12 +345,12 @@ def test_a_stop_pair_with_no_fare_or_two_fares(feed: Path, tmp_path: Path) -> No
         f"metro,{r}" for r in routes))
     with pytest.raises(GtfsError) as exc:
         import_feed(feed, tmp_path / "out")
-    assert "GTFS_NO_FARE" in {c for c, _, _ in _codes(exc)}
+    assert ErrorCode.GTFS_NO_FARE in {c for c, _, _ in _codes(exc)}
     write(feed, "fare_leg_rules.txt", "network_id,from_area_id,fare_product_id\n"
                                       "metro,A,a\nmetro,A,b\nmetro,,a\n,,a")
     with pytest.raises(GtfsError) as exc:
         import_feed(feed, tmp_path / "out")
-    assert ("GTFS_UNSUPPORTED", "fare_leg_rules.txt", 1) in _codes(exc)
+    assert (ErrorCode.GTFS_UNSUPPORTED, "fare_leg_rules.txt", 1) in _codes(exc)
     assert "2 leg rules match" in str(exc.value)
 
 
@@ -362,7 +363,7 @@ def test_pay_the_difference_transfer_is_refused(feed: Path, tmp_path: Path) -> N
           "fare_transfer_type,fare_product_id\ng,g,5400,1,1,up")
     with pytest.raises(GtfsError) as exc:
         import_feed(feed, tmp_path / "out")
-    assert _codes(exc) == {("GTFS_UNSUPPORTED", "fare_transfer_rules.txt", 1)}
+    assert _codes(exc) == {(ErrorCode.GTFS_UNSUPPORTED, "fare_transfer_rules.txt", 1)}
 
 
 def test_flat_lines_need_the_whole_area(feed: Path, tmp_path: Path) -> None:
@@ -376,7 +377,7 @@ def test_flat_lines_need_the_whole_area(feed: Path, tmp_path: Path) -> None:
     write(feed, "fare_leg_rules.txt", "fare_product_id\na")
     with pytest.raises(GtfsError) as exc:
         import_feed(feed, tmp_path / "out")
-    assert "TARIFF_UNPRICED_LINE" in str(exc.value)
+    assert ErrorCode.TARIFF_UNPRICED_LINE in str(exc.value)
 
 
 @given(st.lists(st.integers(0, 3000), min_size=1, max_size=8),
@@ -419,10 +420,10 @@ def test_cli_import(feed: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("count", "limit", "code"), [
-    ("x", "5400", "GTFS_BAD_ROW"),  # not an integer
-    ("0", "5400", "GTFS_BAD_ROW"),  # the reference allows -1 or a positive count
-    ("1", "90000", "GTFS_UNSUPPORTED"),  # 1500 minutes: beyond a service day's 24 h
-    ("1", "5430", "GTFS_UNSUPPORTED"),  # not whole minutes
+    ("x", "5400", ErrorCode.GTFS_BAD_ROW),  # not an integer
+    ("0", "5400", ErrorCode.GTFS_BAD_ROW),  # the reference allows -1 or a positive count
+    ("1", "90000", ErrorCode.GTFS_UNSUPPORTED),  # 1500 minutes: beyond a service day's 24 h
+    ("1", "5430", ErrorCode.GTFS_UNSUPPORTED),  # not whole minutes
 ])
 def test_bad_transfer_rows(feed: Path, tmp_path: Path, count: str, limit: str,
                            code: str) -> None:

@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydantic import ValidationError
 
 from readers.config import DEMO_LABEL, ReaderConfig, ReaderConfigError
+from tariffs.error_codes import ErrorCode
 
 
 @pytest.fixture(autouse=True)
@@ -52,7 +53,7 @@ def test_keys_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_nothing_configured_is_a_clear_error() -> None:
     with pytest.raises(ReaderConfigError) as err:
         ReaderConfig().pii_key_bytes()
-    assert err.value.code == "READER_CONFIG" and "TONGKA_PII_KEY" in str(err.value)
+    assert err.value.code == ErrorCode.READER_CONFIG and "TONGKA_PII_KEY" in str(err.value)
 
 
 @pytest.mark.parametrize(

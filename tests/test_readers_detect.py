@@ -25,6 +25,7 @@ from readers.registry import (
     format_descriptions,
     get_adapter,
 )
+from tariffs.error_codes import ErrorCode
 from tongka.testing.synth import sample_taps, write_raw
 
 CONFIG = ReaderConfig.demo()
@@ -81,7 +82,7 @@ def test_several_bad_first_lines_are_looked_past(fmt: str, files: dict[str, byte
     assert detect_format_bytes(bad + files[fmt]) == fmt
     with pytest.raises(InputError) as err:  # but detection does not read a whole file of junk
         detect_format_bytes(bad + b"\x80more\n" + files[fmt])
-    assert err.value.code == "FORMAT_UNKNOWN"
+    assert err.value.code == ErrorCode.FORMAT_UNKNOWN
 
 
 @pytest.mark.parametrize(
@@ -90,7 +91,7 @@ def test_several_bad_first_lines_are_looked_past(fmt: str, files: dict[str, byte
 def test_what_no_format_claims_on_any_line_is_unknown(content: bytes) -> None:
     with pytest.raises(InputError) as err:
         detect_format_bytes(content, name="x")
-    assert err.value.code == "FORMAT_UNKNOWN" and "x:" in str(err.value)
+    assert err.value.code == ErrorCode.FORMAT_UNKNOWN and "x:" in str(err.value)
 
 
 def test_a_claimed_first_line_decides(files: dict[str, bytes]) -> None:
@@ -106,7 +107,7 @@ def test_one_code_for_a_path_that_is_not_a_regular_file(make, tmp_path: Path) ->
     for call in (detect_format, lambda p: get_adapter("card").parse(p, CONFIG)):  # type: ignore[attr-defined]
         with pytest.raises(InputError) as err:
             call(target)
-        assert err.value.code == "INPUT_NOT_FILE"
+        assert err.value.code == ErrorCode.INPUT_NOT_FILE
 
 
 def test_format_descriptions_list_every_format_in_order() -> None:
@@ -131,15 +132,15 @@ def test_the_adapters_do_not_import_the_writers() -> None:
 def test_the_formats_page_names_the_codes_and_the_limit_the_code_has() -> None:
     rows = README.split("## Row error codes", 1)[1].split("\n## ", 1)[0]
     row_codes = set(re.findall(r"^\| `([A-Z_]+)` \|", rows, re.M))
-    assert row_codes == set(ROW_CODES) - {"RECORD_EMPTY"}
+    assert row_codes == set(ROW_CODES) - {ErrorCode.RECORD_EMPTY}
     stop = README.split("## Errors that stop the command", 1)[1].split("\n## ", 1)[0]
     file_codes = set(re.findall(r"^\| `([A-Z_]+)` \|", stop, re.M))
-    assert "INPUT_NOT_FILE" in file_codes and "INPUT_UNREADABLE" not in file_codes
+    assert ErrorCode.INPUT_NOT_FILE in file_codes and ErrorCode.INPUT_UNREADABLE not in file_codes
     assert MAX_BATCH_BYTES == 1 << 30 and "1 GiB" in stop
     assert "8 GiB" not in README
     sources = "".join(
         p.read_text()
         for p in [*(ROOT / "readers").glob("*.py"), ROOT / "clearing" / "input_files.py"]
     )
-    for code in file_codes - {"READER_CONFIG"}:
+    for code in file_codes - {ErrorCode.READER_CONFIG}:
         assert f"ErrorCode.{code}" in sources, code

@@ -13,6 +13,7 @@ import pytest
 from clearing.taps import TAP_COLUMNS
 from readers.config import ReaderConfig, ReaderConfigError
 from readers.registry import detect_format, get_adapter
+from tariffs.error_codes import ErrorCode
 from tariffs.load import load_tariff_set
 from tariffs.vocab import Media, Product
 from tongka.testing.generate import generate
@@ -49,7 +50,7 @@ def test_generated_day_round_trips_through_every_format(tmp_path: Path) -> None:
     expressible &= named
     # the generator's unknown issuer (999) has no TAC or QR key: quarantined by the adapter
     keyless = taps["issuer"].to_numpy() == 999
-    assert {e.code for e in errors} <= {"TAC_KEY_UNKNOWN", "QR_UNKNOWN_KEY"}
+    assert {e.code for e in errors} <= {ErrorCode.TAC_KEY_UNKNOWN, ErrorCode.QR_UNKNOWN_KEY}
     assert len(errors) == int((expressible & keyless).sum())
     assert _key(back) == _key(taps.filter(pa.array(expressible & ~keyless)))
     assert expressible.mean() > 0.95

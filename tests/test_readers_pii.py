@@ -26,6 +26,7 @@ from clearing.reference import match_and_price
 from readers.config import ReaderConfig
 from readers.registry import detect_format, get_adapter
 from readers.tunion import FIELDS
+from tariffs.error_codes import ErrorCode
 from tariffs.load import load_tariff_set
 from tongka.testing.generate import generate_day
 from tongka.testing.synth import identities, write_raw
@@ -224,18 +225,18 @@ def test_full_run_writes_no_personal_data(
         logging.getLogger("tongka.test").info("ingested %s: %s", p.name, report)
     # the planted records were all caught, each with its own code
     assert {
-        "TAC_INVALID",
-        "FIELD_RANGE",
-        "FIELD_TYPE",
-        "FIELD_FORMAT",
-        "SS_NUMBER_INVALID",
-        "RECORD_TYPE",
-        "COLUMN_COUNT",
-        "QR_FORGED",
-        "QR_EXPIRED",
-        "QR_REPLAYED",
-        "JSON_INVALID",
-        "RECORD_LENGTH",
+        ErrorCode.TAC_INVALID,
+        ErrorCode.FIELD_RANGE,
+        ErrorCode.FIELD_TYPE,
+        ErrorCode.FIELD_FORMAT,
+        ErrorCode.SS_NUMBER_INVALID,
+        ErrorCode.RECORD_TYPE,
+        ErrorCode.COLUMN_COUNT,
+        ErrorCode.QR_FORGED,
+        ErrorCode.QR_EXPIRED,
+        ErrorCode.QR_REPLAYED,
+        ErrorCode.JSON_INVALID,
+        ErrorCode.RECORD_LENGTH,
     } <= codes
     stored = [pq.read_table(p) for p in _files(data_dir)
               if p.suffix == ".parquet" and not p.name.endswith(".dup.parquet")]

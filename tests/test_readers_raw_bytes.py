@@ -23,6 +23,7 @@ from readers.base import ParseResult
 from readers.config import ReaderConfig
 from readers.registry import get_adapter
 from readers.tunion import FIELDS
+from tariffs.error_codes import ErrorCode
 from tongka.testing.synth import sample_taps, write_raw
 
 CONFIG = ReaderConfig.demo()
@@ -94,61 +95,64 @@ JSON_STORED: dict[str, dict[str, str]] = {
 
 def json_cases(names: dict[str, str]) -> list[tuple[Change, str]]:
     return [
-        (lambda ln: b"{not json", "JSON_INVALID"),
-        (lambda ln: b"\xff\xfe" + ln, "JSON_INVALID"),  # not UTF-8: kept byte for byte
-        (lambda ln: ln.replace(b':"', b':"\x80', 1), "JSON_INVALID"),
-        (lambda ln: b"[1, 2]", "JSON_INVALID"),
-        (lambda ln: jedit(ln, operator=...), "FIELD_MISSING"),
-        (lambda ln: jedit(ln, operator="101"), "FIELD_TYPE"),
-        (lambda ln: jedit(ln, operator=-1), "FIELD_RANGE"),
-        (lambda ln: jedit(ln, **{names["asn"]: "12"}), "FIELD_FORMAT"),
-        (lambda ln: jedit(ln, **{names["tap"]: "board"}), "VALUE_UNKNOWN"),
+        (lambda ln: b"{not json", ErrorCode.JSON_INVALID),
+        (lambda ln: b"\xff\xfe" + ln, ErrorCode.JSON_INVALID),  # not UTF-8: kept byte for byte
+        (lambda ln: ln.replace(b':"', b':"\x80', 1), ErrorCode.JSON_INVALID),
+        (lambda ln: b"[1, 2]", ErrorCode.JSON_INVALID),
+        (lambda ln: jedit(ln, operator=...), ErrorCode.FIELD_MISSING),
+        (lambda ln: jedit(ln, operator="101"), ErrorCode.FIELD_TYPE),
+        (lambda ln: jedit(ln, operator=-1), ErrorCode.FIELD_RANGE),
+        (lambda ln: jedit(ln, **{names["asn"]: "12"}), ErrorCode.FIELD_FORMAT),
+        (lambda ln: jedit(ln, **{names["tap"]: "board"}), ErrorCode.VALUE_UNKNOWN),
         (
             lambda ln: jedit(ln, **{names["amount"]: json.loads(ln)[names["amount"]] + 1}),
-            "TAC_INVALID",
+            ErrorCode.TAC_INVALID,
         ),
-        (lambda ln: jedit(ln, issuer=777), "TAC_KEY_UNKNOWN"),
+        (lambda ln: jedit(ln, issuer=777), ErrorCode.TAC_KEY_UNKNOWN),
     ]
 
 
 CASES: dict[str, list[tuple[Change, str]]] = {
     "card": [
-        (lambda ln: ln[:-1], "RECORD_LENGTH"),
-        (lambda ln: ln + b"  ", "RECORD_LENGTH"),
-        (lambda ln: b"\xff" * len(ln), "RECORD_TYPE"),  # garbage of the right length
-        (lambda ln: b"TU2" + ln[3:], "RECORD_TYPE"),
-        (lambda ln: put(ln, "asn", b"\xe9" * 20), "FIELD_FORMAT"),
-        (lambda ln: put(ln, "form", b"7"), "VALUE_UNKNOWN"),
-        (lambda ln: put(ln, "card_seq", b"9999999999"), "FIELD_RANGE"),
-        (lambda ln: put(ln, "time", b"20261324120000000"), "TIME_INVALID"),
+        (lambda ln: ln[:-1], ErrorCode.RECORD_LENGTH),
+        (lambda ln: ln + b"  ", ErrorCode.RECORD_LENGTH),
+        (lambda ln: b"\xff" * len(ln), ErrorCode.RECORD_TYPE),  # garbage of the right length
+        (lambda ln: b"TU2" + ln[3:], ErrorCode.RECORD_TYPE),
+        (lambda ln: put(ln, "asn", b"\xe9" * 20), ErrorCode.FIELD_FORMAT),
+        (lambda ln: put(ln, "form", b"7"), ErrorCode.VALUE_UNKNOWN),
+        (lambda ln: put(ln, "card_seq", b"9999999999"), ErrorCode.FIELD_RANGE),
+        (lambda ln: put(ln, "time", b"20261324120000000"), ErrorCode.TIME_INVALID),
         (
             lambda ln: put(
                 ln, "direction", b"1" if ln[FIELDS["txn_type"].offset + 1] == 54 else b"0"
             ),
-            "TXN_MISMATCH",
+            ErrorCode.TXN_MISMATCH,
         ),
-        (lambda ln: put(ln, "amount", b"%08d" % (int(field(ln, "amount")) + 1)), "TAC_INVALID"),
-        (lambda ln: put(ln, "issuer", b"00777"), "TAC_KEY_UNKNOWN"),
+        (
+            lambda ln: put(ln, "amount", b"%08d" % (int(field(ln, "amount")) + 1)),
+            ErrorCode.TAC_INVALID,
+        ),
+        (lambda ln: put(ln, "issuer", b"00777"), ErrorCode.TAC_KEY_UNKNOWN),
     ],
     "nfc": json_cases(JSON_STORED["nfc"]),
     "wearable": json_cases(JSON_STORED["wearable"]),
     "ssc": [
-        (lambda ln: ln.replace(b"|", b"|\xc3\xa9", 1), "RECORD_ENCODING"),
-        (lambda ln: ln.rsplit(b"|", 1)[0], "COLUMN_COUNT"),
-        (lambda ln: b"SSC2" + ln[4:], "RECORD_TYPE"),
-        (lambda ln: ssc_put(ln, 3, b""), "FIELD_MISSING"),
-        (lambda ln: ssc_put(ln, 4, b"x1"), "FIELD_FORMAT"),
-        (lambda ln: ssc_put(ln, 1, ln.split(b"|")[1][:17] + b"Y"), "FIELD_FORMAT"),
-        (lambda ln: ssc_put(ln, 7, b"%d" % (int(ln.split(b"|")[7]) + 1)), "TAC_INVALID"),
+        (lambda ln: ln.replace(b"|", b"|\xc3\xa9", 1), ErrorCode.RECORD_ENCODING),
+        (lambda ln: ln.rsplit(b"|", 1)[0], ErrorCode.COLUMN_COUNT),
+        (lambda ln: b"SSC2" + ln[4:], ErrorCode.RECORD_TYPE),
+        (lambda ln: ssc_put(ln, 3, b""), ErrorCode.FIELD_MISSING),
+        (lambda ln: ssc_put(ln, 4, b"x1"), ErrorCode.FIELD_FORMAT),
+        (lambda ln: ssc_put(ln, 1, ln.split(b"|")[1][:17] + b"Y"), ErrorCode.FIELD_FORMAT),
+        (lambda ln: ssc_put(ln, 7, b"%d" % (int(ln.split(b"|")[7]) + 1)), ErrorCode.TAC_INVALID),
     ],
     "qr": [
-        (lambda ln: b"\xff" + ln, "JSON_INVALID"),
-        (lambda ln: b" ", "JSON_INVALID"),  # a line of blanks is a record, not a blank line
-        (lambda ln: jedit(ln, code="not-a-code"), "QR_MALFORMED"),
-        (lambda ln: jedit(ln, scan_ms=...), "FIELD_MISSING"),
-        (lambda ln: jedit(ln, device_id=-5), "FIELD_RANGE"),
-        (lambda ln: jedit(ln, tap="in"), "VALUE_UNKNOWN"),
-        (lambda ln: jedit(ln, scan_ms=json.loads(ln)["scan_ms"] + 3_600_000), "QR_EXPIRED"),
+        (lambda ln: b"\xff" + ln, ErrorCode.JSON_INVALID),
+        (lambda ln: b" ", ErrorCode.JSON_INVALID),  # a line of blanks is a record, not a blank line
+        (lambda ln: jedit(ln, code="not-a-code"), ErrorCode.QR_MALFORMED),
+        (lambda ln: jedit(ln, scan_ms=...), ErrorCode.FIELD_MISSING),
+        (lambda ln: jedit(ln, device_id=-5), ErrorCode.FIELD_RANGE),
+        (lambda ln: jedit(ln, tap="in"), ErrorCode.VALUE_UNKNOWN),
+        (lambda ln: jedit(ln, scan_ms=json.loads(ln)["scan_ms"] + 3_600_000), ErrorCode.QR_EXPIRED),
     ],
 }
 
@@ -193,7 +197,7 @@ def test_a_row_that_does_not_decode_can_be_corrected_from_its_raw_bytes(fmt: str
     good = good_lines(fmt)
     data = good[0] + b"\n" + good[1].replace(b'":', b'"\xff:', 1) + b"\n"
     (err,) = parse(fmt, data).errors
-    assert err.code == "JSON_INVALID" and err.row == 1
+    assert err.code == ErrorCode.JSON_INVALID and err.row == 1
     fixed = parse(fmt, err.raw.replace(b"\xff", b""))  # the operator's correction
     assert fixed.errors == [] and fixed.taps.num_rows == 1
 

@@ -9,24 +9,31 @@ from pathlib import Path
 import pytest
 
 from clearing.errors import InputError
-from readers.base import Adapter, RawWriter
+from readers.base import Adapter
 from readers.config import ReaderConfig
 from readers.registry import ENTRY_POINT_GROUP, adapter_names, detect_format, get_adapter
+from tariffs.error_codes import ErrorCode
+from tongka.testing.raw_writers import WRITERS, RawWriter
 from tongka.testing.synth import sample_taps, write_raw
 
 CONFIG = ReaderConfig.demo()
 
 
-def test_builtins_are_adapters_and_writers() -> None:
+def test_builtins_are_adapters_and_have_writers() -> None:
     for name in ("card", "nfc", "wearable", "ssc", "qr"):
         a = get_adapter(name)
-        assert isinstance(a, Adapter) and isinstance(a, RawWriter) and a.name == name
+        assert isinstance(a, Adapter) and a.name == name
+        writer: RawWriter = WRITERS[name]  # readers parse; tongka.testing.raw_writers writes
+        assert not hasattr(a, "render") and callable(writer.render)
+    assert set(WRITERS) == {"card", "nfc", "wearable", "ssc", "qr"}
 
 
 def test_unknown_format_names_the_choices() -> None:
     with pytest.raises(InputError) as err:
         get_adapter("punchcard")
-    assert err.value.code == "FORMAT_UNKNOWN" and "card, nfc, wearable, ssc, qr" in str(err.value)
+    assert err.value.code == ErrorCode.FORMAT_UNKNOWN and "card, nfc, wearable, ssc, qr" in str(
+        err.value
+    )
 
 
 def test_detection_finds_each_format(tmp_path: Path) -> None:
@@ -43,17 +50,20 @@ def test_detection_refuses_what_no_format_claims(content: bytes, tmp_path: Path)
     p.write_bytes(content)
     with pytest.raises(InputError) as err:
         detect_format(p)
-    assert err.value.code == "FORMAT_UNKNOWN"
+    assert err.value.code == ErrorCode.FORMAT_UNKNOWN
 
 
 def test_detection_of_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(InputError) as err:
         detect_format(tmp_path / "nope")
-    assert err.value.code == "INPUT_MISSING"
+    assert err.value.code == ErrorCode.INPUT_MISSING
 
 
 def test_parse_of_a_missing_file_or_a_directory(tmp_path: Path) -> None:
-    for path, code in ((tmp_path / "nope", "INPUT_MISSING"), (tmp_path, "INPUT_NOT_FILE")):
+    for path, code in (
+        (tmp_path / "nope", ErrorCode.INPUT_MISSING),
+        (tmp_path, ErrorCode.INPUT_NOT_FILE),
+    ):
         with pytest.raises(InputError) as err:
             get_adapter("card").parse(path, CONFIG)
         assert err.value.code == code
@@ -125,7 +135,7 @@ def test_a_plugin_cannot_replace_a_builtin(plugin: Path) -> None:
 def test_a_broken_plugin_is_an_input_error(plugin: Path, name: str) -> None:
     with pytest.raises(InputError) as err:
         get_adapter(name)
-    assert err.value.code == "FORMAT_PLUGIN" and name in str(err.value)
+    assert err.value.code == ErrorCode.FORMAT_PLUGIN and name in str(err.value)
 
 
 def test_a_broken_plugin_does_not_break_detection(plugin: Path, tmp_path: Path) -> None:

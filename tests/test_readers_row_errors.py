@@ -14,10 +14,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from readers.codes import ROW_CODES
 from readers.config import ReaderConfig
-from readers.qr import encode_code
 from readers.registry import get_adapter
 from readers.tunion import BLOCK_WIDTH, FIELDS, RECORD_WIDTH, expected_tacs, tac_hex
+from tariffs.error_codes import ErrorCode
 from tariffs.vocab import Media
+from tongka.testing.raw_writers import encode_code
 from tongka.testing.synth import identities, sample_taps, write_raw
 
 CONFIG = ReaderConfig.demo()
@@ -71,40 +72,44 @@ def retac(line: bytes, config: ReaderConfig = CONFIG) -> bytes:
 @pytest.mark.parametrize(
     ("change", "code", "field"),
     [
-        (lambda ln: ln[:-1], "RECORD_LENGTH", ""),
-        (lambda ln: ln + b" ", "RECORD_LENGTH", ""),
-        (lambda ln: b"TU2" + ln[3:], "RECORD_TYPE", "tag"),
-        (lambda ln: put(ln, "form", b"7"), "VALUE_UNKNOWN", "form"),
-        (lambda ln: put(ln, "issuer", b"0x001"), "FIELD_FORMAT", "issuer"),
-        (lambda ln: put(ln, "issuer", b"70000"), "FIELD_RANGE", "issuer"),
-        (lambda ln: put(ln, "asn", b"1234567890123456789A"), "FIELD_FORMAT", "asn"),
-        (lambda ln: put(ln, "card_seq", b"2147483648"), "FIELD_RANGE", "card_seq"),
-        (lambda ln: put(ln, "card_seq", b" 000000001"), "FIELD_FORMAT", "card_seq"),
-        (lambda ln: put(ln, "txn_type", b"07"), "VALUE_UNKNOWN", "txn_type"),
-        (lambda ln: put(ln, "direction", b"3"), "VALUE_UNKNOWN", "direction"),
+        (lambda ln: ln[:-1], ErrorCode.RECORD_LENGTH, ""),
+        (lambda ln: ln + b" ", ErrorCode.RECORD_LENGTH, ""),
+        (lambda ln: b"TU2" + ln[3:], ErrorCode.RECORD_TYPE, "tag"),
+        (lambda ln: put(ln, "form", b"7"), ErrorCode.VALUE_UNKNOWN, "form"),
+        (lambda ln: put(ln, "issuer", b"0x001"), ErrorCode.FIELD_FORMAT, "issuer"),
+        (lambda ln: put(ln, "issuer", b"70000"), ErrorCode.FIELD_RANGE, "issuer"),
+        (lambda ln: put(ln, "asn", b"1234567890123456789A"), ErrorCode.FIELD_FORMAT, "asn"),
+        (lambda ln: put(ln, "card_seq", b"2147483648"), ErrorCode.FIELD_RANGE, "card_seq"),
+        (lambda ln: put(ln, "card_seq", b" 000000001"), ErrorCode.FIELD_FORMAT, "card_seq"),
+        (lambda ln: put(ln, "txn_type", b"07"), ErrorCode.VALUE_UNKNOWN, "txn_type"),
+        (lambda ln: put(ln, "direction", b"3"), ErrorCode.VALUE_UNKNOWN, "direction"),
         (
             lambda ln: put(put(ln, "txn_type", b"06"), "direction", b"1"),
-            "TXN_MISMATCH",
+            ErrorCode.TXN_MISMATCH,
             "direction",
         ),
         (
             lambda ln: put(put(ln, "txn_type", b"09"), "direction", b"0"),
-            "TXN_MISMATCH",
+            ErrorCode.TXN_MISMATCH,
             "direction",
         ),
-        (lambda ln: put(ln, "amount", b"-0000001"), "FIELD_FORMAT", "amount"),
-        (lambda ln: put(ln, "time", b"20261324080000000"), "TIME_INVALID", "time"),
+        (lambda ln: put(ln, "amount", b"-0000001"), ErrorCode.FIELD_FORMAT, "amount"),
+        (lambda ln: put(ln, "time", b"20261324080000000"), ErrorCode.TIME_INVALID, "time"),
         (
             lambda ln: put(ln, "time", b"20260229080000000"),
-            "TIME_INVALID",
+            ErrorCode.TIME_INVALID,
             "time",
         ),  # not a leap year
-        (lambda ln: put(ln, "time", b"20261124246000000"), "TIME_INVALID", "time"),
-        (lambda ln: put(ln, "time", b"2026-11-24 08:00:"), "FIELD_FORMAT", "time"),
-        (lambda ln: put(ln, "tac", b"ZZZZZZZZ"), "FIELD_FORMAT", "tac"),
-        (lambda ln: put(ln, "amount", b"00000001"), "TAC_INVALID", "tac"),  # a forged debit
-        (lambda ln: put(ln, "tac", b"00000000"), "TAC_INVALID", "tac"),
-        (lambda ln: retac(put(ln, "issuer", b"00777")), "TAC_KEY_UNKNOWN", "tac"),  # no key for 777
+        (lambda ln: put(ln, "time", b"20261124246000000"), ErrorCode.TIME_INVALID, "time"),
+        (lambda ln: put(ln, "time", b"2026-11-24 08:00:"), ErrorCode.FIELD_FORMAT, "time"),
+        (lambda ln: put(ln, "tac", b"ZZZZZZZZ"), ErrorCode.FIELD_FORMAT, "tac"),
+        (lambda ln: put(ln, "amount", b"00000001"), ErrorCode.TAC_INVALID, "tac"),  # a forged debit
+        (lambda ln: put(ln, "tac", b"00000000"), ErrorCode.TAC_INVALID, "tac"),
+        (
+            lambda ln: retac(put(ln, "issuer", b"00777")),
+            ErrorCode.TAC_KEY_UNKNOWN,
+            "tac",
+        ),  # no key for 777
     ],
 )
 def test_card_record_errors(change, code: str, field: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -131,8 +136,8 @@ def test_card_first_failure_wins_in_layout_order(tmp_path: Path) -> None:
     lines[4] = put(put(lines[4], "stop", b"0000000x"), "tac", b"--------")
     r = parse("card", lines, tmp_path)
     assert [(e.row, e.code, e.field) for e in r.errors] == [
-        (1, "FIELD_FORMAT", "card_seq"),
-        (4, "FIELD_FORMAT", "stop"),
+        (1, ErrorCode.FIELD_FORMAT, "card_seq"),
+        (4, ErrorCode.FIELD_FORMAT, "stop"),
     ]
 
 
@@ -141,7 +146,7 @@ def test_card_row_numbers_count_blank_lines(tmp_path: Path) -> None:
     lines = [lines[0], b"", lines[1], b"\r", lines[2][:10], lines[3]]
     r = parse("card", lines, tmp_path)
     assert r.rows == 4  # the empty line and the lone CR are not records
-    assert [(e.row, e.code) for e in r.errors] == [(4, "RECORD_LENGTH")]
+    assert [(e.row, e.code) for e in r.errors] == [(4, ErrorCode.RECORD_LENGTH)]
     assert list(r.source_rows) == [0, 2, 5]
 
 
@@ -149,7 +154,7 @@ def test_a_tac_made_for_another_medium_does_not_verify(tmp_path: Path) -> None:
     """The medium is part of the TAC block: a physical card record replayed as a fob is forged."""
     lines = good_lines("card", tmp_path, media=(int(Media.CARD),))
     lines[0] = put(lines[0], "form", b"1")
-    assert only_error("card", lines, tmp_path, row=0) == ("TAC_INVALID", "tac")
+    assert only_error("card", lines, tmp_path, row=0) == (ErrorCode.TAC_INVALID, "tac")
 
 
 def test_without_a_tac_key_the_issuers_records_are_quarantined(tmp_path: Path) -> None:
@@ -166,7 +171,7 @@ def test_without_a_tac_key_the_issuers_records_are_quarantined(tmp_path: Path) -
         parse("card", lines, tmp_path, config=no_keys)
     only_pii = ReaderConfig(pii_key="ab" * 32)
     r = parse("card", lines, tmp_path, config=only_pii)
-    assert r.taps.num_rows == 0 and {e.code for e in r.errors} == {"TAC_KEY_UNKNOWN"}
+    assert r.taps.num_rows == 0 and {e.code for e in r.errors} == {ErrorCode.TAC_KEY_UNKNOWN}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,31 +189,31 @@ def edit(line: bytes, **changes: object) -> bytes:
 
 
 JSON_CASES = [
-    (lambda ln, f: b"{not json", "JSON_INVALID", ""),
-    (lambda ln, f: b"[1, 2]", "JSON_INVALID", ""),
-    (lambda ln, f: b'"x"', "JSON_INVALID", ""),
-    (lambda ln, f: ln + ln, "JSON_INVALID", ""),  # two objects on one line
-    (lambda ln, f: b"\xff" + ln, "JSON_INVALID", ""),
+    (lambda ln, f: b"{not json", ErrorCode.JSON_INVALID, ""),
+    (lambda ln, f: b"[1, 2]", ErrorCode.JSON_INVALID, ""),
+    (lambda ln, f: b'"x"', ErrorCode.JSON_INVALID, ""),
+    (lambda ln, f: ln + ln, ErrorCode.JSON_INVALID, ""),  # two objects on one line
+    (lambda ln, f: b"\xff" + ln, ErrorCode.JSON_INVALID, ""),
     (
         lambda ln, f: ln.replace(b':"', b':"\x80', 1),
-        "JSON_INVALID",
+        ErrorCode.JSON_INVALID,
         "",
     ),  # not UTF-8 inside a string
-    (lambda ln, f: edit(ln, **{f["operator"]: ...}), "FIELD_MISSING", "operator"),
-    (lambda ln, f: edit(ln, **{f["operator"]: None}), "FIELD_MISSING", "operator"),
-    (lambda ln, f: edit(ln, **{f["operator"]: "101"}), "FIELD_TYPE", "operator"),
-    (lambda ln, f: edit(ln, **{f["operator"]: 101.0}), "FIELD_TYPE", "operator"),
-    (lambda ln, f: edit(ln, **{f["operator"]: True}), "FIELD_TYPE", "operator"),
-    (lambda ln, f: edit(ln, **{f["operator"]: 2**70}), "FIELD_RANGE", "operator"),
-    (lambda ln, f: edit(ln, **{f["operator"]: 65536}), "FIELD_RANGE", "operator"),
-    (lambda ln, f: edit(ln, **{f["operator"]: -1}), "FIELD_RANGE", "operator"),
-    (lambda ln, f: edit(ln, **{f["asn"]: "1234"}), "FIELD_FORMAT", None),
-    (lambda ln, f: edit(ln, **{f["asn"]: 12345678901234567890}), "FIELD_TYPE", None),
-    (lambda ln, f: edit(ln, **{f["tap"]: "board"}), "VALUE_UNKNOWN", None),
-    (lambda ln, f: edit(ln, **{f["tac"]: "XYZ"}), "FIELD_FORMAT", None),
-    (lambda ln, f: edit(ln, **{f["amount"]: 1}), "TAC_INVALID", None),
-    (lambda ln, f: edit(ln, **{f["stop"]: 1}), "TAC_INVALID", None),
-    (lambda ln, f: edit(ln, issuer=777), "TAC_KEY_UNKNOWN", None),
+    (lambda ln, f: edit(ln, **{f["operator"]: ...}), ErrorCode.FIELD_MISSING, "operator"),
+    (lambda ln, f: edit(ln, **{f["operator"]: None}), ErrorCode.FIELD_MISSING, "operator"),
+    (lambda ln, f: edit(ln, **{f["operator"]: "101"}), ErrorCode.FIELD_TYPE, "operator"),
+    (lambda ln, f: edit(ln, **{f["operator"]: 101.0}), ErrorCode.FIELD_TYPE, "operator"),
+    (lambda ln, f: edit(ln, **{f["operator"]: True}), ErrorCode.FIELD_TYPE, "operator"),
+    (lambda ln, f: edit(ln, **{f["operator"]: 2**70}), ErrorCode.FIELD_RANGE, "operator"),
+    (lambda ln, f: edit(ln, **{f["operator"]: 65536}), ErrorCode.FIELD_RANGE, "operator"),
+    (lambda ln, f: edit(ln, **{f["operator"]: -1}), ErrorCode.FIELD_RANGE, "operator"),
+    (lambda ln, f: edit(ln, **{f["asn"]: "1234"}), ErrorCode.FIELD_FORMAT, None),
+    (lambda ln, f: edit(ln, **{f["asn"]: 12345678901234567890}), ErrorCode.FIELD_TYPE, None),
+    (lambda ln, f: edit(ln, **{f["tap"]: "board"}), ErrorCode.VALUE_UNKNOWN, None),
+    (lambda ln, f: edit(ln, **{f["tac"]: "XYZ"}), ErrorCode.FIELD_FORMAT, None),
+    (lambda ln, f: edit(ln, **{f["amount"]: 1}), ErrorCode.TAC_INVALID, None),
+    (lambda ln, f: edit(ln, **{f["stop"]: 1}), ErrorCode.TAC_INVALID, None),
+    (lambda ln, f: edit(ln, issuer=777), ErrorCode.TAC_KEY_UNKNOWN, None),
 ]
 JSON_NAMES = {
     "nfc": {
@@ -249,7 +254,7 @@ def test_one_bad_json_line_does_not_change_the_others(tmp_path: Path) -> None:
     clean = parse("nfc", lines, tmp_path)
     lines.insert(4, b'{"virtual_asn": ')
     r = parse("nfc", lines, tmp_path)
-    assert [(e.row, e.code) for e in r.errors] == [(4, "JSON_INVALID")]
+    assert [(e.row, e.code) for e in r.errors] == [(4, ErrorCode.JSON_INVALID)]
     assert r.taps.equals(clean.taps)
 
 
@@ -262,11 +267,11 @@ def test_wearable_time_errors(tmp_path: Path) -> None:
     lines[6] = edit(lines[6], product="child")
     r = parse("wearable", lines, tmp_path)
     assert [(e.row, e.code, e.field) for e in r.errors] == [
-        (1, "TIME_INVALID", "time"),
-        (2, "FIELD_FORMAT", "time"),
-        (3, "TIME_INVALID", "time"),
-        (4, "VALUE_UNKNOWN", "device_kind"),
-        (6, "VALUE_UNKNOWN", "product"),
+        (1, ErrorCode.TIME_INVALID, "time"),
+        (2, ErrorCode.FIELD_FORMAT, "time"),
+        (3, ErrorCode.TIME_INVALID, "time"),
+        (4, ErrorCode.VALUE_UNKNOWN, "device_kind"),
+        (6, ErrorCode.VALUE_UNKNOWN, "product"),
     ]
 
 
@@ -296,18 +301,18 @@ def ssc_put(line: bytes, index: int, value: bytes) -> bytes:
 @pytest.mark.parametrize(
     ("change", "code", "field"),
     [
-        (lambda ln: ln + b"|x", "COLUMN_COUNT", ""),
-        (lambda ln: ln.rsplit(b"|", 1)[0], "COLUMN_COUNT", ""),
-        (lambda ln: ssc_put(ln, 0, b"SSC2"), "RECORD_TYPE", "tag"),
-        (lambda ln: ln.replace(b"|", "|é".encode(), 1), "RECORD_ENCODING", ""),
-        (lambda ln: ssc_put(ln, 1, b""), "FIELD_MISSING", "ss_number"),
-        (lambda ln: ssc_put(ln, 1, b"42010018500101001"), "FIELD_FORMAT", "ss_number"),
-        (lambda ln: ssc_put(ln, 2, b"0001"), "FIELD_FORMAT", "transit_serial"),
-        (lambda ln: ssc_put(ln, 3, b"abc"), "FIELD_FORMAT", "issuer"),
-        (lambda ln: ssc_put(ln, 4, b"9999999999"), "FIELD_RANGE", "card_seq"),
-        (lambda ln: ssc_put(ln, 6, b"ENTRY"), "VALUE_UNKNOWN", "tap"),
-        (lambda ln: ssc_put(ln, 12, b"20261124250000000"), "TIME_INVALID", "time"),
-        (lambda ln: ssc_put(ln, 7, b"1"), "TAC_INVALID", "tac"),
+        (lambda ln: ln + b"|x", ErrorCode.COLUMN_COUNT, ""),
+        (lambda ln: ln.rsplit(b"|", 1)[0], ErrorCode.COLUMN_COUNT, ""),
+        (lambda ln: ssc_put(ln, 0, b"SSC2"), ErrorCode.RECORD_TYPE, "tag"),
+        (lambda ln: ln.replace(b"|", "|é".encode(), 1), ErrorCode.RECORD_ENCODING, ""),
+        (lambda ln: ssc_put(ln, 1, b""), ErrorCode.FIELD_MISSING, "ss_number"),
+        (lambda ln: ssc_put(ln, 1, b"42010018500101001"), ErrorCode.FIELD_FORMAT, "ss_number"),
+        (lambda ln: ssc_put(ln, 2, b"0001"), ErrorCode.FIELD_FORMAT, "transit_serial"),
+        (lambda ln: ssc_put(ln, 3, b"abc"), ErrorCode.FIELD_FORMAT, "issuer"),
+        (lambda ln: ssc_put(ln, 4, b"9999999999"), ErrorCode.FIELD_RANGE, "card_seq"),
+        (lambda ln: ssc_put(ln, 6, b"ENTRY"), ErrorCode.VALUE_UNKNOWN, "tap"),
+        (lambda ln: ssc_put(ln, 12, b"20261124250000000"), ErrorCode.TIME_INVALID, "time"),
+        (lambda ln: ssc_put(ln, 7, b"1"), ErrorCode.TAC_INVALID, "tac"),
     ],
 )
 def test_ssc_record_errors(change, code: str, field: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -323,7 +328,7 @@ def test_ssc_social_security_check_character(tmp_path: Path) -> None:
     for pos in range(17):
         wrong = ssn[:pos] + bytes([48 + (ssn[pos] - 48 + 1) % 10]) + ssn[pos + 1 :]
         assert only_error("ssc", [ssc_put(lines[0], 1, wrong)], tmp_path, row=0) == (
-            "SS_NUMBER_INVALID",
+            ErrorCode.SS_NUMBER_INVALID,
             "ss_number",
         )
 
@@ -369,27 +374,36 @@ def test_qr_codes_verify_and_become_account_based_taps(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "code"),
     [
-        (lambda ln: edit(ln, code="not-a-code"), "QR_MALFORMED"),
-        (lambda ln: edit(ln, code=json.loads(ln)["code"].split(".")[0] + ".AAAA"), "QR_MALFORMED"),
-        (lambda ln: recode(ln, payload={0: "TQR9"}), "QR_MALFORMED"),
-        (lambda ln: recode(ln, payload={7: "2147483648"}), "QR_MALFORMED"),  # nonce beyond card_seq
-        (lambda ln: recode(ln, payload={1: "nobody"}), "QR_UNKNOWN_KEY"),
+        (lambda ln: edit(ln, code="not-a-code"), ErrorCode.QR_MALFORMED),
+        (
+            lambda ln: edit(ln, code=json.loads(ln)["code"].split(".")[0] + ".AAAA"),
+            ErrorCode.QR_MALFORMED,
+        ),
+        (lambda ln: recode(ln, payload={0: "TQR9"}), ErrorCode.QR_MALFORMED),
+        (
+            lambda ln: recode(ln, payload={7: "2147483648"}),
+            ErrorCode.QR_MALFORMED,
+        ),  # nonce beyond card_seq
+        (lambda ln: recode(ln, payload={1: "nobody"}), ErrorCode.QR_UNKNOWN_KEY),
         (
             lambda ln: recode(ln, payload={4: "2"}, keep_signature=True),
-            "QR_FORGED",
+            ErrorCode.QR_FORGED,
         ),  # senior, unsigned
         (
             lambda ln: recode(ln, key=Ed25519PrivateKey.generate()),
-            "QR_FORGED",
+            ErrorCode.QR_FORGED,
         ),  # signed by a stranger
         (
             lambda ln: recode(ln, payload={1: "demo-2"}, key=CONFIG.qr_signer(2)[1]),
-            "QR_FORGED",
+            ErrorCode.QR_FORGED,
         ),  # 2 for 1
-        (lambda ln: edit(ln, scan_ms=json.loads(ln)["scan_ms"] + 3_600_000), "QR_EXPIRED"),
-        (lambda ln: edit(ln, scan_ms=json.loads(ln)["scan_ms"] - 3_600_000), "QR_NOT_YET_VALID"),
-        (lambda ln: edit(ln, tap="in"), "VALUE_UNKNOWN"),
-        (lambda ln: edit(ln, device_id=-5), "FIELD_RANGE"),
+        (lambda ln: edit(ln, scan_ms=json.loads(ln)["scan_ms"] + 3_600_000), ErrorCode.QR_EXPIRED),
+        (
+            lambda ln: edit(ln, scan_ms=json.loads(ln)["scan_ms"] - 3_600_000),
+            ErrorCode.QR_NOT_YET_VALID,
+        ),
+        (lambda ln: edit(ln, tap="in"), ErrorCode.VALUE_UNKNOWN),
+        (lambda ln: edit(ln, device_id=-5), ErrorCode.FIELD_RANGE),
     ],
 )
 def test_qr_errors(change, code: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -405,7 +419,7 @@ def test_qr_replay_is_a_second_scan_with_a_used_nonce(tmp_path: Path) -> None:
     resent = dict(first)  # the same scan exported twice: a duplicate for ingestion, not a replay
     lines += [json.dumps(replay).encode(), json.dumps(resent).encode()]
     r = parse("qr", lines, tmp_path)
-    assert [(e.row, e.code) for e in r.errors] == [(8, "QR_REPLAYED")]
+    assert [(e.row, e.code) for e in r.errors] == [(8, ErrorCode.QR_REPLAYED)]
     assert r.taps.num_rows == 9
 
 
@@ -431,7 +445,7 @@ def test_qr_clock_skew_is_configurable(tmp_path: Path) -> None:
     early = [json.dumps(dict(obj, scan_ms=issued - 30_000)).encode()]
     assert parse("qr", early, tmp_path).errors == []  # within the default 60 s
     strict = ReaderConfig.demo().model_copy(update={"qr_clock_skew_ms": 10_000})
-    assert only_error("qr", early, tmp_path, row=0, config=strict)[0] == "QR_NOT_YET_VALID"
+    assert only_error("qr", early, tmp_path, row=0, config=strict)[0] == ErrorCode.QR_NOT_YET_VALID
 
 
 def test_identities_are_deterministic() -> None:

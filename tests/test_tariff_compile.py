@@ -199,7 +199,7 @@ def _compiled_product_fare(ct: CompiledTariffs, v: int, issuer: int, product: in
     honoured = product if ct.concession[v, issuer] else int(Product.ORDINARY)
     kind, value = int(ct.price_kind[v, mode, honoured]), int(ct.price_value[v, mode, honoured])
     assert kind != PriceKind.NONE  # every mode a tariff runs has an ORDINARY price
-    return honoured, rules.apply_rate(base, value) if kind == PriceKind.RATE else min(base, value)
+    return honoured, rules.product_price_fare(kind, value, base)
 
 
 def check_query(tariffs: TariffSet, ct: CompiledTariffs, q: dict[str, Any]) -> None:
@@ -220,15 +220,17 @@ def check_query(tariffs: TariffSet, ct: CompiledTariffs, q: dict[str, Any]) -> N
         assert v == NO_INDEX
         return
     assert ct.version_valid_from[v] == (version.valid_from - EPOCH).days
-    assert ct.version_valid_from[v] <= day_no < ct.version_valid_until[v]
+    later = [x.valid_from for x in tariffs.tariffs[area].versions
+             if x.valid_from > version.valid_from]
+    assert version.valid_from <= q["day"] and (not later or q["day"] < min(later))
 
     if ln.network == FLAT:
         base = base_fare_flat(version, reg, op, line_no)
         assert ct.line_fare[v, lix] == base
     else:
         nf = network_fare(version, ln.network)
-        n = int(ct.network_index[ln.network])
-        assert ct.line_network[lix] == n
+        n = sorted(reg.networks).index(ln.network)  # dense networks: the registry's, in order
+        assert ct.line_network[lix] == n and ct.network_codes[n] == ln.network
         s_in, s_out = int(ct.stop_index[q["entry"]]), int(ct.stop_index[q["exit"]])
         base = base_fare_network(nf, reg, q["entry"], q["exit"])
         t = ct.fare_table[v, n]
@@ -280,7 +282,7 @@ def test_the_default_tables_price_as_the_default_models_do(q: dict[str, Any]) ->
 def test_every_metro_pair_is_priced_as_the_models_do() -> None:
     """Exhaustively, for Wuhan Metro's 144 x 144 pairs in both Wuhan versions."""
     ct = compile_tariffs(DEFAULT)
-    n = int(ct.network_index[1])
+    n = sorted(REG.networks).index(1)
     stops = REG.networks[1].stops
     for version in DEFAULT.tariffs[420100].versions:
         v = _version_in_force(ct, int(np.searchsorted(ct.area_codes, 420100)),
@@ -295,16 +297,19 @@ def test_tables_are_read_only_and_ids_round_trip() -> None:
     ct = compile_tariffs(DEFAULT)
     with pytest.raises(ValueError):
         ct.line_fare[0, 0] = 1
-    for code in REG.operators:
-        assert ct.operator_codes[ct.operator_index[code]] == code
-    for code in REG.issuers:
-        assert ct.issuer_codes[ct.issuer_index[code]] == code
-    for code in REG.stops:
-        assert ct.stop_codes[ct.stop_index[code]] == code
-    for op, line in REG.lines:
-        lix = ct.line_index[ct.operator_index[op], line]
-        assert (ct.operator_codes[ct.line_operator[lix]], ct.line_code[lix]) == (op, line)
-    assert ct.network_index[FLAT] == NO_INDEX
+    # Dense ids are positions in the registry's sorted codes; every other raw code is -1.
+    for codes, index in ((REG.operators, ct.operator_index), (REG.issuers, ct.issuer_index),
+                         (REG.stops, ct.stop_index)):
+        dense = sorted(codes)
+        assert [int(index[code]) for code in dense] == list(range(len(dense)))
+        assert int((index != NO_INDEX).sum()) == len(dense)
+    lines = sorted(REG.lines)
+    for lix, (op, line) in enumerate(lines):
+        assert ct.line_index[ct.operator_index[op], line] == lix
+        network = REG.lines[(op, line)].network
+        assert ct.line_network[lix] == (NO_INDEX if network == FLAT
+                                        else sorted(REG.networks).index(network))
+    assert int((ct.line_index != NO_INDEX).sum()) == len(lines)
     assert compile_tariffs(DEFAULT) is ct  # cached per set
 
 

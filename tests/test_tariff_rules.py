@@ -6,6 +6,8 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import math
+import subprocess
+import sys
 from fractions import Fraction
 
 import numpy as np
@@ -16,15 +18,18 @@ from numba import njit
 from clearing import kernels
 from tariffs import compile as tariff_compile
 from tariffs import fares, rules
-from tariffs.model import TransferStep
+from tariffs.model import ProductPrice, TransferStep
 from tariffs.rules import (
     NO_CAP,
+    PRICE_FIXED,
+    PRICE_RATE,
     STEP_DIFFERENCE,
     STEP_FREE,
     STEP_OFF_FEN,
     STEP_PAY_RATE,
     apply_rate,
     capped_fare,
+    product_price_fare,
     transfer_step_fare,
     version_in_force,
 )
@@ -54,6 +59,11 @@ def transfer_step_fare_jit(kind, value, f, base, previous_f):  # type: ignore[no
 @njit
 def capped_fare_jit(fare, cap, spent):  # type: ignore[no-untyped-def]
     return capped_fare(fare, cap, spent)
+
+
+@njit
+def product_price_fare_jit(kind, value, base):  # type: ignore[no-untyped-def]
+    return product_price_fare(kind, value, base)
 
 
 @njit
@@ -150,6 +160,31 @@ def test_the_model_tier_maps_each_step_onto_the_rule() -> None:
         "DIFFERENCE": STEP_DIFFERENCE}
 
 
+# -- product price (SPEC §6.3) --------------------------------------------------------------------
+
+
+@settings(deadline=None)
+@given(kind=st.sampled_from([PRICE_RATE, PRICE_FIXED]), value=FEN, base=FEN, bp=BP)
+def test_a_product_price_gives_one_fare_in_both_tiers(kind: int, value: int, base: int,
+                                                      bp: int) -> None:
+    value = bp if kind == PRICE_RATE else value
+    want = apply_rate(base, value) if kind == PRICE_RATE else min(base, value)  # SPEC §6.3
+    assert product_price_fare(kind, value, base) == want
+    assert product_price_fare_jit(i64(kind), i64(value), i64(base)) == want
+
+
+def test_the_model_tier_maps_each_price_onto_the_rule() -> None:
+    """tariffs.fares.price_fare prices a ProductPrice model (fares, gtfs and show use it)."""
+    rate = ProductPrice(mode="bus", product="student", rate_bp=5000)
+    fixed = ProductPrice(mode="bus", product="senior", fixed_fen=100)
+    assert fares.price_args(rate) == (PRICE_RATE, 5000)
+    assert fares.price_args(fixed) == (PRICE_FIXED, 100)
+    assert fares.price_fare(rate, 201) == 101  # 100.5 rounds half up
+    assert fares.price_fare(fixed, 200) == 100 and fares.price_fare(fixed, 80) == 80
+    assert {k.name: int(k) for k in tariff_compile.PriceKind} == {
+        "NONE": rules.PRICE_NONE, "RATE": PRICE_RATE, "FIXED": PRICE_FIXED}
+
+
 # -- daily cap (SPEC §6.5) -------------------------------------------------------------------------
 
 
@@ -232,8 +267,20 @@ def test_version_in_force_worked_cases() -> None:
 def test_the_kernels_and_the_models_call_the_same_functions() -> None:
     """The fast path and the model tier hold no copy of a rule: their names are the rules'."""
     assert kernels.apply_rate is rules.apply_rate is fares.apply_rate
+    assert kernels.product_price_fare is rules.product_price_fare
     assert kernels.transfer_step_fare is rules.transfer_step_fare
     assert kernels.capped_fare is rules.capped_fare
     assert kernels.version_in_force is rules.version_in_force
     for retired in ("transfer_fare", "version_of"):
         assert not hasattr(kernels, retired)
+
+
+def test_the_tariff_package_imports_no_numba() -> None:
+    """The rules are plain Python; only clearing.kernels registers them with numba, so a tariff
+    command does not pay numba's import (about 0.6 s)."""
+    modules = ("tariffs.load", "tariffs.rules", "tariffs.fares", "tariffs.compile",
+               "tariffs.show", "tariffs.gtfs", "tariffs.diff", "tariffs.cli")
+    code = ("import sys\n" + "".join(f"import {m}\n" for m in modules)
+            + "print(sorted(m for m in sys.modules if m.split('.')[0] == 'numba'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

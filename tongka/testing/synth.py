@@ -4,8 +4,9 @@ The canonical taps only know a card by its token, so the raw identities are inve
 deterministically from ``(issuer, card_id)``: a 20-digit ASN, a social-security number, a
 wallet account and a QR account token per card. They are synthetic and belong to nobody
 (social-security numbers carry 19th-century birth dates, so none can be a living person's).
-Parsing a written file gives back the same taps, each card under a new, consistent
-``card_id`` (the HMAC of its invented number), which is what the round-trip tests check.
+``tongka.testing.raw_writers`` writes each format's bytes. Parsing a written file gives back the
+same taps, each card under a new, consistent ``card_id`` (the HMAC of its invented number),
+which is what the round-trip tests check.
 
 ``sample_taps`` draws plain valid taps on the registry's lines for tests and benchmarks that
 need many rows fast without the day generator's structure.
@@ -24,12 +25,13 @@ import pyarrow as pa
 
 from clearing.service_day import day_bounds_ms, day_from_number, service_day_number
 from clearing.taps import ACCOUNT_BASED, TAP_SCHEMA, TapType, with_optional_columns
-from readers.base import RawWriter, most_common
+from readers.base import most_common
 from readers.columns import put_digits
 from readers.config import ReaderConfig, ReaderConfigError
-from readers.identities import Identities
+from readers.registry import adapter_names, get_adapter
 from tariffs.registry import FLAT, Registry, load_registry
 from tariffs.vocab import Media
+from tongka.testing.raw_writers import WRITERS, Identities, writer_for
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +110,6 @@ def write_raw(taps: pa.Table, fmt: str, out_dir: Path, config: ReaderConfig) -> 
     than its field) are left out and counted in a log line. Files are named
     ``<format>-<day>-op<operator><suffix>`` and written atomically.
     """
-    from readers.registry import adapter_names, get_adapter
-
     if not (config.demo_keys or config.tac_keys or config.qr_signing_keys):
         raise ReaderConfigError(
             "synthetic raw files are signed with the issuers' keys: set TONGKA_DEMO_KEYS=1 for "
@@ -119,21 +119,16 @@ def write_raw(taps: pa.Table, fmt: str, out_dir: Path, config: ReaderConfig) -> 
     out_dir.mkdir(parents=True, exist_ok=True)
     taps = (with_optional_columns(taps) if "balance_fen" in taps.column_names
             else taps.select(list(TAP_SCHEMA.names)).cast(TAP_SCHEMA))
-    names = (
-        [n for n in adapter_names() if isinstance(get_adapter(n), RawWriter)]
-        if fmt == "all"
-        else [fmt]
-    )
+    names = [n for n in adapter_names() if n in WRITERS] if fmt == "all" else [fmt]
     ids = identities(taps)
     media = taps.column("media").to_numpy()
     paths: list[Path] = []
     carried = np.zeros(taps.num_rows, dtype=bool)
     for name in names:
         adapter = get_adapter(name)
-        if not isinstance(adapter, RawWriter):
-            raise ValueError(f"reader format {name!r} cannot write synthetic files")
+        writer = writer_for(name)
         mine = np.isin(media, [int(m) for m in adapter.media])
-        ok = mine & adapter.writable(taps, config)
+        ok = mine & writer.writable(taps, config)
         carried |= mine
         skipped = int((mine & ~ok).sum())
         if skipped:
@@ -146,7 +141,7 @@ def write_raw(taps: pa.Table, fmt: str, out_dir: Path, config: ReaderConfig) -> 
         day = "empty" if day_no is None else day_from_number(day_no).isoformat()
         for op in np.unique(operator):
             part = rows[operator == op]
-            data = adapter.render(taps.take(pa.array(part)), ids.take(part), config)
+            data = writer.render(taps.take(pa.array(part)), ids.take(part), config)
             path = out_dir / f"{name}-{day}-op{int(op)}{adapter.suffix}"
             _write_atomic(path, data)
             paths.append(path)
