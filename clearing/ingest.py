@@ -174,12 +174,14 @@ def ingest_file(
     max_rows: int = MAX_BATCH_ROWS,
     tariffs: TariffSet | None = None,
     seal_key: bytes | None = None,
+    keys: tapstore.KeyIndex | None = None,
 ) -> BatchReport:
     """Ingest one canonical Parquet batch (docs/batch-format.md).
 
     ``service_day`` and ``operator`` override the file's metadata; ``input_dir``, when set,
     is the only directory files may come from. A file that cannot be read as a batch raises
-    InputError and writes nothing; a readable one is stored row by row (SPEC §4).
+    InputError and writes nothing; a readable one is stored row by row (SPEC §4). ``keys``:
+    the calling loop's key index (see ``ingest_taps``).
     """
     path = Path(path)
     data = read_input_bytes(path, input_dir=input_dir, max_bytes=max_bytes)
@@ -192,7 +194,7 @@ def ingest_file(
     day, op = declared(metadata, path.name, service_day, operator)
     return ingest_taps(engine, data_dir, table, [], file_sha256=sha, source_format="canonical",
                        source_name=path.name, service_day=day, operator=op, registry=registry,
-                       tariffs=tariffs, seal_key=seal_key)
+                       tariffs=tariffs, seal_key=seal_key, keys=keys)
 
 
 def ingest_taps(
@@ -212,6 +214,7 @@ def ingest_taps(
     resolves: Sequence[int] = (),
     seal_key: bytes | None = None,
     raw_records: Callable[[list[int]], list[bytes]] | None = None,
+    keys: tapstore.KeyIndex | None = None,
 ) -> BatchReport:
     """Ingest a batch already parsed into canonical taps (the reader adapters' entry point).
 
@@ -224,6 +227,9 @@ def ingest_taps(
     as JSON); without it no raw record is kept, since none may be stored in clear.
     ``raw_records`` (the adapter's ``ParseResult.raw_records``) gives the raw bytes of the
     rows acceptance rejects, by their source rows, so they too can be corrected byte for byte.
+    ``keys``: a ``tapstore.KeyIndex`` shared by the batches of one call (same data directory):
+    the stored keys are read once per call and each batch probes its own keys into them;
+    without it the stored keys stream through the batch's (the same result, SPEC §4).
     """
     registry = registry if registry is not None else load_registry()
     if operator not in registry.operators:
@@ -266,7 +272,11 @@ def ingest_taps(
                 return _report(existing, ALREADY_INGESTED)
             tapstore.remove_strays(data_dir, window, tapstore.committed_paths(s, window))
             _checkpoint("cleaned")
-            status = tapstore.dedup(tapstore.iter_keys(data_dir, s, window), taps, candidate)
+            # refreshed under the lock: the index sees every commit to the window
+            if keys is not None and keys.refresh(s, window):
+                status = tapstore.dedup((), taps, candidate, stored_hits=keys.hits(window, taps))
+            else:
+                status = tapstore.dedup(tapstore.iter_keys(data_dir, s, window), taps, candidate)
             accepted_mask = status == tapstore.ACCEPTED
             accepted = int(np.count_nonzero(accepted_mask))
             duplicates = int(np.count_nonzero(status == tapstore.DUPLICATE))
@@ -316,6 +326,9 @@ def ingest_taps(
             _checkpoint("before_commit")
             committing = True
         _checkpoint("committed")
+        if keys is not None and keys.enabled and rel is not None:  # a rolled-back one adds none
+            keys.add(service_day, report.batch_id, rel,
+                     taps.select(list(tapstore.KEY_COLUMNS)).filter(pa.array(accepted_mask)))
         return report
     except IntegrityError:
         # Another process stored the same bytes (declared for another day) meanwhile.
@@ -458,7 +471,7 @@ def resubmit(engine: Engine, data_dir: Path, path: Path, registry: Registry, *,
     if unknown:
         raise InputError(f"{path.name}: quarantine ids {unknown[:10]} do not exist",
                          code="INPUT_RESUBMIT_UNKNOWN")
-    groups: dict[tuple[dt.date, int], list[tuple[int, int, dict]]] = {}
+    groups: dict[tuple[dt.date, int], list[tuple[int, int, Record]]] = {}
     for line_no, qid, record in lines:
         status, day, op = found[qid]
         if status == QuarantineStatus.OPEN:
@@ -476,7 +489,10 @@ def resubmit(engine: Engine, data_dir: Path, path: Path, registry: Registry, *,
     return ResubmitResult(tuple(reports), tuple(i for i in ids if i not in resubmitted))
 
 
-def _corrections(data: bytes, name: str) -> list[tuple[int, int, dict]]:
+Record = dict[str, object]  # one corrected record as its JSON line parsed it
+
+
+def _corrections(data: bytes, name: str) -> list[tuple[int, int, Record]]:
     """(line index, quarantine id, record) of each non-empty line of a corrections file."""
     out = []
     for i, line in enumerate(data.decode("utf-8", errors="replace").splitlines()):
@@ -496,7 +512,7 @@ def _corrections(data: bytes, name: str) -> list[tuple[int, int, dict]]:
     return out
 
 
-def _records_to_taps(rows: list[tuple[int, int, dict]]) -> tuple[pa.Table, list[RowError]]:
+def _records_to_taps(rows: list[tuple[int, int, Record]]) -> tuple[pa.Table, list[RowError]]:
     """Validate corrected records one by one (few rows, at the edge: pydantic's job)."""
     good: list[TapRecord] = []
     source: list[int] = []

@@ -265,6 +265,173 @@ def iter_keys(data_dir: Path, session: Session, days: Sequence[dt.date],
                                                      columns=list(KEY_COLUMNS))
 
 
+def _committed_batches(session: Session, days: Sequence[dt.date]
+                       ) -> tuple[dict[dt.date, set[tuple[int, str]]], dict[int, int]]:
+    """Per day, (batch id, tap_path) of its live committed batches that stored taps; and each
+    one's accepted count (a size hint only: the files are what is read)."""
+    out: dict[dt.date, set[tuple[int, str]]] = {day: set() for day in days}
+    accepted: dict[int, int] = {}
+    rows = session.execute(
+        select(Batch.service_day, Batch.id, Batch.tap_path, Batch.accepted)
+        .where(Batch.service_day.in_(list(days)), Batch.tap_path.is_not(None),
+               Batch.status != BatchStatus.WITHDRAWN))
+    for day, batch_id, rel, count in rows:
+        out[day].add((int(batch_id), str(rel)))
+        accepted[int(batch_id)] = max(0, int(count or 0))
+    return out, accepted
+
+
+# --------------------------------------------------------------------------- the call's key index
+
+
+MAX_INDEX_KEYS = 1 << 23  # a KeyIndex holds at most this many keys (about 0.6 GB), then streams
+
+
+class _IndexFull(Exception):
+    """The stored keys of the days touched do not fit ``MAX_INDEX_KEYS``."""
+
+
+class _KeySet:
+    """An exact hash set of (3-field key, day) that grows: keys and days in arrays, and an
+    open-addressing table (load <= 1/2) over them, hashed by the key alone, so one probe
+    sequence answers "is this key stored on any day from lo to hi". A slot holds 31 bits of
+    the key's hash and the entry's index, so a probe that misses (most do) reads one slot,
+    not the key arrays. An entry already in the set is not added again."""
+
+    def __init__(self, dtypes: Sequence[np.dtype], seed: np.uint64, limit: int) -> None:
+        self.seed = seed
+        self.limit = limit
+        self.n = 0
+        self.keys = [np.empty(0, dtype=t) for t in dtypes]
+        self.days = np.empty(0, dtype=np.int32)
+        self.table = np.full(2, -1, np.int64)
+
+    def reserve(self, need: int) -> None:
+        """Room for ``need`` entries in all (grown by doubling: adding is amortised O(1))."""
+        if need <= len(self.days):
+            return
+        if need > self.limit:
+            raise _IndexFull
+        cap = max(1 << 16, len(self.days))
+        while cap < need:
+            cap <<= 1
+        cap = min(cap, max(need, self.limit))
+        self.keys = [np.concatenate([k[:self.n], np.empty(cap - self.n, k.dtype)])
+                     for k in self.keys]
+        self.days = np.concatenate([self.days[:self.n], np.empty(cap - self.n, np.int32)])
+        size = 2
+        while size < 2 * cap:
+            size <<= 1
+        self.table = _set_rehash_kernel(size, self.keys[0], self.keys[1], self.keys[2], self.n,
+                                        self.seed)
+
+    def add(self, day: int, k0: np.ndarray, k1: np.ndarray, k2: np.ndarray) -> None:
+        self.reserve(self.n + len(k0))
+        self.n = _set_insert_kernel(self.table, self.keys[0], self.keys[1], self.keys[2],
+                                    self.days, self.n, self.seed, day, k0, k1, k2)
+
+    def contains(self, lo: int, hi: int, k0: np.ndarray, k1: np.ndarray, k2: np.ndarray
+                 ) -> np.ndarray:
+        """Per key, whether it is stored on a day from ``lo`` to ``hi`` (ordinals)."""
+        if self.n == 0:
+            return np.zeros(len(k0), dtype=np.bool_)
+        found: np.ndarray = _set_contains_kernel(
+            self.table, self.keys[0], self.keys[1], self.keys[2], self.days, self.seed, lo, hi,
+            k0, k1, k2)
+        return found
+
+
+class KeyIndex:
+    """The stored de-duplication keys of the days one ingestion call touches (SPEC §4).
+
+    Scoped to one call (``tongka ingest`` of many files), never to a process: a stored file's
+    name is its batch's hash but its content depends on what was stored before it, so keys are
+    only trusted for the (batch id, tap path) they were read for. Each batch's ``refresh``
+    runs inside its transaction, after the lock on every day of its window is taken: it asks
+    SQL which batches each day holds *now*, reads the files of batches committed since (by
+    another process too: no commit to a day can happen while its lock is held), and starts
+    afresh when a batch it holds is gone (withdrawn or rewritten). ``add`` registers a batch's
+    accepted keys once its transaction has committed. So a day's keys are decoded once per
+    call instead of once per batch, and a batch probes its own keys into the index (time
+    follows the batch) instead of streaming every stored key through its own.
+    Memory: 36 bytes per stored key of the days touched, and 32 to 64 bytes of tables; past
+    ``max_keys`` keys the index gives up for the rest of the call (``refresh`` returns False)
+    and the caller streams the stored keys as without one.
+    """
+
+    def __init__(self, data_dir: Path, *, max_keys: int = MAX_INDEX_KEYS) -> None:
+        self.data_dir = Path(data_dir)
+        self.max_keys = max_keys
+        self.enabled = True
+        self._clear()
+
+    def _clear(self) -> None:
+        self._batches: dict[dt.date, set[tuple[int, str]]] = {}
+        self._device = _KeySet([TAP_SCHEMA.field(k).type.to_pandas_dtype() for k in DEVICE_KEY],
+                               _DEVICE_SEED, self.max_keys)
+        self._card = _KeySet([TAP_SCHEMA.field(k).type.to_pandas_dtype() for k in CARD_KEY],
+                             _CARD_SEED, self.max_keys)
+
+    def _give_up(self) -> bool:
+        self.enabled = False
+        self._clear()  # frees the memory
+        return False
+
+    def _add(self, day: dt.date, keys: pa.Table | pa.RecordBatch) -> None:
+        self._device.add(day.toordinal(), *(_np(keys, k) for k in DEVICE_KEY))
+        self._card.add(day.toordinal(), *(_np(keys, k) for k in CARD_KEY))
+
+    def refresh(self, session: Session, days: Sequence[dt.date]) -> bool:
+        """Bring ``days`` up to date with SQL; the caller holds the lock on each of them.
+        False when the index is (or now gets) too big: the caller streams instead."""
+        if not self.enabled:
+            return False
+        batches, accepted = _committed_batches(session, days)
+        if any(not held <= batches.get(day, held) for day, held in self._batches.items()):
+            self._clear()  # a batch it holds left its day: read the days again
+        try:
+            new = {day: sorted(committed - self._batches.get(day, set()))
+                   for day, committed in batches.items()}
+            more = sum(accepted.get(b, 0) for rows in new.values() for b, _ in rows)
+            self._device.reserve(self._device.n + more)
+            self._card.reserve(self._card.n + more)
+            for day, rows in new.items():
+                held = self._batches.setdefault(day, set())
+                for batch_id, rel in rows:
+                    path = self.data_dir / rel
+                    self._add(day, _read(path, KEY_COLUMNS) if path.is_file() else _read(path))
+                    held.add((batch_id, rel))
+        except _IndexFull:
+            return self._give_up()
+        except BaseException:
+            self._clear()  # half-read: never trusted
+            raise
+        return True
+
+    def add(self, day: dt.date, batch_id: int, rel: str, keys: pa.Table) -> None:
+        """Register a committed batch's accepted taps (its key columns at least)."""
+        held = self._batches.get(day)
+        if held is None:
+            return  # the day is read from its files when a batch next needs it
+        try:
+            self._add(day, keys)
+            held.add((batch_id, rel))
+        except _IndexFull:
+            self._give_up()
+        except BaseException:
+            self._clear()
+            raise
+
+    def hits(self, days: Sequence[dt.date], batch: pa.Table | pa.RecordBatch
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """Per batch row: whether a stored tap of ``days`` (consecutive, all refreshed) has its
+        device key, its card key."""
+        lo, hi = min(days).toordinal(), max(days).toordinal()
+        assert all(day in self._batches for day in days) and hi - lo + 1 == len(set(days))
+        return (self._device.contains(lo, hi, *(_np(batch, k) for k in DEVICE_KEY)),
+                self._card.contains(lo, hi, *(_np(batch, k) for k in CARD_KEY)))
+
+
 # --------------------------------------------------------------------------- de-duplication
 
 
@@ -279,7 +446,8 @@ def warm_up() -> None:
 
 
 def dedup(stored: Iterable[pa.Table | pa.RecordBatch], batch: pa.Table,
-          candidate: np.ndarray) -> np.ndarray:
+          candidate: np.ndarray, *,
+          stored_hits: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """SPEC §4 de-duplication of a batch against stored taps and itself, in file order.
 
     ``stored`` yields the keys of previously accepted taps (any number of chunks), ``batch``
@@ -295,6 +463,9 @@ def dedup(stored: Iterable[pa.Table | pa.RecordBatch], batch: pa.Table,
     so memory is the batch's, whatever the number of stored taps; (3) candidates in file
     order: a row whose groups are marked is a duplicate, otherwise it is accepted and marks
     them.
+
+    ``stored_hits`` (from ``KeyIndex.hits``), instead of streaming ``stored``: per batch row,
+    whether a stored tap has its device key, its card key; a row's group is hit when it is.
     """
     candidate = np.ascontiguousarray(candidate, dtype=np.bool_)
     if batch.num_rows == 0:
@@ -305,6 +476,10 @@ def dedup(stored: Iterable[pa.Table | pa.RecordBatch], batch: pa.Table,
     ctab, cgroup = _group_kernel(c[0], c[1], c[2], candidate, _CARD_SEED)
     dhit = np.zeros(batch.num_rows, dtype=np.bool_)
     chit = np.zeros(batch.num_rows, dtype=np.bool_)
+    if stored_hits is not None:
+        dhit[dgroup[candidate & stored_hits[0]]] = True
+        chit[cgroup[candidate & stored_hits[1]]] = True
+        stored = ()
     for chunk in stored:
         if chunk.num_rows:
             g = probe_groups(dtab, d[0], d[1], d[2], *(_np(chunk, k) for k in DEVICE_KEY),  # type: ignore[call-arg]
@@ -313,7 +488,8 @@ def dedup(stored: Iterable[pa.Table | pa.RecordBatch], batch: pa.Table,
             g = probe_groups(ctab, c[0], c[1], c[2], *(_np(chunk, k) for k in CARD_KEY),  # type: ignore[call-arg]
                              _CARD_SEED)
             chit[g[g >= 0]] = True
-    return _decide_kernel(candidate, dgroup, cgroup, dhit, chit)
+    decided: np.ndarray = _decide_kernel(candidate, dgroup, cgroup, dhit, chit)
+    return decided
 
 
 _DEVICE_SEED = np.uint64(0x9E3779B97F4A7C15)
@@ -391,6 +567,76 @@ def probe_key(table, k0, k1, k2, seed, a, b, c):  # type: ignore[no-untyped-def]
         if k0[j] == a and k1[j] == b and k2[j] == c:
             return j
         slot = (slot + np.uint64(1)) & mask
+
+
+_INDEX_BITS = np.uint64(0xFFFFFFFF)
+
+
+@njit(cache=True, nogil=True)
+def _set_rehash_kernel(size, k0, k1, k2, n, seed):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """A fresh ``_KeySet`` table of ``size`` slots (a power of two) over its first ``n`` keys
+    (distinct). A slot is -1 (empty) or (31 bits of the key's hash) << 32 | its index."""
+    mask = np.uint64(size - 1)
+    table = np.full(size, -1, np.int64)
+    for i in range(n):
+        h = _hash(seed, k0[i], k1[i], k2[i])
+        slot = h & mask
+        while table[slot] >= 0:
+            slot = (slot + np.uint64(1)) & mask
+        table[slot] = np.int64(((h >> np.uint64(33)) << np.uint64(32)) | np.uint64(i))
+    return table
+
+
+@njit(cache=True, nogil=True)
+def _set_insert_kernel(table, k0, k1, k2, days, n, seed, day, a, b, c):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """Append each (key of (a, b, c), ``day``) not yet among the first ``n``; the new count.
+
+    The caller made room: the arrays hold ``n + len(a)`` entries, the table twice that.
+    """
+    mask = np.uint64(len(table) - 1)
+    for i in range(len(a)):
+        h = _hash(seed, a[i], b[i], c[i])
+        tag = (h >> np.uint64(33)) << np.uint64(32)
+        slot = h & mask
+        while True:
+            v = table[slot]
+            if v < 0:
+                k0[n] = a[i]
+                k1[n] = b[i]
+                k2[n] = c[i]
+                days[n] = day
+                table[slot] = np.int64(tag | np.uint64(n))
+                n += 1
+                break
+            if np.uint64(v) & ~_INDEX_BITS == tag:
+                j = np.uint64(v) & _INDEX_BITS
+                if days[j] == day and k0[j] == a[i] and k1[j] == b[i] and k2[j] == c[i]:
+                    break
+            slot = (slot + np.uint64(1)) & mask
+    return n
+
+
+@njit(cache=True, nogil=True)
+def _set_contains_kernel(table, k0, k1, k2, days, seed, lo, hi, a, b, c):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """Per key of (a, b, c), whether the ``_KeySet`` holds it on a day from lo to hi."""
+    mask = np.uint64(len(table) - 1)
+    out = np.zeros(len(a), np.bool_)
+    for i in range(len(a)):
+        h = _hash(seed, a[i], b[i], c[i])
+        tag = (h >> np.uint64(33)) << np.uint64(32)
+        slot = h & mask
+        while True:
+            v = table[slot]
+            if v < 0:
+                break
+            if np.uint64(v) & ~_INDEX_BITS == tag:
+                j = np.uint64(v) & _INDEX_BITS
+                if (lo <= days[j] <= hi and k0[j] == a[i] and k1[j] == b[i]
+                        and k2[j] == c[i]):
+                    out[i] = True
+                    break
+            slot = (slot + np.uint64(1)) & mask
+    return out
 
 
 @njit(cache=True, nogil=True)

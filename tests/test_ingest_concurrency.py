@@ -39,10 +39,14 @@ engine = make_engine(url)
 with engine.connect():
     pass
 tapstore.warm_up()
+keys = None
+if len(sys.argv) > 5:  # one call of several files: its key index holds the day before the race
+    keys = tapstore.KeyIndex(Path(data_dir))
+    ingest_file(engine, Path(data_dir), Path(sys.argv[5]), reg, keys=keys)
 print("ready", flush=True)
 while not os.path.exists(go):
     time.sleep(0.0005)
-r = ingest_file(engine, Path(data_dir), Path(path), reg)
+r = ingest_file(engine, Path(data_dir), Path(path), reg, keys=keys)
 print(json.dumps({"status": r.status, "batch_id": r.batch_id, "accepted": r.accepted,
                   "duplicates": r.duplicates}), flush=True)
 """
@@ -62,10 +66,15 @@ def write(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def race(db_url: str, data_dir: Path, files: list[Path], go: Path) -> list[dict]:
-    """Start one process per file, wait until all are warm, then release them at once."""
+def race(db_url: str, data_dir: Path, files: list[Path], go: Path,
+         first: list[Path] | None = None) -> list[dict]:
+    """Start one process per file, wait until all are warm, then release them at once.
+
+    ``first``: each process's call ingests that file before the race, through a key index
+    that the others' commits during the race then make out of date."""
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, db_url, str(data_dir), str(f),
-                               str(go)], stdout=subprocess.PIPE, text=True) for f in files]
+                               str(go), *([str(first[i])] if first else [])],
+                              stdout=subprocess.PIPE, text=True) for i, f in enumerate(files)]
     try:
         for p in procs:
             assert p.stdout is not None and p.stdout.readline().strip() == "ready"
@@ -110,6 +119,23 @@ def test_four_processes_at_once(engine: Engine, db_url: str, tmp_path: Path) -> 
     dups = [f for f in files if f.endswith(".dup.parquet")]
     assert len(files) - len(dups) == sum(1 for r in fresh if r["accepted"])
     assert len(dups) == sum(1 for r in fresh if r["duplicates"])
+
+
+def test_calls_with_a_key_index_racing(engine: Engine, db_url: str, tmp_path: Path) -> None:
+    """As above, each process one call of two files: its index, loaded by its first file
+    before the race, must still see what the others commit during it (SPEC §4)."""
+    x = write(tmp_path / "x.parquet", [tap(i) for i in range(0, 2000)])
+    y = write(tmp_path / "y.parquet", [tap(i) for i in range(1000, 3000)])
+    z = write(tmp_path / "z.parquet", [tap(i) for i in range(2000, 4000)])
+    firsts = [write(tmp_path / f"first{k}.parquet", [tap(10_000 + 100 * k + i)
+                                                      for i in range(100)]) for k in range(3)]
+    store = tmp_path / "store"
+    ry, rz, rx = race(db_url, store, [y, z, x], tmp_path / "go", first=firsts)
+    assert sum(r["accepted"] for r in (rx, ry, rz)) == 4000
+    assert sum(r["duplicates"] for r in (rx, ry, rz)) == 2000
+    stored = read_day_taps(store, DAY, engine)
+    assert sorted(stored.column("device_seq").to_pylist()) == [
+        *range(4000), *range(10_000, 10_100), *range(10_100, 10_200), *range(10_200, 10_300)]
 
 
 UPGRADER = r"""

@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from clearing.errors import InputError
 from clearing.ingest import BatchReport, ingest_file, ingest_taps
 from clearing.input_files import read_input_bytes
+from clearing.tapstore import KeyIndex
 from readers.config import ReaderConfig
 from readers.registry import detect_format_bytes, get_adapter
 from tariffs.error_codes import ErrorCode
@@ -48,20 +49,24 @@ def ingest_files(
     on_file: Callable[[Outcome], None] | None = None,
 ) -> list[Outcome]:
     """Ingest each file as its own committed unit; a refused file is reported and the rest go
-    on (one bad file must not leave an operator guessing which of seventy were stored)."""
+    on (one bad file must not leave an operator guessing which of seventy were stored).
+
+    The files share one key index (``clearing.tapstore.KeyIndex``): the stored keys of the days
+    they touch are read once for the call, not once per file."""
     outcomes: list[Outcome] = []
+    keys = KeyIndex(home)
     for path in files:
         outcome: Outcome
         try:
             if fmt in (None, *CANONICAL_FORMATS) and (fmt or path.suffix == ".parquet"):
                 outcome = ingest_file(
                     engine, home, path, tariffs.registry, service_day=day, operator=operator,
-                    input_dir=input_dir, tariffs=tariffs, seal_key=seal_key,
+                    input_dir=input_dir, tariffs=tariffs, seal_key=seal_key, keys=keys,
                 )
             else:
                 outcome = ingest_raw(
                     engine, home, path, tariffs, reader_config, fmt=fmt, day=day,
-                    operator=operator, input_dir=input_dir, seal_key=seal_key,
+                    operator=operator, input_dir=input_dir, seal_key=seal_key, keys=keys,
                 )
         except InputError as exc:
             outcome = RefusedFile(path.name, exc.code, str(exc.args[0]))
@@ -83,6 +88,7 @@ def ingest_raw(
     operator: int | None = None,
     input_dir: Path | None = None,
     seal_key: bytes | None = None,
+    keys: KeyIndex | None = None,
 ) -> BatchReport:
     """A raw reader export: read once (the bytes hashed for the batch's identity are the bytes
     detected and parsed), parsed by its adapter, then accepted like any batch."""
@@ -102,5 +108,5 @@ def ingest_raw(
         engine, home, result.taps_with_source_rows(), result.errors, file_sha256=digest,
         source_format=name, source_name=path.name, service_day=day, operator=operator,
         registry=tariffs.registry, tariffs=tariffs, seal_key=seal_key,
-        raw_records=result.raw_records if result.lines is not None else None,
+        raw_records=result.raw_records if result.lines is not None else None, keys=keys,
     )
