@@ -4,16 +4,24 @@ can finish) its twin; the whole ``day_signals`` as ``tongka clear`` runs it afte
 three ways (sorting the taps itself, given pricing's order, given pricing's sorted records);
 and the replay lookback over earlier days' stored keys, per stored day.
 
-Target (issue #16, never asserted): the signals add at most 15 % to ``tongka clear``. The
-summary of ``make bench`` prints every stage's ratio to ``match_and_price/fast``; the whole
-clear (reading, pricing, writing) is timed in fresh processes by bench/test_bench_pipeline.py,
-and docs/performance.md ("Risk signals") keeps both. Smoke runs check the twins agree and the
-three feeds give the same table.
+Target (issue #16, never asserted): the signals add at most 15 % to ``tongka clear``.
+``test_bench_risk_share_of_clear`` measures exactly that: ``clear_day`` (the body of ``tongka
+clear``) in fresh processes on the day stored as batch files, with the signals timed inside it,
+once with pricing's sorted records handed to them and once with the signals sorting the day
+again; it prints the signals' share at 1M taps (``--benchmark-enable``) and at 10M
+(``TONGKA_BENCH_FULL=1``). The summary of ``make bench`` prints every stage's ratio to
+``match_and_price/fast``; docs/performance.md ("Risk signals") keeps the figures. Smoke runs
+check the twins agree and the feeds give the same table.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
+import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -111,3 +119,103 @@ def test_bench_risk_replay_lookback(benchmark, clear_size: int, clear_taps: pa.T
     if not benchmark.disabled:
         record_timing("risk_replay_lookback/per_day", clear_size,
                       benchmark.stats.stats.min / LOOKBACK_DAYS)
+
+
+# ---------------------------------------------------------------------------------------------
+# The signals' share of ``tongka clear``
+
+SHARE_ROUNDS = {20_000: 1, 1_000_000: 3, 10_000_000: 2}  # fresh processes per feed
+FEEDS = ("records", "sorts")
+# The child: clear_day as ``tongka clear`` runs it (no database: the day's files on disk),
+# write_day_signals timed inside it. ``records``: pricing's sorted records reach the signals
+# (clearing/day.py passes them once it calls match_and_price_sorted; until then this wrapper
+# makes the same hand-over); ``sorts``: they do not, and the signals sort the day again.
+_SHARE_CHILD = """
+import datetime as dt, json, sys, time
+from pathlib import Path
+start = time.perf_counter()
+from clearing import day as clearing_day, fast, risk_store
+from tariffs.load import load_tariff_set
+data_dir, day, feed = Path(sys.argv[1]), dt.date.fromisoformat(sys.argv[2]), sys.argv[3]
+tariffs = load_tariff_set()
+stash, spent = {}, {"signals": 0.0, "pricing": 0.0}
+price_taps, write_day_signals = clearing_day.price_taps, risk_store.write_day_signals
+def priced(taps, tariffs, *, reference=False):
+    t = time.perf_counter()
+    if feed == "records" and not reference:
+        legs, stash["records"] = fast.match_and_price_sorted(taps, tariffs)
+    else:
+        legs = price_taps(taps, tariffs, reference=reference)
+    spent["pricing"] += time.perf_counter() - t
+    return legs
+def signals(*args, **kwargs):
+    if feed == "records" and kwargs.get("records") is None:
+        kwargs["records"] = stash.pop("records", None)
+    if feed == "sorts":
+        kwargs["records"] = kwargs["order"] = None
+    t = time.perf_counter()
+    try:
+        return write_day_signals(*args, **kwargs)
+    finally:
+        spent["signals"] += time.perf_counter() - t
+clearing_day.price_taps, risk_store.write_day_signals = priced, signals
+imported = time.perf_counter()
+t = time.perf_counter()
+result = clearing_day.clear_day(data_dir, day, tariffs)
+spent["clear_day"] = time.perf_counter() - t
+spent["process"] = time.perf_counter() - start
+spent["imports"] = imported - start
+spent["taps"], spent["signal_rows"] = result.taps, result.signals
+print(json.dumps(spent))
+"""
+
+
+def _clear_in_child(data_dir: Path, day: dt.date, feed: str) -> dict:  # type: ignore[type-arg]
+    out = subprocess.run([sys.executable, "-c", _SHARE_CHILD, str(data_dir), day.isoformat(),
+                          feed], check=True, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def test_bench_risk_share_of_clear(pytestconfig, clear_size: int, clear_taps: pa.Table,  # type: ignore[no-untyped-def]
+                                   bench_day, tmp_path_factory, record_timing,
+                                   record_note) -> None:
+    """The signals' share of ``clear_day`` in fresh processes, with and without pricing's
+    records: 20k as a smoke test, 1M with ``--benchmark-enable``, 1M and 10M with
+    ``TONGKA_BENCH_FULL=1``. Feeds alternate, so load from other work hits both alike; the
+    figures are the best and the median of the rounds."""
+    full = os.environ.get("TONGKA_BENCH_FULL", "") == "1"
+    timed = full or bool(pytestconfig.getoption("benchmark_enable", default=False))
+    if not timed and clear_size != 20_000:
+        pytest.skip("smoke runs time the share on 20 000 taps only")
+    if timed and (clear_size == 20_000 or (clear_size > 1_000_000 and not full)):
+        pytest.skip("the share is timed at 1M taps, and at 10M with TONGKA_BENCH_FULL=1")
+    root = tmp_path_factory.mktemp("share")
+    ops = np.asarray(clear_taps.column("operator").to_numpy())
+    for k, op in enumerate(np.unique(ops)):  # one batch file per operator, as ingestion stores
+        write_batch_taps(root, batch_relpath(bench_day, int(op), f"{k:064d}"),
+                         clear_taps.filter(pa.array(ops == op)), {META_DAY_SEQ: str(k).encode()})
+    if timed:  # numba's cache and the page cache are warm for every round
+        _clear_in_child(root, bench_day, "records")
+    runs: dict[str, list[dict]] = {feed: [] for feed in FEEDS}  # type: ignore[type-arg]
+    for _ in range(SHARE_ROUNDS.get(clear_size, 1)):
+        for feed in FEEDS:
+            runs[feed].append(_clear_in_child(root, bench_day, feed))
+    assert len({(r["taps"], r["signal_rows"]) for rs in runs.values() for r in rs}) == 1
+    label = size_label(clear_size)
+    for feed, rs in runs.items():
+        sig = [r["signals"] for r in rs]
+        rest = [r["clear_day"] - r["signals"] for r in rs]
+        added = sorted(100 * s / r for s, r in zip(sig, rest, strict=True))
+        record_note(
+            f"clear_day {label} ({feed}): signals {min(sig):.2f} s best / "
+            f"{statistics.median(sig):.2f} s median; rest of the clear {min(rest):.2f} s / "
+            f"{statistics.median(rest):.2f} s; signals add {statistics.median(added):.0f} % "
+            f"(range {added[0]:.0f}-{added[-1]:.0f} %); share of clear_day "
+            f"{100 * statistics.median(sig) / statistics.median([r['clear_day'] for r in rs]):.0f} "
+            f"%; pricing {statistics.median([r['pricing'] for r in rs]):.2f} s; fresh process "
+            f"{statistics.median([r['process'] for r in rs]):.2f} s "
+            f"(goal, issue #16: add <= 15 % at 10M)")
+        if timed:
+            record_timing(f"clear_day/signals_{feed}", clear_size, min(sig))
+            record_timing(f"clear_day/rest_{feed}", clear_size, min(rest))

@@ -3,11 +3,11 @@
 Each step is a fresh process, as in ``test_bench_pipeline``: for the single process
 ``tongka clear`` then ``tongka settle``; for the partitioned run a coordinator process that
 clears on a local dask cluster (2 workers, one thread and a 3 GB memory limit each, started
-once by this test and restarted before each run so their peak memory is the run's), then a
-second process that settles from the stored partial sums. The coordinator's peak RSS is each
-child's own ``VmHWM``; the workers report theirs. Both runs start from a copy of the same
-ingested data directory (``tongka ingest`` of ``tongka generate``'s 14 batch files, cached),
-and their ledgers and payment files are checked equal.
+once by this test and restarted before each run so their peak memory is the run's), then
+``tongka settle``, which settles a partitioned day from its stored partial sums. The
+coordinator's peak RSS is each child's own ``VmHWM``; the workers report theirs. Both runs
+start from a copy of the same ingested data directory (``tongka ingest`` of ``tongka
+generate``'s 14 batch files, cached), and their ledgers and payment files are checked equal.
 
 Sizes: 20 000 taps as a smoke test in the normal suite; 1M with ``--benchmark-enable``
 (``make bench``); 1M, 5M, 15M and 30M with ``TONGKA_BENCH_FULL=1``, or the sizes listed in
@@ -71,7 +71,10 @@ def partitions_for(n: int) -> int:
     return WORKERS * max(1, -(-n // (TAPS_PER_PARTITION * WORKERS)))
 
 
-# The partitioned run's two steps, each a fresh process that writes its own peak RSS at exit.
+# The partitioned clear as a fresh process that writes its own peak RSS at exit: the call
+# `tongka clear --partitions N --scheduler ADDR` makes, keeping the per-partition and per-split
+# figures the command prints only in sum. The partitioned day is then settled by `tongka
+# settle` itself, which settles it from the stored partial sums.
 _COORDINATOR = """
 import atexit, json, os
 def _hwm():
@@ -83,29 +86,19 @@ atexit.register(_hwm)
 import datetime as dt
 from dataclasses import asdict
 from pathlib import Path
-from clearing.day import clear_day, day_revision_of
+from clearing.day import clear_day
 from clearing.db import make_engine
-from settlement.ledger import Scope
-from settlement.partials import SETTLEMENT_SUMS, read_day_partials
-from settlement.payments import write_missing_run_files
-from settlement.settle import settle_from_partials
+from settlement.partials import SETTLEMENT_SUMS
 from tariffs.load import load_tariff_set
 args = json.loads(os.environ["TONGKA_BENCH_ARGS"])
 home, day = Path(args["home"]), dt.date.fromisoformat(args["day"])
 engine = make_engine("sqlite:///" + str(home / "tongka.sqlite"))
 tariffs = load_tariff_set()
-if args["step"] == "clear":
-    r = clear_day(home, day, tariffs, engine=engine, partitions=args["partitions"],
-                  scheduler=args["scheduler"], summary=SETTLEMENT_SUMS)
-    out = {{"taps": r.taps, "legs": r.legs, "parts": [asdict(p) for p in r.parts],
-           "splits": [{{**asdict(s), "rows": sum(s.group_rows)}} for s in r.splits],
-           "stages": dict(r.stages)}}
-else:
-    revision = day_revision_of(engine, day)
-    res = settle_from_partials(engine, day, read_day_partials(home, day), tariffs,
-                               revision=revision)
-    write_missing_run_files(engine, home, tariffs.registry, scope=Scope.DAY, period=day)
-    out = {{"obligations": len(res.obligations), "balance": res.entry_balance}}
+r = clear_day(home, day, tariffs, engine=engine, partitions=args["partitions"],
+              scheduler=args["scheduler"], summary=SETTLEMENT_SUMS)
+out = {{"taps": r.taps, "legs": r.legs, "parts": [asdict(p) for p in r.parts],
+       "splits": [{{**asdict(s), "rows": sum(s.group_rows)}} for s in r.splits],
+       "stages": dict(r.stages)}}
 Path(args["out"]).write_text(json.dumps(out))
 """
 
@@ -218,7 +211,7 @@ def _measure(n: int, client: Any, scheduler: str, work: Path) -> SizeRun:
     scaled = [run_coordinator("clear", scaled_home, out, partitions=partitions,
                               scheduler=scheduler)]
     cleared = json.loads(out.read_text())
-    scaled.append(run_coordinator("settle", scaled_home, out))
+    scaled.append(run_step("settle", ["--date", BENCH_DAY.isoformat()], scaled_home))
     worker_peak = max(client.run(_worker_hwm_mb).values())
 
     # the same money: ledger and payment files of both runs

@@ -12,6 +12,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -389,7 +390,7 @@ def _row_errors(
     return errors
 
 
-def _message(code: ErrorCode, r: dict, field: str, lk: _Lookup, rules: DayRules) -> str:
+def _message(code: ErrorCode, r: dict[str, Any], field: str, lk: _Lookup, rules: DayRules) -> str:
     """Words an operator can act on, naming the offending values."""
     day = rules.day
     line = f"line {r['line']} of operator {r['operator']}"

@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -147,7 +148,7 @@ class QuarantineEntry:
     code: str
     field: str
     message: str
-    record: dict
+    record: dict[str, Any]
     status: str
 
 
@@ -292,7 +293,7 @@ def export_quarantine(
     return n
 
 
-def _raw_field(q: QuarantinedRow, batch_sha256: str, key: bytes | None) -> dict | None:
+def _raw_field(q: QuarantinedRow, batch_sha256: str, key: bytes | None) -> dict[str, object] | None:
     """A quarantined row's raw record for export: opened with the key, or said to be sealed."""
     if q.raw_sealed is None:
         return None

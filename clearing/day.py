@@ -19,22 +19,33 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
+from clearing import partition as scale
 from clearing.accept import PRICING_CODES, day_rules
-from clearing.errors import ErrorCode, StateError
+from clearing.batches import Batch
+from clearing.days import day_revision
+from clearing.db import session_factory
+from clearing.errors import StateError
 from clearing.legs import LEG_SCHEMA
+from clearing.legs_store import (  # re-exported: the day's readers import them from here
+    PARTS_KEY,
+    REVISION_KEY,
+    SIGNALS_FIELD,
+    legs_path,
+    not_cleared,
+    parts_manifest,
+)
 from clearing.parquet_io import write_atomic
+from clearing.partition import BatchFile, LegSummary, local_client, read_parts, scheduler_client
+from clearing.reference import match_and_price
 from clearing.taps import TAP_COLUMNS
 from tariffs.load import TariffSet
-
-if TYPE_CHECKING:
-    from clearing.partition import LegSummary
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,43 +63,22 @@ class ClearResult:
     stages: tuple[tuple[str, float], ...] = ()  # a partitioned clear's wall time per stage
 
 
-REVISION_KEY = b"tongka.day_revision"
-# A partitioned clear's legs.parquet holds no rows: it is the manifest of the run's part files
-# (JSON: the storage URL and the parts' paths under it), replaced whole like the single file.
-PARTS_KEY = b"tongka.legs_parts"
-
-
 def day_revision_of(engine: Engine | None, day: dt.date) -> int:
     """The day's current revision; every stored batch that changes the day's taps bumps it."""
     if engine is None:
         return 0
-    from clearing.days import day_revision
-    from clearing.db import session_factory
-
     with session_factory(engine)() as session:
         return day_revision(session, day)
-
-
-def legs_revision(data_dir: Path, day: dt.date) -> int | None:
-    """The day revision the stored legs were priced at; None if the day was never cleared."""
-    path = legs_path(data_dir, day)
-    if not path.exists():
-        return None
-    metadata = pq.read_schema(path).metadata or {}
-    return int(metadata.get(REVISION_KEY, b"-1"))
-
-
-def legs_path(data_dir: Path, day: dt.date) -> Path:
-    return data_dir / "legs" / f"day={day.isoformat()}" / "legs.parquet"
 
 
 def price_taps(taps: pa.Table, tariffs: TariffSet, *, reference: bool = False) -> pa.Table:
     """Match and price a table of accepted taps with the fast path or the reference."""
     if reference:
-        from clearing.reference import match_and_price
-    else:
-        from clearing.fast import match_and_price_fast as match_and_price
-    return match_and_price(taps, tariffs)
+        return match_and_price(taps, tariffs)
+    # numba kernels (+0.21 s, -X importtime): clearing.day is imported by every reader of legs
+    from clearing.fast import match_and_price_fast
+
+    return match_and_price_fast(taps, tariffs)
 
 
 def clear_day(
@@ -112,27 +102,37 @@ def clear_day(
     the batch files and write the bucket and legs files under ``storage`` (a directory or an
     fsspec URL every worker sees; the data directory by default), and ``summary`` (settlement's
     ``SETTLEMENT_SUMS``) is summed per partition and stored beside the legs, so the day settles
-    from it. This process then reads no tap and no leg; SPEC §10 signals are not computed
-    (``tongka risk`` computes them on demand, see docs/scale-out.md).
+    from it. The partitions also compute the SPEC §10 signals (the card signals of their own
+    cards, and per-device leg counts that this process adds up for DEBIT_MISMATCH), stored
+    beside their legs and committed with them. This process reads no tap and no leg.
     """
     if partitions > 0 and not reference:
         return _clear_partitioned(data_dir, day, tariffs, engine=engine, partitions=partitions,
                                   scheduler=scheduler, client=client, storage=storage,
                                   summary=summary)
+    # numba kernels (tapstore +0.38 s, risk_store +0.44 s): clearing.day is imported by
+    # every reader of legs (reports, the service), which never price
+    from clearing.fast import match_and_price_sorted
+    from clearing.risk_store import read_day_signals, write_day_signals
     from clearing.tapstore import read_day_taps
 
     revision = day_revision_of(engine, day)  # read before the taps: a later batch bumps it
-    from clearing.risk_store import read_day_signals, write_day_signals
 
     full = read_day_taps(data_dir, day, engine, optional=True)  # balance_fen for risk only
     taps = full.select(list(TAP_COLUMNS))  # pricing never sees balance_fen (SPEC v1.2 §3)
     check_day_priceable(data_dir, day, taps, tariffs, engine=engine)
-    legs = price_taps(taps, tariffs, reference=reference)
+    records = None  # pricing's taps in card order: the signals reuse its sort (SPEC §10)
+    if reference:
+        legs = price_taps(taps, tariffs, reference=True)
+    else:
+        legs, records = match_and_price_sorted(taps, tariffs)
     legs = legs.replace_schema_metadata({REVISION_KEY: str(revision).encode()})
     path = write_atomic(legs, legs_path(data_dir, day))
     _remove_local_runs(data_dir, day)  # a partitioned clear's parts are superseded now
     # SPEC §10: signals come after pricing and never feed back into legs, fares or the ledger
-    write_day_signals(data_dir, day, full, legs, engine=engine, reference=reference)
+    write_day_signals(data_dir, day, full, legs, engine=engine, reference=reference,
+                      records=records)
+    del records  # 64 bytes a tap: gone before the result is built
     signals = read_day_signals(data_dir, day)
     return ClearResult(day, taps.num_rows, legs.num_rows, path, revision,
                        signals.num_rows if signals is not None else 0)
@@ -234,16 +234,11 @@ def _tap_sources(data_dir: Path, day: dt.date, engine: Engine | None, n_taps: in
     same files in the same order with their row counts (Parquet footers only). If a batch
     came or went meanwhile (the counts no longer add up) no position is guessed.
     """
-    from clearing import tapstore
+    from clearing import tapstore  # numba kernels (+0.38 s), as in clear_day
 
     root = Path(data_dir)
     files: list[tuple[int | None, str, Path]] = []
     if engine is not None:
-        from sqlalchemy import select
-
-        from clearing.batches import Batch
-        from clearing.db import session_factory
-
         with session_factory(engine)() as session:
             rels = [rel for _, _, rel in tapstore._committed_files(session, [day])]
             named = {str(b.tap_path): (b.id, b.source_name) for b in session.scalars(
@@ -272,19 +267,18 @@ def _clear_partitioned(
 ) -> ClearResult:
     """The partitioned clear's coordinator: list the batch files, run the two stages on the
     cluster, and commit by replacing ``legs.parquet`` with the manifest of the run's parts."""
-    from clearing import partition as scale
-
     scale.require_dask()
     start = time.perf_counter()
     revision = day_revision_of(engine, day)  # read before the batches: a later batch bumps it
     batches = _day_batch_files(data_dir, day, engine)
+    earlier = _earlier_batch_files(data_dir, day, engine)
     url = storage or str(data_dir)
     listed = time.perf_counter() - start
     with _cluster(client, scheduler, partitions) as c:
         connected = time.perf_counter()
         done = scale.clear_on_cluster(
             c, url, day, [scale.BatchFile(rel, seq, rows) for rel, seq, _, _, rows in batches],
-            tariffs, partitions, revision, summary, MAX_LISTED)
+            tariffs, partitions, revision, summary, MAX_LISTED, earlier=earlier)
     if done.unpriceable_count:
         scale.remove_run(url, day, done.run)  # the day stays as it was (uncleared, or not)
         found = tuple(UnpriceableTap(PRICING_CODES[status], batches[b][2], batches[b][3], row,
@@ -293,13 +287,15 @@ def _clear_partitioned(
                       in done.unpriceable(MAX_LISTED))
         raise DayUnpriceableError(_unpriceable_message(day, found, done.unpriceable_count),
                                   found, done.unpriceable_count)
-    _drop_signals(data_dir, day)
     metadata = {REVISION_KEY: str(revision).encode(), PARTS_KEY: json.dumps(
-        {"storage": url, "run": done.run, "parts": [p.stats.path for p in done.parts]}).encode()}
+        {"storage": storage, "run": done.run, "parts": [p.stats.path for p in done.parts],
+         "partitions": partitions,
+         SIGNALS_FIELD: done.signal_paths}).encode()}
     if summary is not None:
         metadata[summary.key] = summary.dumps(done.summary)
     path = write_atomic(LEG_SCHEMA.empty_table().replace_schema_metadata(metadata),
-                        legs_path(data_dir, day))
+                        legs_path(data_dir, day))  # the commit: legs and signals together
+    _supersede_signals(data_dir, day, engine)
     committed = time.perf_counter()
     scale.remove_runs(url, day, keep=done.run)
     last = max((s for _, s, _, _, _ in batches if s is not None), default=0)
@@ -307,7 +303,7 @@ def _clear_partitioned(
     ran = sum(t for _, t in done.seconds)
     stages = (("list", listed), ("connect", connected - start - listed), *done.seconds,
               ("commit", committed - connected - ran), ("tidy", time.perf_counter() - committed))
-    return ClearResult(day, done.taps, done.legs, path, revision, 0,
+    return ClearResult(day, done.taps, done.legs, path, revision, done.signals,
                        tuple(p.stats for p in done.parts), done.splits, stages)
 
 
@@ -317,12 +313,8 @@ def _cluster(client: Any, scheduler: str | None, partitions: int) -> Iterator[An
     if client is not None:
         yield client
         return
-    from clearing.partition import local_client
-
     if scheduler:
-        from dask.distributed import Client
-
-        with Client(scheduler) as c:
+        with scheduler_client(scheduler) as c:
             yield c
         return
     with local_client(max(1, min(partitions, os.cpu_count() or 1))) as c:
@@ -334,18 +326,13 @@ def _day_batch_files(data_dir: Path, day: dt.date, engine: Engine | None
     """(file under the data directory, day_seq, batch id, batch file name, taps) of the day's
     committed batches in acceptance order: the database's list, or the directory's without one
     (as ``read_day_taps`` reads them; the taps from each file's footer)."""
-    from clearing import tapstore
+    from clearing import tapstore  # numba kernels (+0.38 s), as in clear_day
 
     if engine is None:
         root = Path(data_dir)
         on_disk = tapstore.day_files_on_disk(root, day)
         return [(f.relative_to(root).as_posix(), None, None, f.relative_to(root).as_posix(),
                  pq.read_metadata(f).num_rows) for f in on_disk]
-    from sqlalchemy import select
-
-    from clearing.batches import Batch
-    from clearing.db import session_factory
-
     with session_factory(engine)() as session:
         files = tapstore._committed_files(session, [day])
         named = {str(b.tap_path): (b.id, b.source_name, b.accepted) for b in session.scalars(
@@ -353,16 +340,37 @@ def _day_batch_files(data_dir: Path, day: dt.date, engine: Engine | None
     return [(rel, seq, *named[rel]) for _, seq, rel in files]
 
 
-def _drop_signals(data_dir: Path, day: dt.date) -> None:
-    """Remove the day's stored signals before its legs change without them, and rewrite its
-    deny list: signals of other taps would be wrong, none is honest (``tongka risk`` computes
-    them again)."""
-    from clearing.risk_store import signals_path, write_denylist
+def _earlier_batch_files(data_dir: Path, day: dt.date, engine: Engine | None
+                         ) -> list[Any]:
+    """The stored batch files a replay into ``day`` reaches (``risk.replay_days``), oldest day
+    first and in acceptance order within a day, as ``partition.BatchFile``s naming their day:
+    the files ``clearing.risk_store.earlier_keys`` reads for the single-process clear (the
+    database's live committed batches, or the files on disk without one)."""
+    # numba kernels (tapstore +0.38 s, risk +0.45 s), as in clear_day
+    from clearing import tapstore
+    from clearing.risk import replay_days
 
-    path = signals_path(data_dir, day)
-    if path.exists():
-        path.unlink()
-        write_denylist(data_dir, day)
+    first, last = replay_days(day)
+    days = [first + dt.timedelta(days=k) for k in range((last - first).days + 1)]
+    root = Path(data_dir)
+    if engine is None:
+        return [BatchFile(f.relative_to(root).as_posix(), None, pq.read_metadata(f).num_rows, d)
+                for d in days for f in tapstore.day_files_on_disk(root, d)]
+    with session_factory(engine)() as session:
+        files = tapstore._committed_files(session, days)
+        rows = dict(session.execute(select(Batch.tap_path, Batch.accepted).where(
+            Batch.tap_path.in_([rel for _, _, rel in files]))).all())
+    return [BatchFile(rel, seq, int(rows[rel]), d) for d, seq, rel in files]
+
+
+def _supersede_signals(data_dir: Path, day: dt.date, engine: Engine | None) -> None:
+    """After a partitioned clear's commit: the day's signals are its run's parts, named in
+    the manifest (``partitioned_signals``); a single-process clear's file is stale, so it
+    goes, and the day's deny list is written again from the new signals."""
+    from clearing.risk_store import signals_path, write_denylist  # numba kernels (+0.44 s)
+
+    signals_path(data_dir, day).unlink(missing_ok=True)
+    write_denylist(data_dir, day, engine=engine)
 
 
 def _remove_local_runs(data_dir: Path, day: dt.date) -> None:
@@ -374,15 +382,6 @@ def _remove_local_runs(data_dir: Path, day: dt.date) -> None:
             shutil.rmtree(d, ignore_errors=True)
 
 
-def legs_metadata(data_dir: Path, day: dt.date) -> dict[bytes, bytes]:
-    """The key-value metadata of the day's stored legs (its revision, a partitioned clear's
-    manifest and partial sums); a day never cleared is DAY_NOT_CLEARED."""
-    path = legs_path(data_dir, day)
-    if not path.exists():
-        raise _not_cleared(day)
-    return dict(pq.read_schema(path).metadata or {})
-
-
 def read_day_legs(data_dir: Path, day: dt.date) -> pa.Table:
     """The stored legs of a cleared day; a day never cleared is a StateError naming the fix.
 
@@ -391,16 +390,8 @@ def read_day_legs(data_dir: Path, day: dt.date) -> pa.Table:
     """
     path = legs_path(data_dir, day)
     if not path.exists():
-        raise _not_cleared(day)
-    parts = (pq.read_schema(path).metadata or {}).get(PARTS_KEY)
-    if parts is None:
+        raise not_cleared(day)
+    manifest = parts_manifest(data_dir, day)
+    if manifest is None:
         return pq.read_table(path, schema=LEG_SCHEMA)
-    from clearing.partition import read_parts
-
-    manifest = json.loads(parts)
     return read_parts(manifest["storage"], manifest["parts"])
-
-
-def _not_cleared(day: dt.date) -> StateError:
-    return StateError(f"service day {day} has not been cleared: run `tongka clear --date {day}`",
-                      code=ErrorCode.DAY_NOT_CLEARED)

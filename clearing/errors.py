@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 from tariffs.error_codes import ErrorCode, Kind, error_code
 from tariffs.errors import TongkaError
@@ -27,7 +28,7 @@ class RowError:
     field: str  # the field the check concerns, "" when it concerns the whole row
     message: str  # words an operator can act on; never a raw card or social-security number
     # the original record, PII already tokenised
-    record: dict = dataclasses.field(default_factory=dict)
+    record: dict[str, Any] = dataclasses.field(default_factory=dict)
     # the record's raw bytes as they came in (SPEC v1.2 §4: a row can always be corrected);
     # b"" when the adapter has none. May hold personal numbers: stored only encrypted.
     raw: bytes = dataclasses.field(default=b"", repr=False)  # never in a log line

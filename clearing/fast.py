@@ -48,6 +48,20 @@ def match_and_price_fast(taps: pa.Table, tariffs: TariffSet) -> pa.Table:
     return match_and_price_chunks(tap_chunks(taps), kernel_tables(tariffs))
 
 
+def match_and_price_sorted(taps: pa.Table, tariffs: TariffSet) -> tuple[pa.Table, np.ndarray]:
+    """``match_and_price_fast``'s legs, and the sorted tap records pricing read them from.
+
+    The records are ``clearing.sorting.sort_tap_records`` of the taps: uint64[n, TAP_WORDS],
+    in card order, each record's ``W_ROW`` the tap's row in ``taps`` counted across its chunks
+    (row groups, concatenated files): row r of any table with the rows of ``taps`` in the same
+    order (the day's taps with ``balance_fen``, before pricing's column selection) is the tap
+    of the record whose ``W_ROW`` is r. ``clearing.risk`` takes them as ``records=`` and skips
+    sorting the day again. Nothing more is computed than for ``match_and_price_fast``; the
+    records (64 bytes a tap) just outlive the call.
+    """
+    return _match_and_price(tap_chunks(taps), kernel_tables(tariffs), None)
+
+
 Chunk = dict[str, np.ndarray]  # one consecutive piece of the input: column -> numpy array
 
 
@@ -107,6 +121,12 @@ def match_and_price_chunks(chunks: list[Chunk], tb: KernelTables,
     needs another's taps (ARCHITECTURE "Scale"), so each part is matched and priced alone,
     into its own slice of the output columns.
     """
+    return _match_and_price(chunks, tb, threads)[0]
+
+
+def _match_and_price(chunks: list[Chunk], tb: KernelTables, threads: int | None
+                     ) -> tuple[pa.Table, np.ndarray]:
+    """``match_and_price_chunks``, with the sorted records it priced (never written to)."""
     n = sum(len(c["card_id"]) for c in chunks)
     threads = thread_count(n) if threads is None else max(1, threads)
     records = sort_tap_records(chunks, threads=threads)
@@ -118,13 +138,14 @@ def match_and_price_chunks(chunks: list[Chunk], tb: KernelTables,
     columns: list[np.ndarray] = [np.empty(n_legs, dtype=_LEG_DTYPES[c]) for c in LEG_COLUMNS]
     jobs: list[partial[tuple[int, int]]] = []
     at = 0
-    for part, (k, board, exit_, status) in zip(parts, matched, strict=True):
+    for part, (k, board, exit_, leg_status) in zip(parts, matched, strict=True):
         piece = kernels.LegArrays(*(column[at:at + k] for column in columns))  # views: no copy
-        jobs.append(partial(kernels.price_legs, k, board, exit_, status, part, tb, piece))
+        jobs.append(partial(kernels.price_legs, k, board, exit_, leg_status, part, tb, piece))
         at += k
     for status, row in run_parallel(jobs):
         _check(status, row, chunks)
-    return pa.Table.from_arrays([pa.array(column) for column in columns], schema=LEG_SCHEMA)
+    legs = pa.Table.from_arrays([pa.array(column) for column in columns], schema=LEG_SCHEMA)
+    return legs, records
 
 
 THREADS_ENV = "TONGKA_THREADS"

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 
 import pyarrow as pa
 
-from tariffs.vocab import Apportionment  # noqa: F401 - one enum per concept, re-exported
+from tariffs.vocab import Apportionment as Apportionment  # one enum per concept, re-exported
 
 
 class LegStatus(enum.IntEnum):

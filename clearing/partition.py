@@ -21,12 +21,17 @@ two stages of independent tasks, over shared storage (a directory, or any fsspec
    row groups of the batches listed, checks every tap still prices (SPEC §4), matches and prices
    them with the fast path, writes ``legs/day=D/run=<run>/part-PPP.parquet`` and returns only
    counts and the partial sums a ``LegSummary`` computes from its legs (settlement's, handed in
-   by the application: clearing must not import settlement).
+   by the application: clearing must not import settlement). It also computes the SPEC §10
+   card signals of its cards (replays from the earlier days' splits of its own buckets, which
+   stage 1 makes once) into ``signals-PPP.parquet``, and returns per-device leg counts; the
+   coordinator adds those up for DEBIT_MISMATCH, and one more task writes the flagged
+   devices' signals from the evidence the partitions kept (``device_signals``).
 
 The coordinator lists the batch files (paths, from the database or the directory), scatters
 the tariff set once, sends paths and partition numbers, and adds up the partial sums; it never
 reads a tap or a leg. ``clearing.day`` then commits the run by replacing ``legs.parquet`` with
-a manifest naming the parts, so readers see the old legs or the new ones, never a mix.
+a manifest naming the parts and signal files, so readers see the old legs and signals or the
+new ones, never a mix (``read_signal_parts`` reads the signals back in canonical order).
 
 Files are read and written through pyarrow filesystems, so the same code runs on a local
 directory (atomic: temporary name, fsync, rename) or an fsspec URL such as ``s3://`` (where a
@@ -36,6 +41,7 @@ partitioned clear and settlement equal to the single-process one.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import hashlib
@@ -47,18 +53,24 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from clearing.accept import day_rules
 from clearing.errors import ErrorCode, StateError, TongkaError
 from clearing.files import TMP_SUFFIX, atomic_file
 from clearing.legs import LEG_SCHEMA, sort_legs
+from clearing.legs_store import REVISION_KEY
+from clearing.risk_reference import MISMATCH_MIN_LEGS, MISMATCH_SHARE_PERCENT
 from clearing.taps import FULL_TAP_SCHEMA, TAP_COLUMNS, with_optional_columns
 from tariffs.load import TariffSet
+
+if TYPE_CHECKING:
+    from dask.distributed import Client
 
 BUCKETS = 64  # card buckets of a day: the most partitions a day can have
 CARDS_DIR = "cards"
@@ -83,7 +95,7 @@ class ScaleNotInstalledError(TongkaError):
 
 def require_dask() -> None:
     """Raise SCALE_NOT_INSTALLED (exit 2) with the fix when dask.distributed is missing."""
-    try:
+    try:  # the optional extra: a probe, not a use
         import dask.distributed  # noqa: F401
     except ImportError as exc:
         raise ScaleNotInstalledError(
@@ -92,17 +104,26 @@ def require_dask() -> None:
             "--partitions", code=ErrorCode.SCALE_NOT_INSTALLED) from None
 
 
-def local_client(workers: int, **cluster: Any):  # type: ignore[no-untyped-def]
+def local_client(workers: int, **cluster: Any) -> Client:
     """A dask.distributed client on a cluster of ``workers`` local processes (one thread each),
     listening on 127.0.0.1 only (its dashboard on a free port: several clusters may run)."""
     require_dask()
+    # dask is the optional scale extra (and +0.23 s, -X importtime): only a partitioned clear
     from dask.distributed import Client, LocalCluster
 
     options = {"threads_per_worker": 1, "processes": True, "dashboard_address": "127.0.0.1:0",
                **cluster}
     if options["processes"]:  # in-process workers talk over inproc://, no socket
         options.setdefault("host", "127.0.0.1")
-    return Client(LocalCluster(n_workers=workers, **options))
+    # distributed's Client and LocalCluster constructors are unannotated
+    return Client(LocalCluster(n_workers=workers, **options))  # type: ignore[no-untyped-call]
+
+
+def scheduler_client(address: str) -> Client:
+    """A dask.distributed client of the running cluster at ``address``."""
+    from dask.distributed import Client  # the optional scale extra, as in local_client
+
+    return Client(address)  # type: ignore[no-untyped-call]  # unannotated constructor
 
 
 # --------------------------------------------------------------------------- cards
@@ -145,7 +166,7 @@ def filesystem(url: str) -> tuple[pafs.FileSystem, str]:
     """
     if "://" not in url:
         return pafs.LocalFileSystem(), Path(url).absolute().as_posix()
-    import fsspec
+    import fsspec  # comes with the optional scale extra; only for a URL (+0.03 s)
 
     fs, root = fsspec.core.url_to_fs(url)
     return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), root.rstrip("/")
@@ -156,7 +177,8 @@ def _join(root: str, rel: str) -> str:
 
 
 def _exists(fs: pafs.FileSystem, path: str) -> bool:
-    return fs.get_file_info(path).type != pafs.FileType.NotFound
+    found: bool = fs.get_file_info(path).type != pafs.FileType.NotFound
+    return found
 
 
 @contextmanager
@@ -175,7 +197,7 @@ def _output(fs: pafs.FileSystem, path: str) -> Iterator[IO[bytes]]:
     tmp = f"{path}.{os.getpid()}-{uuid.uuid4().hex[:8]}{TMP_SUFFIX}"
     try:
         with fs.open_output_stream(tmp) as out:
-            yield out  # type: ignore[misc]
+            yield out
         fs.move(tmp, path)
     except BaseException:
         with suppress(OSError):
@@ -276,18 +298,22 @@ class Split:
 
 
 def split_batch(url: str, day: dt.date, rel: str, day_seq: int | None, start: int, stop: int,
-                rows: int) -> Split:
+                rows: int, optional: bool = False) -> Split:
     """Split rows ``start:stop`` of one stored batch file of ``day`` into card buckets, unless
     an earlier clear did; a task of its own on a worker.
 
     ``day_seq`` is the batch's place in the day (None: read from the file's metadata) and
     ``rows`` its taps as the coordinator listed them: a file that holds another number is a
     state conflict, never a silently partial day. The split is one file, written whole or not
-    at all, so its existence says it is complete.
+    at all, so its existence says it is complete. ``optional``: a file that is not there is
+    split into nothing (an earlier day's file read for replays, which ``clearing.risk_store``
+    skips when it is gone), not ``TAPSTORE_MISSING``.
     """
     began = time.perf_counter()
     fs, root = filesystem(url)
     src = _join(root, rel)
+    if optional and not _exists(fs, src):
+        return Split(rel, start, stop, "", (), (), False, 0, 0, time.perf_counter() - began)
     fingerprint = footer_fingerprint(fs, src)
     with fs.open_input_file(src) as f:
         parquet = pq.ParquetFile(f)
@@ -408,6 +434,20 @@ class PartitionStats:
     bytes_written: int
     seconds: float
     path: str  # its legs file, under the storage root ("" when it priced nothing)
+    signals: int = 0  # SPEC §10 card signals of its cards (DEBIT_MISMATCH is the day's)
+    signals_path: str = ""  # their file beside the legs ("" when there are none)
+
+
+DeviceCounts = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+# per boarding device (operator, device_id): its legs and its mismatching legs (SPEC §10
+# DEBIT_MISMATCH), int64 arrays of one entry per device: O(devices), not O(legs)
+
+EVIDENCE_SCHEMA = pa.schema([  # the boarding tap of a mismatching leg, for DEBIT_MISMATCH
+    pa.field("operator", pa.int64()), pa.field("device_id", pa.int64()),
+    pa.field("ts_ms", pa.int64()), pa.field("batch", pa.int64()),  # batch: acceptance order
+    pa.field(BATCH_ROW, pa.int64()), pa.field("device_seq", pa.int64()),
+    pa.field("city", pa.int64()),
+])
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,20 +456,39 @@ class PartitionResult:
     summary: Any  # the LegSummary's sums of this partition's legs (None without a summary)
     unpriceable: tuple[Unpriceable, ...]  # the first ``listed`` by (batch, row); no legs then
     unpriceable_count: int
+    devices: DeviceCounts | None = None  # None: no legs (unpriceable)
+    # the boarding taps of its mismatching legs (EVIDENCE_SCHEMA): kept on the worker, read
+    # by the task that writes the day's DEBIT_MISMATCH signals, never sent to the coordinator
+    evidence: pa.Table | None = None
+
+    def small(self) -> PartitionResult:
+        """This result without the evidence: what the coordinator receives."""
+        return dataclasses.replace(self, evidence=None)
 
 
 def price_partition(
     url: str, day: dt.date, partition: int, files: Sequence[tuple[str, int, Sequence[int]]],
     tariffs: TariffSet, revision: int, run: str, summary: LegSummary | None, listed: int,
+    earlier: Sequence[tuple[str, dt.date, Sequence[int]]] = (),
 ) -> PartitionResult:
-    """Read, check, match, price and store one partition's taps; a task of its own.
+    """Read, check, match, price and store one partition's taps, and compute its cards' risk
+    signals; a task of its own.
 
     ``files`` are (split, index of its batch in the day's acceptance order, the row groups of
     the partition's buckets), in that order: each card's taps stay in acceptance order, which
-    is all the fast path's stable sort needs to give the single-process legs.
+    is all the fast path's stable sort needs to give the single-process legs. ``earlier`` are
+    (split, its service day, the row groups of the partition's buckets) of the stored batch
+    files a replay reaches (``clearing.risk.replay_days``), in the order
+    ``clearing.risk_store.earlier_keys`` reads them: the card keys of the partition's cards on
+    those days, for CARD_SEQ_REPLAY.
+
+    The card signals (SPEC §10: every kind but DEBIT_MISMATCH) need only the card's own taps
+    and keys, so they are this partition's alone, in canonical order, in
+    ``signals-PPP.parquet`` beside the legs. DEBIT_MISMATCH is a device's over every card:
+    the task returns per-device counts of its legs (small) and keeps the boarding taps of its
+    mismatching legs in ``evidence`` for ``device_signals``.
     """
-    from clearing.accept import day_rules
-    from clearing.day import REVISION_KEY
+    # numba kernels (+0.19 s): this module is imported by clearing.day, for every reader of legs
     from clearing.fast import match_and_price_fast
 
     start = time.perf_counter()
@@ -453,22 +512,206 @@ def price_partition(
         first = bad[np.lexsort((rows[bad], batches[bad]))[:listed]]
         picked = taps.select(["operator", "line", "device_id", "device_seq", "ts_ms"]).take(
             pa.array(first)).to_pylist()
-        found = tuple((int(status[i]), int(batches[i]), int(rows[i]), *map(int, r.values()),
-                       partition) for i, r in zip(first.tolist(), picked, strict=True))
+        found = tuple((int(status[i]), int(batches[i]), int(rows[i]), int(r["operator"]),
+                       int(r["line"]), int(r["device_id"]), int(r["device_seq"]),
+                       int(r["ts_ms"]), partition)
+                      for i, r in zip(first.tolist(), picked, strict=True))
         stats = PartitionStats(partition, n, 0, len(files), read, 0,
                                time.perf_counter() - start, "")
-        return PartitionResult(stats, None, found, len(bad))  # type: ignore[arg-type]
+        return PartitionResult(stats, None, found, len(bad))
     legs = (match_and_price_fast(taps.select(list(TAP_COLUMNS)), tariffs) if n
             else LEG_SCHEMA.empty_table())
-    del taps
     legs = legs.replace_schema_metadata({REVISION_KEY: str(revision).encode(),
                                          RUN_KEY: run.encode(), PART_KEY: str(partition).encode()})
     rel = part_relpath(day, run, partition)
     written = _write_table(fs, _join(root, rel), legs)
+    # SPEC §10: after pricing, never fed back into the legs
+    signals = card_signals_of(day, taps, _earlier_keys(url, earlier))
+    sig_rel = ""
+    if signals.num_rows:
+        sig_rel = signals_relpath(day, run, partition)
+        written += _write_table(fs, _join(root, sig_rel), signals)
+    batches = np.repeat(np.array([b for _, b, _ in files], dtype=np.int64), sizes)
+    devices, evidence = device_tallies(legs, taps, batches)
+    del taps, batches
     sums = summary.of(legs, day) if summary is not None else None
     stats = PartitionStats(partition, n, legs.num_rows, len(files), read, written,
-                           time.perf_counter() - start, rel)
-    return PartitionResult(stats, sums, (), 0)
+                           time.perf_counter() - start, rel, signals.num_rows, sig_rel)
+    return PartitionResult(stats, sums, (), 0, devices, evidence)
+
+
+# --------------------------------------------------------------------------- risk signals
+
+
+def signals_relpath(day: dt.date, run: str, partition: int) -> str:
+    return f"{run_dir(day, run)}/signals-{partition:03d}.parquet"
+
+
+def device_signals_relpath(day: dt.date, run: str) -> str:
+    return f"{run_dir(day, run)}/signals-devices.parquet"
+
+
+def card_signals_of(day: dt.date, taps: pa.Table, earlier: Any) -> pa.Table:
+    """The card signals of a partition's taps (whole cards, with ``balance_fen``): the
+    single-process ``day_signals`` without legs, so every kind but DEBIT_MISMATCH, and each
+    card's rows exactly as the whole day's run gives them (a card's signals read only its own
+    taps and keys, and its taps keep their relative order)."""
+    from clearing.risk import day_signals  # numba kernels (+0.54 s), as in price_partition
+
+    return day_signals(day, taps.select(list(FULL_TAP_SCHEMA.names)), None, earlier=earlier)
+
+
+def _earlier_keys(url: str, earlier: Sequence[tuple[str, dt.date, Sequence[int]]]
+                  ) -> Iterator[Any]:
+    """``risk.EarlierKeys`` chunks of the partition's cards on the days a replay reaches: one
+    per split piece (its row groups of the partition's buckets, at most ``PIECE_ROWS`` taps),
+    card key only; the device key is read for the rows that replay (evidence), as
+    ``risk_store.earlier_keys`` does. Memory is one piece's keys, and every partition reads
+    only its own buckets' bytes. (A chunk per row group cost twice the time: a partition of
+    a 64-bucket day has hundreds of small row groups per day.)"""
+    # numba kernels (risk +0.54 s, tapstore +0.48 s), as in price_partition
+    from clearing.risk import EarlierKeys
+    from clearing.tapstore import CARD_KEY
+
+    fs, root = filesystem(url)
+    for rel, when, groups in earlier:
+        if not groups:
+            continue
+        with fs.open_input_file(_join(root, rel)) as f:
+            keys = pq.ParquetFile(f).read_row_groups(list(groups), columns=list(CARD_KEY))
+        yield EarlierKeys(when, {c: np.ascontiguousarray(keys.column(c).to_numpy())
+                                 for c in CARD_KEY},
+                          functools.partial(_split_device_rows, url, rel, tuple(groups)))
+
+
+def _split_device_rows(url: str, rel: str, groups: tuple[int, ...], rows: np.ndarray
+                       ) -> dict[str, np.ndarray]:
+    """The device key of some rows of some row groups of a split (a replay's evidence)."""
+    from clearing.tapstore import DEVICE_KEY  # numba kernels (+0.48 s), as in price_partition
+
+    fs, root = filesystem(url)
+    with fs.open_input_file(_join(root, rel)) as f:
+        keys = pq.ParquetFile(f).read_row_groups(list(groups), columns=list(DEVICE_KEY))
+    return {c: np.asarray(keys.column(c).to_numpy())[rows] for c in DEVICE_KEY}
+
+
+def device_tallies(legs: pa.Table, taps: pa.Table, batches: np.ndarray
+                   ) -> tuple[DeviceCounts, pa.Table]:
+    """Per boarding device, its legs and mismatching legs (``DeviceCounts``); and the boarding
+    tap of every mismatching leg (``EVIDENCE_SCHEMA``; ``batches`` is each tap's batch index).
+
+    Which legs mismatch is ``clearing.risk``'s rule (its leg columns), not restated here. A
+    leg's boarding tap is the tap with its card key ``(issuer, card_id, board_card_seq)``
+    (unique in a day) read by the leg's device, as the single-process evidence is.
+    """
+    # numba kernels (+0.54 s), as in price_partition
+    from clearing.risk import ReplayIndex, _mismatch_columns
+
+    op, dev, bad = _mismatch_columns(legs)
+    counts = pa.table({"operator": op, "device_id": dev,
+                       "bad": bad.astype(np.int64)}).group_by(
+        ["operator", "device_id"], use_threads=False).aggregate([("bad", "count"),
+                                                                 ("bad", "sum")])
+    o, d, n, m = (np.asarray(counts.column(c).to_numpy(), np.int64)
+                  for c in ("operator", "device_id", "bad_count", "bad_sum"))
+    devices: DeviceCounts = (o, d, n, m)
+    sel = np.flatnonzero(bad)
+    if len(sel) == 0 or taps.num_rows == 0:
+        return devices, EVIDENCE_SCHEMA.empty_table()
+    index = ReplayIndex.of({
+        "issuer": np.asarray(legs.column("issuer").to_numpy())[sel],
+        "card_id": np.asarray(legs.column("card_id").to_numpy())[sel],
+        "card_seq": np.asarray(legs.column("board_card_seq").to_numpy())[sel]})
+    pairs = index.probe({c: np.ascontiguousarray(taps.column(c).to_numpy())
+                         for c in ("issuer", "card_id", "card_seq")})
+    leg_at = np.array([i for i, _ in pairs], np.int64)
+    tap_at = np.array([j for _, j in pairs], np.int64)
+    t = taps.select(["operator", "device_id", "ts_ms", BATCH_ROW, "device_seq", "city"]).take(
+        pa.array(tap_at))
+    t_op = np.asarray(t.column("operator").to_numpy(), np.int64)
+    t_dev = np.asarray(t.column("device_id").to_numpy(), np.int64)
+    same = (t_op == op[sel][leg_at]) & (t_dev == dev[sel][leg_at])
+    keep = pa.array(np.flatnonzero(same))
+    out = {"operator": t_op[same], "device_id": t_dev[same],
+           "ts_ms": np.asarray(t.column("ts_ms").to_numpy(), np.int64)[same],
+           "batch": batches[tap_at[same]]}
+    for c in (BATCH_ROW, "device_seq", "city"):
+        out[c] = np.asarray(t.column(c).take(keep).to_numpy(), np.int64)
+    return devices, pa.table(out, schema=EVIDENCE_SCHEMA)
+
+
+def flagged_devices(parts: Sequence[DeviceCounts]) -> list[tuple[int, int, int, int]]:
+    """SPEC §10 DEBIT_MISMATCH over the whole day from the partitions' device counts:
+    ``(operator, device_id, mismatching legs, legs)`` of each device raising it, by device
+    (``risk.mismatch_devices``'s contract and thresholds)."""
+    if not parts:
+        return []
+    table = pa.table({k: np.concatenate([p[i] for p in parts]) for i, k in
+                      enumerate(("operator", "device_id", "n", "m"))})
+    total = table.group_by(["operator", "device_id"], use_threads=False).aggregate(
+        [("n", "sum"), ("m", "sum")])
+    o, d, n, m = (np.asarray(total.column(c).to_numpy(), np.int64)
+                  for c in ("operator", "device_id", "n_sum", "m_sum"))
+    at = np.flatnonzero((m >= MISMATCH_MIN_LEGS) & (100 * m > MISMATCH_SHARE_PERCENT * n))
+    at = at[np.lexsort((d[at], o[at]))]
+    return [(int(o[i]), int(d[i]), int(m[i]), int(n[i])) for i in at]
+
+
+def _flagged(flagged: Sequence[tuple[int, int]]) -> pa.Table:
+    return pa.table({"operator": pa.array([o for o, _ in flagged], pa.int64()),
+                     "device_id": pa.array([d for _, d in flagged], pa.int64()),
+                     "k": pa.array(np.arange(len(flagged), dtype=np.int64))})
+
+
+def flagged_evidence(part: PartitionResult, flagged: Sequence[tuple[int, int]]) -> pa.Table:
+    """A partition's evidence rows of the ``flagged`` devices only, with each one's index in
+    ``flagged`` (``k``); a task where the partition's result is, so only these rows move."""
+    ev = part.evidence if part.evidence is not None else EVIDENCE_SCHEMA.empty_table()
+    return _flagged_rows(ev, flagged)
+
+
+def _flagged_rows(evidence: pa.Table, flagged: Sequence[tuple[int, int]]) -> pa.Table:
+    return evidence.join(_flagged(flagged), ["operator", "device_id"], join_type="inner")
+
+
+def device_signals(url: str, day: dt.date, run: str, flagged: Sequence[tuple[int, int]],
+                   evidence: Sequence[pa.Table]) -> tuple[str, int]:
+    """Write the day's DEBIT_MISMATCH signals for the ``flagged`` devices from the partitions'
+    ``flagged_evidence``; a task on a worker, so the evidence never reaches the coordinator.
+    Returns the file (under the storage root) and its signals.
+
+    A signal's evidence is the boarding taps of its device's mismatching legs over every
+    partition, in time order, then in the day's tap order (batch, row): the single-process
+    order, whatever the partitions."""
+    from clearing.risk import SIGNAL_SCHEMA, RiskKind  # numba kernels (+0.54 s), as above
+
+    if not flagged:
+        return "", 0
+    tables = [t for t in evidence if t.num_rows]
+    ev = (pa.concat_tables(tables) if tables
+          else _flagged_rows(EVIDENCE_SCHEMA.empty_table(), flagged))
+    k = np.asarray(ev.column("k").to_numpy(), np.int64)
+    ts = np.asarray(ev.column("ts_ms").to_numpy(), np.int64)
+    batch = np.asarray(ev.column("batch").to_numpy(), np.int64)
+    row = np.asarray(ev.column(BATCH_ROW).to_numpy(), np.int64)
+    order = np.lexsort((row, batch, ts, k))
+    k, ts = k[order], ts[order]
+    seq = np.asarray(ev.column("device_seq").to_numpy(), np.int64)[order]
+    city = np.asarray(ev.column("city").to_numpy(), np.int64)[order]
+    cuts = np.searchsorted(k, np.arange(len(flagged) + 1))
+    rows = []
+    for g, (op, dev) in enumerate(flagged):
+        lo, hi = int(cuts[g]), int(cuts[g + 1])
+        rows.append({"service_day": day, "kind": RiskKind.DEBIT_MISMATCH.name, "issuer": None,
+                     "card_id": None, "operator": op, "device_id": dev,
+                     "city": int(city[hi - 1]) if hi > lo else 0,
+                     "ts_ms": int(ts[hi - 1]) if hi > lo else 0,
+                     "evidence": [{"service_day": day, "operator": op, "device_id": dev,
+                                   "device_seq": int(q)} for q in seq[lo:hi].tolist()]})
+    fs, root = filesystem(url)
+    rel = device_signals_relpath(day, run)
+    _write_table(fs, _join(root, rel), pa.Table.from_pylist(rows, schema=SIGNAL_SCHEMA))
+    return rel, len(rows)
 
 
 # --------------------------------------------------------------------------- the coordinator
@@ -481,6 +724,7 @@ class BatchFile:
     rel: str  # under the storage root (the data directory's layout)
     day_seq: int | None  # None: read from the file by its split task
     rows: int  # its taps (the database's count, or the file's footer)
+    day: dt.date | None = None  # an earlier day's file (for replays); None: the day cleared
 
 
 @dataclass(frozen=True, slots=True)
@@ -492,6 +736,20 @@ class ClusterRun:
     parts: tuple[PartitionResult, ...]
     summary: Any  # the merged sums (None without a summary or with unpriceable taps)
     seconds: tuple[tuple[str, float], ...] = ()  # wall time of each stage, as the coordinator saw
+    earlier: tuple[Split, ...] = ()  # splits of the earlier days' files a replay reaches
+    devices_path: str = ""  # the day's DEBIT_MISMATCH signals ("" when no device raises it)
+    device_signals: int = 0
+
+    @property
+    def signals(self) -> int:
+        return sum(p.stats.signals for p in self.parts) + self.device_signals
+
+    @property
+    def signal_paths(self) -> list[str]:
+        """The run's signal files, under the storage root: the partitions', then the day's
+        DEBIT_MISMATCH file (``read_signal_parts`` puts their rows in canonical order)."""
+        paths = [p.stats.signals_path for p in self.parts if p.stats.signals_path]
+        return [*paths, self.devices_path] if self.devices_path else paths
 
     @property
     def taps(self) -> int:
@@ -514,39 +772,65 @@ class ClusterRun:
 def clear_on_cluster(
     client: Any, url: str, day: dt.date, batches: Sequence[BatchFile], tariffs: TariffSet,
     partitions: int, revision: int, summary: LegSummary | None, listed: int,
+    earlier: Sequence[BatchFile] = (),
 ) -> ClusterRun:
-    """Split the day's batch files, then price its partitions, on the cluster of ``client``.
+    """Split the day's batch files, then price its partitions and compute their risk signals,
+    on the cluster of ``client``.
 
-    Sends only paths, partition numbers and the tariff set (scattered once to every worker);
-    receives only small results. ``partitions`` is capped at ``BUCKETS``.
+    ``earlier`` are the stored batch files a replay into ``day`` reaches (each with its
+    ``day``): they are split into card buckets too (once: a later clear, or the clear of
+    their own day, reuses the split) so each partition reads its own cards' earlier keys and
+    no other. Sends only paths, partition numbers and the tariff set (scattered once to every
+    worker); receives only small results: counts, partial sums and per-device leg counts.
+    The evidence of DEBIT_MISMATCH stays on the workers (``device_signals``).
+    ``partitions`` is capped at ``BUCKETS``.
     """
     partitions = max(1, min(partitions, BUCKETS))
     start = time.perf_counter()
     pieces = [(i, b, lo, min(lo + PIECE_ROWS, b.rows))
-              for i, b in enumerate(batches) for lo in range(0, b.rows, PIECE_ROWS)]
-    futures = client.map(split_batch, [url] * len(pieces), [day] * len(pieces),
+              for i, b in enumerate([*batches, *earlier]) for lo in range(0, b.rows, PIECE_ROWS)]
+    futures = client.map(split_batch, [url] * len(pieces),
+                         [b.day or day for _, b, _, _ in pieces],
                          [b.rel for _, b, _, _ in pieces], [b.day_seq for _, b, _, _ in pieces],
                          [lo for _, _, lo, _ in pieces], [hi for _, _, _, hi in pieces],
-                         [b.rows for _, b, _, _ in pieces], pure=False)
-    splits: list[Split] = client.gather(futures)
+                         [b.rows for _, b, _, _ in pieces],
+                         [b.day is not None for _, b, _, _ in pieces], pure=False)
+    done: list[Split] = client.gather(futures)
     split_s = time.perf_counter() - start
+    own = [(i, s) for (i, b, _, _), s in zip(pieces, done, strict=True) if b.day is None]
+    back = [(b.day, s) for (_, b, _, _), s in zip(pieces, done, strict=True)
+            if b.day is not None and s.key]
     run = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
-    plans = [[(split_relpath(day, s.key), i, groups) for (i, _, _, _), s in zip(pieces, splits,
-                                                                              strict=True)
+    plans = [[(split_relpath(day, s.key), i, groups) for i, s in own
               if (groups := s.row_groups(partition_buckets(p, partitions)))]
              for p in range(partitions)]
+    replays = [[(split_relpath(when, s.key), when, groups) for when, s in back
+                if (groups := s.row_groups(partition_buckets(p, partitions)))]
+               for p in range(partitions)]
     shared = client.scatter(tariffs, broadcast=True)
-    futures = client.map(price_partition, [url] * partitions, [day] * partitions,
-                         list(range(partitions)), plans, tariffs=shared, revision=revision,
-                         run=run, summary=summary, listed=listed, pure=False)
-    parts: list[PartitionResult] = client.gather(futures)
+    futures = [client.submit(price_partition, url, day, p, plans[p], tariffs=shared,
+                             revision=revision, run=run, summary=summary, listed=listed,
+                             earlier=replays[p], pure=False) for p in range(partitions)]
+    # the partitions' small results; their evidence stays where it was computed
+    parts: list[PartitionResult] = client.gather(
+        client.map(PartitionResult.small, futures, pure=False))
     price_s = time.perf_counter() - start - split_s
-    merged = None
-    if summary is not None and not any(p.unpriceable_count for p in parts):
-        merged = summary.merge([p.summary for p in parts], day)
-    return ClusterRun(run, tuple(splits), tuple(parts), merged,
+    merged, devices_path, device_count = None, "", 0
+    if not any(p.unpriceable_count for p in parts):
+        if summary is not None:
+            merged = summary.merge([p.summary for p in parts], day)
+        flagged = flagged_devices([p.devices for p in parts if p.devices is not None])
+        if flagged:
+            keys = [(o, d) for o, d, _, _ in flagged]
+            picked = client.map(flagged_evidence, futures, flagged=keys, pure=False)
+            devices_path, device_count = client.submit(
+                device_signals, url, day, run, keys, picked, pure=False).result()
+            del picked
+    del futures
+    return ClusterRun(run, tuple(s for _, s in own), tuple(parts), merged,
                       (("split", split_s), ("price", price_s),
-                       ("merge", time.perf_counter() - start - split_s - price_s)))
+                       ("merge", time.perf_counter() - start - split_s - price_s)),
+                      tuple(s for _, s in back), devices_path, device_count)
 
 
 # --------------------------------------------------------------------------- reading, tidying
@@ -558,19 +842,55 @@ def read_parts(url: str, parts: Sequence[str]) -> pa.Table:
     Each part holds whole cards in canonical order; the cards of different parts interleave
     in it, so the concatenation is sorted once (the same order the single-process run writes).
     """
+    tables = _read_part_files(url, parts, LEG_SCHEMA, "legs")
+    if not tables:
+        return LEG_SCHEMA.empty_table()
+    return sort_legs(pa.concat_tables(tables).replace_schema_metadata(None))
+
+
+def _read_part_files(url: str, parts: Sequence[str], schema: pa.Schema, what: str
+                     ) -> list[pa.Table]:
+    """The run's part files of one kind as tables; a file gone means the day was cleared again
+    while it was read (its run was superseded and removed): STATE_CONFLICT, read again."""
     fs, root = filesystem(url)
     tables = []
     for rel in parts:
         try:
             with fs.open_input_file(_join(root, rel)) as f:
-                tables.append(pq.read_table(f, schema=LEG_SCHEMA))
+                tables.append(pq.read_table(f, schema=schema))
         except FileNotFoundError:
-            raise StateError(f"a legs file of the day is gone ({rel}): the day was cleared "
+            raise StateError(f"a {what} file of the day is gone ({rel}): the day was cleared "
                              "again meanwhile; read it again",
                              code=ErrorCode.STATE_CONFLICT) from None
+    return tables
+
+
+def read_signal_parts(url: str, parts: Sequence[str]) -> pa.Table:
+    """A partitioned day's risk signals in canonical order, as the single-process clear
+    writes them (``clearing.risk``: by kind, issuer, card, operator, device, time).
+
+    Each part is in that order and holds whole cards (the day's DEBIT_MISMATCH signals, one
+    per device, are a part of their own); rows that tie on the key are one card's, so a
+    stable sort of the parts put together is the single-process table.
+    """
+    from clearing.risk import SIGNAL_SCHEMA, RiskKind  # numba kernels (+0.54 s), as above
+
+    tables = _read_part_files(url, parts, SIGNAL_SCHEMA, "signals")
     if not tables:
-        return LEG_SCHEMA.empty_table()
-    return sort_legs(pa.concat_tables(tables).replace_schema_metadata(None))
+        return SIGNAL_SCHEMA.empty_table()
+    table = pa.concat_tables(tables).replace_schema_metadata(None)
+    if len(tables) == 1:
+        return table
+    rank = {k.name: int(k) for k in RiskKind}
+    kind = np.array([rank[k] for k in table.column("kind").to_pylist()], np.int64)
+
+    def col(name: str) -> np.ndarray:
+        return np.asarray(table.column(name).fill_null(0).to_numpy(), np.int64) if (
+            name != "card_id") else np.asarray(table.column(name).fill_null(0).to_numpy())
+
+    order = np.lexsort((col("ts_ms"), col("device_id"), col("operator"), col("card_id"),
+                        col("issuer"), kind))
+    return table.take(pa.array(order))
 
 
 def remove_runs(url: str, day: dt.date, keep: str | None = None) -> list[str]:

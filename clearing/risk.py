@@ -8,7 +8,9 @@ sorts). The replay signal streams earlier days' stored keys, as far back as
 ``REPLAY_REACH_DAYS``, through a hash table of the day's card keys, as de-duplication does
 (``clearing.tapstore``), so memory follows the day and time the reach, not history.
 DEBIT_MISMATCH counts each boarding device's legs in a hash table of the devices.
-``clearing.risk_reference`` is the plain twin of each kernel.
+This module is the orchestration (inputs checked, blocks cut, threads run, results turned into
+the signal table); the compiled loops are in ``clearing.risk_kernels``, and
+``clearing.risk_reference`` is the plain twin of each.
 """
 
 from __future__ import annotations
@@ -16,46 +18,48 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import enum
-import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache, partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from numba import njit
 
 from clearing import risk_reference as ref
 from clearing.errors import InputError
 from clearing.fast import thread_count
-from clearing.legs import DebitKind
+from clearing.legs import PENALTY_STATUSES, DebitKind, legs_from_table
+from clearing.risk_kernels import (
+    BLOCK_FIELDS,
+    count_devices,
+    device_lookup,
+    gather_order,
+    gather_records,
+    key_filter,
+    lookup_coordinates,
+    order_cut,
+    probe_filtered,
+    probe_records,
+    record_cut,
+    walk,
+)
 from clearing.sorting import (
     RECORD_COLUMNS,
     TAP_WORDS,
     W_CARD,
+    W_KEY,
     W_ROW,
-    rec_card_seq,
-    rec_debit,
-    rec_issuer,
-    rec_row,
-    rec_stop,
-    rec_ts,
+    W_SEQ_STOP,
     run_parallel,
     sort_tap_records,
     sort_taps,
 )
-from clearing.taps import balances
-from clearing.tapstore import (
-    _CARD_SEED,
-    _DEVICE_SEED,
-    CARD_KEY,
-    DEVICE_KEY,
-    _group_kernel,
-    _mix,
-    probe_key,
-)
+from clearing.taps import TAP_SCHEMA, balances
+from clearing.tapstore import _CARD_SEED, CARD_KEY, DEVICE_KEY, _group_kernel
+from tariffs.registry import DEFAULT_REGISTRY_DIR
 
 
 class RiskKind(enum.IntEnum):
@@ -104,8 +108,6 @@ def stop_coordinates(registry_dir: Path | None = None) -> Mapping[int, tuple[flo
     """WGS-84 (lat, lon) of every registry stop that has them: stops whose ``source`` names a
     station of ``wuhan-metro/stations.csv`` (``osm:<station_id>``). Other stops have none,
     so IMPOSSIBLE_TRAVEL skips them (SPEC §10)."""
-    from tariffs.registry import DEFAULT_REGISTRY_DIR
-
     root = Path(registry_dir or DEFAULT_REGISTRY_DIR)
     stations: dict[str, tuple[float, float]] = {}
     path = root / "wuhan-metro" / "stations.csv"
@@ -130,23 +132,9 @@ def tap_coordinates(stop: np.ndarray, coords: Mapping[int, tuple[float, float]]
     if not coords or n == 0:
         return np.full(n, np.nan), np.full(n, np.nan)
     dense_lat, dense_lon = _dense(tuple(sorted(coords.items())))
-    return _lookup_coordinates(np.ascontiguousarray(stop), dense_lat, dense_lon)
+    return lookup_coordinates(np.ascontiguousarray(stop), dense_lat, dense_lon)
 
 
-@njit(cache=True, nogil=True)
-def _lookup_coordinates(stop, dense_lat, dense_lon):  # type: ignore[no-untyped-def]  # pragma: no cover
-    # one pass, where masks and fancy indexing made five over ten million taps
-    lat = np.empty(len(stop), np.float64)
-    lon = np.empty(len(stop), np.float64)
-    for i in range(len(stop)):
-        s = np.int64(stop[i])
-        if 0 <= s < len(dense_lat):
-            lat[i] = dense_lat[s]
-            lon[i] = dense_lon[s]
-        else:
-            lat[i] = np.nan
-            lon[i] = np.nan
-    return lat, lon
 
 
 @cache
@@ -164,191 +152,22 @@ def _dense(items: tuple[tuple[int, tuple[float, float]], ...]) -> tuple[np.ndarr
 # Per-card signals: one pass in card order
 
 CARD_BLOCK = 1 << 18  # taps brought into card order at a time: memory stays small at 10M
-_BACKWARDS = np.int64(ref.CARD_SEQ_BACKWARDS)  # the kinds as the compiled walk emits them
-_BREAK = np.int64(ref.BALANCE_BREAK)
-_TRAVEL = np.int64(ref.IMPOSSIBLE_TRAVEL)
-# a block's fields in card order, rows of one int64 array (card ids and coordinates apart)
-_ISSUER, _TS, _SEQ, _DEBIT, _BALANCE, _ROW = range(6)
 
 
-@njit(cache=True, nogil=True)
-def _metres(lat1, lon1, lat2, lon2):  # type: ignore[no-untyped-def]  # pragma: no cover
-    # the same formula, operation for operation, as risk_reference.haversine_metres
-    p1 = math.radians(lat1)
-    p2 = math.radians(lat2)
-    dp = p2 - p1
-    dl = math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    d = 2.0 * 6_371_008.8 * math.asin(math.sqrt(min(1.0, a)))
-    return np.int64(math.floor(d + 0.5))
 
 
-@njit(cache=True, nogil=True)
-def _order_cut(order, card, issuer, at):  # type: ignore[no-untyped-def]  # pragma: no cover
-    """The first position >= ``at`` of ``order`` where a card starts (its length if none)."""
-    n = len(order)
-    while 0 < at < n and card[order[at]] == card[order[at - 1]] \
-            and issuer[order[at]] == issuer[order[at - 1]]:
-        at += 1
-    return min(at, n)
 
 
-@njit(cache=True, nogil=True)
-def _record_cut(records, at):  # type: ignore[no-untyped-def]  # pragma: no cover
-    """The first record >= ``at`` where a card starts (the record count if none)."""
-    n = records.shape[0]
-    while 0 < at < n and records[at, W_CARD] == records[at - 1, W_CARD] \
-            and rec_issuer(records, at) == rec_issuer(records, at - 1):
-        at += 1
-    return min(at, n)
 
 
-@njit(cache=True, nogil=True)
-def _gather_order(order, lo, hi, seen, card, issuer, ts, seq, debit, bal, lat, lon,  # type: ignore[no-untyped-def]
-                  c, f, geo):  # pragma: no cover - compiled
-    """Positions [lo, hi) of ``order`` into the block buffers (``c`` card ids, ``f`` the int
-    fields, ``geo`` lat and lon), one column at a time; marks each row in ``seen``.
-
-    A tight gather per column streams through memory far faster than the card walk reading
-    each tap's fields through ``order`` (a cache miss per field, stalled by its branches).
-    """
-    rows = order[lo:hi]
-    m = hi - lo
-    for k in range(m):
-        c[k] = card[rows[k]]
-        seen[rows[k]] = True
-        f[_ROW, k] = rows[k]
-    for k in range(m):
-        f[_ISSUER, k] = issuer[rows[k]]
-    for k in range(m):
-        f[_TS, k] = ts[rows[k]]
-    for k in range(m):
-        f[_SEQ, k] = seq[rows[k]]
-    for k in range(m):
-        f[_DEBIT, k] = debit[rows[k]]
-    for k in range(m):
-        f[_BALANCE, k] = bal[rows[k]]
-    for k in range(m):
-        geo[0, k] = lat[rows[k]]
-    for k in range(m):
-        geo[1, k] = lon[rows[k]]
 
 
-@njit(cache=True, nogil=True)
-def _gather_records(records, lo, hi, seen, bal, dense_lat, dense_lon, c, f, geo):  # type: ignore[no-untyped-def]  # pragma: no cover
-    """Records [lo, hi) (pricing's, already in card order) into the block buffers: their
-    fields are read in sequence; only ``bal`` (empty: no balances) is gathered by row, and
-    coordinates come from the stop's entry in the small dense tables. False when a record's
-    row is not a row of ``seen``."""
-    n = len(seen)
-    for k in range(hi - lo):
-        i = lo + k
-        r = rec_row(records, i)
-        if r < 0 or r >= n:
-            return False
-        seen[r] = True
-        c[k] = records[i, W_CARD]
-        f[_ROW, k] = r
-        f[_ISSUER, k] = rec_issuer(records, i)
-        f[_TS, k] = rec_ts(records, i)
-        f[_SEQ, k] = rec_card_seq(records, i)
-        f[_DEBIT, k] = rec_debit(records, i)
-        s = rec_stop(records, i)
-        if s < len(dense_lat):  # as tap_coordinates
-            geo[0, k] = dense_lat[s]
-            geo[1, k] = dense_lon[s]
-        else:
-            geo[0, k] = np.nan
-            geo[1, k] = np.nan
-    if len(bal) == 0:
-        for k in range(hi - lo):
-            f[_BALANCE, k] = -1  # clearing.taps.BALANCE_UNKNOWN
-    else:
-        for k in range(hi - lo):
-            f[_BALANCE, k] = bal[f[_ROW, k]]
-    return True
 
 
-@njit(cache=True, nogil=True)
-def _walk(m, c, f, geo):  # type: ignore[no-untyped-def]  # pragma: no cover
-    """The per-card signals of a block of ``m`` taps in card order (whole cards), as
-    ``(kind, a, b)`` table rows in the order found, and whether the block really is in card
-    order (the key (card, issuer, ts_ms, card_seq) never goes down)."""
-    iss, t, q, d, b, rows = f[_ISSUER], f[_TS], f[_SEQ], f[_DEBIT], f[_BALANCE], f[_ROW]
-    la, lo_ = geo[0], geo[1]
-    for k in range(1, m):
-        if c[k] != c[k - 1]:
-            if c[k] < c[k - 1]:
-                return np.empty((0, 3), np.int64), False
-        elif iss[k] != iss[k - 1]:
-            if iss[k] < iss[k - 1]:
-                return np.empty((0, 3), np.int64), False
-        elif t[k] != t[k - 1]:
-            if t[k] < t[k - 1]:
-                return np.empty((0, 3), np.int64), False
-        elif q[k] < q[k - 1]:
-            return np.empty((0, 3), np.int64), False
-    out = np.empty((16, 3), np.int64)
-    found = 0
-    i = 0
-    while i < m:
-        j = i + 1
-        while j < m and c[j] == c[i] and iss[j] == iss[i]:
-            j += 1
-        prev_sv = -1
-        monotonic = True
-        for k in range(i, j):
-            if d[k] >= 0:
-                if prev_sv >= 0 and q[k] < q[prev_sv]:
-                    out, found = _emit(out, found, _BACKWARDS, rows[prev_sv], rows[k])
-                prev_sv = k
-            if k > i:
-                p = k - 1
-                if q[k] < q[p]:
-                    monotonic = False
-                # SPEC §10: a tap without coordinates is skipped, nothing pairs across it
-                if not (np.isnan(la[k]) or np.isnan(la[p])):
-                    dt_ = t[k] - t[p]
-                    # the arc is at most R(|dphi| + |dlambda|): most pairs are too far apart in
-                    # time to be impossible, and need no trigonometry (0.1 % and 2 m of margin)
-                    bound = 6_371_008.8 * 1.001 * math.radians(
-                        abs(la[k] - la[p]) + abs(lo_[k] - lo_[p])) + 2.0
-                    if 24.0 * bound >= dt_:
-                        dist = _metres(la[p], lo_[p], la[k], lo_[k])
-                        if 24 * dist > dt_:
-                            out, found = _emit(out, found, _TRAVEL, rows[p], rows[k])
-        if j - i > 1:
-            if monotonic:  # the usual case: counters already in order, no sort needed
-                for k in range(i + 1, j):
-                    if _breaks(k - 1, k, q, d, b):
-                        out, found = _emit(out, found, _BREAK, rows[k - 1], rows[k])
-            else:  # stable: taps with one counter stay in (ts_ms, card_seq) order
-                by_seq = i + np.argsort(q[i:j], kind="mergesort")
-                for r in range(1, j - i):
-                    x, y = by_seq[r - 1], by_seq[r]
-                    if _breaks(x, y, q, d, b):
-                        out, found = _emit(out, found, _BREAK, rows[x], rows[y])
-        i = j
-    return out[:found], True
 
 
-@njit(inline="always")
-def _breaks(x, y, q, d, b):  # type: ignore[no-untyped-def]  # pragma: no cover
-    # SPEC §10 BALANCE_BREAK: counters n, n+1 leave no room for a top-up in between
-    return (q[y] - q[x] == 1 and d[x] >= 0 and d[y] >= 0 and b[x] >= 0 and b[y] >= 0
-            and b[y] != b[x] - d[y])
 
 
-@njit(inline="always")
-def _emit(out, found, kind, a, b):  # type: ignore[no-untyped-def]  # pragma: no cover
-    if found == len(out):  # signals are rare: grow by doubling
-        grown = np.empty((2 * len(out), 3), np.int64)
-        grown[:found] = out
-        out = grown
-    out[found, 0] = kind
-    out[found, 1] = a
-    out[found, 2] = b
-    return out, found + 1
 
 
 def signal_columns(taps: pa.Table) -> dict[str, np.ndarray]:
@@ -389,10 +208,10 @@ def card_signals(cols: Mapping[str, np.ndarray], lat: np.ndarray, lon: np.ndarra
                np.ascontiguousarray(lon, np.float64))
     cuts = [0]
     while cuts[-1] < n:
-        cuts.append(int(_order_cut(order, columns[0], columns[1], cuts[-1] + CARD_BLOCK)))
+        cuts.append(int(order_cut(order, columns[0], columns[1], cuts[-1] + CARD_BLOCK)))
 
     def gather(lo: int, hi: int, seen: np.ndarray, buf: _Block) -> bool:
-        _gather_order(order, lo, hi, seen, *columns, *buf)
+        gather_order(order, lo, hi, seen, *columns, *buf)
         return True
 
     return _walk_blocks(n, cuts, gather, threads, given)
@@ -423,10 +242,10 @@ def record_signals(records: np.ndarray, balance: np.ndarray | None,
              else (np.zeros(0), np.zeros(0)))
     cuts = [0]
     while cuts[-1] < n:
-        cuts.append(int(_record_cut(records, cuts[-1] + CARD_BLOCK)))
+        cuts.append(int(record_cut(records, cuts[-1] + CARD_BLOCK)))
 
     def gather(lo: int, hi: int, seen: np.ndarray, buf: _Block) -> bool:
-        return bool(_gather_records(records, lo, hi, seen, bal, dense[0], dense[1], *buf))
+        return bool(gather_records(records, lo, hi, seen, bal, dense[0], dense[1], *buf))
 
     return _walk_blocks(n, cuts, gather, threads, True)
 
@@ -444,12 +263,12 @@ def _walk_blocks(n: int, cuts: list[int], gather: Callable[..., bool], threads: 
 
     def work(mine: list[tuple[int, int]]) -> list[tuple[np.ndarray, bool]]:
         size = max(hi - lo for lo, hi in mine)
-        buf = (np.empty(size, np.uint64), np.empty((6, size), np.int64),
+        buf = (np.empty(size, np.uint64), np.empty((BLOCK_FIELDS, size), np.int64),
                np.empty((2, size), np.float64))  # once per worker: fresh pages cost
         out = []
         for lo, hi in mine:
             ok = gather(lo, hi, seen, buf)
-            out.append(_walk(hi - lo, *buf) if ok else (np.zeros((0, 3), np.int64), False))
+            out.append(walk(hi - lo, *buf) if ok else (np.zeros((0, 3), np.int64), False))
         return out
 
     walked = [part for parts in run_parallel([partial(work, blocks[w::workers])
@@ -459,6 +278,35 @@ def _walk_blocks(n: int, cuts: list[int], gather: Callable[..., bool], threads: 
     pairs = np.concatenate([np.zeros((0, 3), np.int64), *(found for found, _ in walked)])
     # a later tap b has at most one partner per kind: (kind, b) orders the rows fully
     return pairs[np.lexsort((pairs[:, 2], pairs[:, 0]))]
+
+
+RECORDS_CHECKED = 4096  # records whose row is read back from the table (see below)
+
+
+def _check_records_name_taps(records: np.ndarray, taps: pa.Table) -> None:
+    """Raise ``RISK_BAD_ORDER`` unless ``records`` can be the sorted records of ``taps``: one
+    per row, and at ``RECORDS_CHECKED`` records spread over them, the table's row ``W_ROW``
+    holds the record's card key. The walk reads the taps' fields from the records and only
+    ``balance_fen`` and the evidence from the table, so records of another table, or of the
+    same taps in another row order, would otherwise give wrong balances and evidence.
+    """
+    n = records.shape[0]
+    if records.ndim != 2 or records.shape[1] != TAP_WORDS or n != taps.num_rows:
+        raise _bad_order(taps.num_rows)
+    if n == 0:
+        return
+    at = np.unique(np.linspace(0, n - 1, min(n, RECORDS_CHECKED)).astype(np.int64))
+    rows = records[at, W_ROW].astype(np.int64)
+    if int(rows.max()) >= n:
+        raise _bad_order(n)
+    got = taps.select(["card_id", "issuer", "card_seq"]).take(pa.array(rows))
+    key = records[at, W_SEQ_STOP] & np.uint64(0xFFFFFFFF)
+    if not (np.array_equal(np.asarray(got.column("card_id").to_numpy()), records[at, W_CARD])
+            and np.array_equal(np.asarray(got.column("issuer").to_numpy(), np.uint64),
+                               records[at, W_KEY] >> np.uint64(48))
+            and np.array_equal(np.asarray(got.column("card_seq").to_numpy()).view(np.uint32),
+                               key.astype(np.uint32))):
+        raise _bad_order(n)
 
 
 def _bad_order(n: int) -> InputError:
@@ -489,11 +337,12 @@ class ReplayIndex:
     table: np.ndarray
     members: dict[int, list[int]]  # a key group's rows, for the rare group of several rows
     bits: np.ndarray  # the filter: uint64 words
-    shift: int  # a key's filter bit: _filter_hash(key) >> shift
+    shift: int  # a key's filter bit: filter_hash(key) >> shift
 
     @classmethod
     def of(cls, today: Mapping[str, np.ndarray]) -> ReplayIndex:
-        k = tuple(np.ascontiguousarray(today[c]) for c in ("issuer", "card_id", "card_seq"))
+        k0, k1, k2 = (np.ascontiguousarray(today[c]) for c in ("issuer", "card_id", "card_seq"))
+        k = (k0, k1, k2)
         n = len(k[0])
         table, group = _group_kernel(k[0], k[1], k[2], np.ones(n, np.bool_), _CARD_SEED)
         members: dict[int, list[int]] = {}
@@ -501,15 +350,15 @@ class ReplayIndex:
         for r in np.flatnonzero(group != np.arange(n)).tolist():
             members.setdefault(int(group[r]), [int(group[r])]).append(r)
         log2 = max(6, int(FILTER_BITS_PER_KEY * max(n, 1) - 1).bit_length())
-        bits = _key_filter(k[0], k[1], k[2], log2)
-        return cls(k, table, members, bits, 64 - log2)  # type: ignore[arg-type]
+        bits = key_filter(k[0], k[1], k[2], log2)
+        return cls(k, table, members, bits, 64 - log2)
 
     def probe(self, chunk: Mapping[str, np.ndarray]) -> list[tuple[int, int]]:
         """``(day row, chunk row)`` of every stored key in ``chunk`` that the day has."""
         s = [np.ascontiguousarray(chunk[c]) for c in ("issuer", "card_id", "card_seq")]
         if len(s[0]) == 0 or len(self.keys[0]) == 0:
             return []
-        hit = _probe_filtered(self.bits, self.shift, self.table, *self.keys, s[0], s[1], s[2])
+        hit = probe_filtered(self.bits, self.shift, self.table, *self.keys, s[0], s[1], s[2])
         out: list[tuple[int, int]] = []
         for j in np.flatnonzero(hit >= 0).tolist():
             g = int(hit[j])
@@ -517,55 +366,12 @@ class ReplayIndex:
         return out
 
 
-@njit(inline="always")
-def _filter_hash(issuer, card, seq):  # type: ignore[no-untyped-def]  # pragma: no cover
-    # two multiplies, where the table's hash takes six: card ids are keyed hashes already
-    # (SPEC §3), and the final multiply's top bits spread any ids (Fibonacci hashing)
-    k = (np.uint64(card) ^ (np.uint64(seq) * np.uint64(0x9E3779B97F4A7C15))
-         ^ (np.uint64(issuer) << np.uint64(48)))
-    return k * np.uint64(0xD6E8FEB86659FD93)
 
 
-@njit(cache=True, nogil=True)
-def _key_filter(k0, k1, k2, log2):  # type: ignore[no-untyped-def]  # pragma: no cover
-    """A bitmap of 2**log2 bits with the bit of every key set (``_filter_hash``'s top bits)."""
-    bits = np.zeros(1 << (log2 - 6), np.uint64)
-    shift = np.uint64(64 - log2)
-    for i in range(len(k0)):
-        b = _filter_hash(k0[i], k1[i], k2[i]) >> shift
-        bits[b >> np.uint64(6)] |= np.uint64(1) << (b & np.uint64(63))
-    return bits
 
 
-@njit(cache=True, nogil=True)
-def _probe_filtered(bits, shift, table, k0, k1, k2, s0, s1, s2):  # type: ignore[no-untyped-def]  # pragma: no cover
-    """``tapstore.probe_groups`` behind the filter: the same hash, the same table, so the
-    same answer; a key whose filter bit is clear is absent and skips the table."""
-    sh = np.uint64(shift)
-    out = np.full(len(s0), -1, np.int64)
-    for i in range(len(s0)):
-        b = _filter_hash(s0[i], s1[i], s2[i]) >> sh
-        if (bits[b >> np.uint64(6)] >> (b & np.uint64(63))) & np.uint64(1) == 0:
-            continue
-        out[i] = probe_key(table, k0, k1, k2, _CARD_SEED, s0[i], s1[i], s2[i])
-    return out
 
 
-@njit(cache=True, nogil=True)
-def _probe_records(bits, shift, table, k0, k1, k2, records):  # type: ignore[no-untyped-def]  # pragma: no cover
-    """``_probe_filtered`` with the probing keys read from tap records in sequence: per
-    record, the key group it hits, -1 for none."""
-    sh = np.uint64(shift)
-    out = np.full(records.shape[0], -1, np.int64)
-    for i in range(records.shape[0]):
-        s0 = rec_issuer(records, i)
-        s1 = records[i, W_CARD]
-        s2 = rec_card_seq(records, i)
-        b = _filter_hash(s0, s1, s2) >> sh
-        if (bits[b >> np.uint64(6)] >> (b & np.uint64(63))) & np.uint64(1) == 0:
-            continue
-        out[i] = probe_key(table, k0, k1, k2, _CARD_SEED, s0, s1, s2)
-    return out
 
 
 def replay_hits(today: Mapping[str, np.ndarray],
@@ -581,6 +387,11 @@ def replay_hits(today: Mapping[str, np.ndarray],
 
 def mismatch_devices(legs: pa.Table) -> list[tuple[int, int, int, int]]:
     """Same contract as ``risk_reference.mismatch_devices``, vectorised over a leg table.
+
+    SPEC §10 DEBIT_MISMATCH per boarding device: ``m >= 20`` and ``100 * m > n``, where ``n``
+    counts every leg boarded at the device, penalty legs included, and ``m`` the mismatching
+    ones; a penalty leg (INCOMPLETE, OVERTIME, ORPHAN_EXIT: ``clearing.legs.PENALTY_STATUSES``,
+    SPEC §5) never counts in ``m`` (the owner's reading, see ``_mismatch_columns``).
 
     Legs come in card order, not device order, but a device's legs need only be counted, not
     put side by side: one pass over a hash table of the boarding devices (a few thousand; it
@@ -598,14 +409,28 @@ def mismatch_devices(legs: pa.Table) -> list[tuple[int, int, int, int]]:
             for o, d, a, b in zip(g_op[at], g_dev[at], m[at], n[at], strict=True)]
 
 
+_PENALTY_CODES = np.array(sorted(int(s) for s in PENALTY_STATUSES), np.uint8)
+
+
 def _mismatch_columns(legs: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each leg's boarding (operator, device_id), and whether it mismatches (SPEC §10:
-    stored-value, charged differs from computed)."""
+    """Each leg's boarding (operator, device_id), and whether it counts as mismatching for
+    DEBIT_MISMATCH: SPEC §10 "stored-value, charged differs from computed", and not a penalty
+    leg (``risk_reference.counts_as_mismatch``, the rule both twins and the partitioned clear
+    apply).
+
+    A penalty leg is priced ``max_fare`` for the rider's missing or late tap (SPEC §6 step 1):
+    a stored-value INCOMPLETE leg is charged its entry's 0 while it computes the penalty, by
+    the SPEC itself, on any reader. The signal is about a device charging unlike the tariff (a
+    stale tariff), so penalty legs count among the device's legs but never as mismatching.
+    """
     op = np.ascontiguousarray(legs.column("operator").to_numpy(), dtype=np.int64)
     dev = np.ascontiguousarray(legs.column("board_device_id").to_numpy(), dtype=np.int64)
     bad = ((np.asarray(legs.column("debit_kind").to_numpy()) == int(DebitKind.STORED_VALUE))
            & (np.asarray(legs.column("charged_fen").to_numpy())
               != np.asarray(legs.column("computed_fen").to_numpy())))
+    sel = np.flatnonzero(bad)  # a few per cent of the legs: read their status only
+    status = np.asarray(legs.column("status").to_numpy())
+    bad[sel[np.isin(status[sel], _PENALTY_CODES)]] = False
     return op, dev, np.ascontiguousarray(bad)
 
 
@@ -616,49 +441,14 @@ def _device_counts(op: np.ndarray, dev: np.ndarray, bad: np.ndarray
     cache), not by the rows: it starts small and the count restarts larger when it fills."""
     cap = 4096
     while True:
-        g_op, g_dev, n, m, groups = _count_devices(op, dev, bad, cap)
+        g_op, g_dev, n, m, groups = count_devices(op, dev, bad, cap)
         if groups >= 0:
             return g_op[:groups], g_dev[:groups], n[:groups], m[:groups]
         cap *= 4
 
 
-@njit(cache=True, nogil=True)
-def _count_devices(op, dev, bad, cap):  # type: ignore[no-untyped-def]  # pragma: no cover
-    """``_device_counts`` with room for ``cap`` devices; -1 groups when there are more.
-    Open addressing at load <= 1/4."""
-    table = np.full(4 * cap, -1, np.int64)
-    mask = np.uint64(len(table) - 1)
-    g_op = np.empty(cap, np.int64)
-    g_dev = np.empty(cap, np.int64)
-    n = np.zeros(cap, np.int64)
-    m = np.zeros(cap, np.int64)
-    groups = 0
-    for i in range(len(op)):
-        slot = _device_hash(op[i], dev[i]) & mask
-        while True:
-            g = table[slot]
-            if g < 0 or (g_op[g] == op[i] and g_dev[g] == dev[i]):
-                break
-            slot = (slot + np.uint64(1)) & mask
-        if g < 0:
-            if groups == cap:
-                return g_op, g_dev, n, m, -1
-            g = groups
-            groups += 1
-            table[slot] = g
-            g_op[g] = op[i]
-            g_dev[g] = dev[i]
-        n[g] += 1
-        if bad[i]:
-            m[g] += 1
-    return g_op, g_dev, n, m, groups
 
 
-@njit(inline="always")
-def _device_hash(op, dev):  # type: ignore[no-untyped-def]  # pragma: no cover
-    # one splitmix round over the packed key (device ids fit 48 bits in practice; a wider id
-    # only collides more, the probe compares the full key)
-    return _mix(_DEVICE_SEED, (np.uint64(op) << np.uint64(48)) ^ np.uint64(dev))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -706,6 +496,7 @@ def day_signals(day: dt.date, taps: pa.Table, legs: pa.Table | None = None, *,
         lat, lon = tap_coordinates(day_taps["stop"], coords)
         pairs = ref.card_signals(cols, lat, lon)
     elif records is not None:
+        _check_records_name_taps(records, taps)
         pairs = record_signals(records, day_taps.balance(), coords)
     else:
         lat, lon = tap_coordinates(day_taps["stop"], coords)
@@ -714,8 +505,6 @@ def day_signals(day: dt.date, taps: pa.Table, legs: pa.Table | None = None, *,
     if legs is None:
         devices: list[tuple[int, int, int, int]] = []
     elif reference:
-        from clearing.legs import legs_from_table
-
         devices = ref.mismatch_devices(legs_from_table(legs))
     else:
         devices = mismatch_devices(legs)
@@ -756,22 +545,22 @@ class _DayTaps:
     def probe(self, index: ReplayIndex) -> tuple[np.ndarray, np.ndarray]:
         """(tap row, key group) of every tap whose card key ``index`` holds."""
         if self.records is not None:  # in sequence through the records: no column copied
-            hit = _probe_records(index.bits, index.shift, index.table, *index.keys, self.records)
+            hit = probe_records(index.bits, index.shift, index.table, *index.keys, self.records)
             at = np.flatnonzero(hit >= 0)
             return self.records[at, W_ROW].astype(np.int64), hit[at]
-        hit = _probe_filtered(index.bits, index.shift, index.table, *index.keys, self["issuer"],
+        hit = probe_filtered(index.bits, index.shift, index.table, *index.keys, self["issuer"],
                               self["card_id"], self["card_seq"])
         rows = np.flatnonzero(hit >= 0)
         return rows, hit[rows]
 
 
 def _replay_evidence(day_taps: _DayTaps, earlier: Iterable[EarlierKeys],
-                     reference: bool) -> dict[int, list[dict]]:
+                     reference: bool) -> dict[int, list[dict[str, Any]]]:
     """Per replayed tap of the day, its earlier taps (SPEC §10 evidence), one stored chunk
     at a time: only the hits outlive their chunk, so memory is the day's, not history's.
     The day's index is built on the first chunk: a day with nothing to reach pays nothing."""
     index: ReplayIndex | None = None
-    out: dict[int, list[dict]] = {}
+    out: dict[int, list[dict[str, Any]]] = {}
     for chunk in earlier:
         keys = {c: day_taps[c] for c in CARD_KEY}
         if reference:
@@ -792,7 +581,7 @@ def _replay_evidence(day_taps: _DayTaps, earlier: Iterable[EarlierKeys],
 
 
 def _assemble(day: dt.date, day_taps: _DayTaps, pairs: np.ndarray,
-              replayed: dict[int, list[dict]], devices: list[tuple[int, int, int, int]],
+              replayed: dict[int, list[dict[str, Any]]], devices: list[tuple[int, int, int, int]],
               legs: pa.Table | None) -> pa.Table:
     """Rows of SIGNAL_SCHEMA, sorted by (kind, issuer, card, time): one per signal.
 
@@ -816,10 +605,10 @@ def _assemble(day: dt.date, day_taps: _DayTaps, pairs: np.ndarray,
     def get(c: str, r: int) -> int:
         return int(picked[c][at[r]])
 
-    def tap(r: int) -> dict:
+    def tap(r: int) -> dict[str, Any]:
         return entries[at[r]]
 
-    def card_row(kind: RiskKind, evidence: list[dict], last: int) -> dict:
+    def card_row(kind: RiskKind, evidence: list[dict[str, Any]], last: int) -> dict[str, Any]:
         return {"service_day": day, "kind": kind.name, "issuer": get("issuer", last),
                 "card_id": get("card_id", last), "operator": get("operator", last),
                 "device_id": None, "city": get("city", last), "ts_ms": get("ts_ms", last),
@@ -851,36 +640,12 @@ def _device_index(operator: np.ndarray, device: np.ndarray,
     the rest)."""
     if not devices or len(operator) == 0:
         return np.full(len(operator), -1, np.int64)
-    return _device_lookup(np.ascontiguousarray(operator, dtype=np.int64),
+    return device_lookup(np.ascontiguousarray(operator, dtype=np.int64),
                           np.ascontiguousarray(device, dtype=np.int64),
                           np.array([o for o, _, _, _ in devices], np.int64),
                           np.array([d for _, d, _, _ in devices], np.int64))
 
 
-@njit(cache=True, nogil=True)
-def _device_lookup(op, dev, want_op, want_dev):  # type: ignore[no-untyped-def]  # pragma: no cover
-    size = 2
-    while size < 4 * len(want_op):
-        size <<= 1
-    mask = np.uint64(size - 1)
-    table = np.full(size, -1, np.int64)
-    for g in range(len(want_op)):
-        s = _device_hash(want_op[g], want_dev[g]) & mask
-        while table[s] >= 0:
-            s = (s + np.uint64(1)) & mask
-        table[s] = g
-    out = np.full(len(op), -1, np.int64)
-    for i in range(len(op)):
-        s = _device_hash(op[i], dev[i]) & mask
-        while True:
-            g = table[s]
-            if g < 0:
-                break
-            if want_op[g] == op[i] and want_dev[g] == dev[i]:
-                out[i] = g
-                break
-            s = (s + np.uint64(1)) & mask
-    return out
 
 
 def _group_of(index: ReplayIndex, n: int) -> np.ndarray:
@@ -945,8 +710,6 @@ def replay_days(day: dt.date) -> tuple[dt.date, dt.date]:
 def warm_up() -> None:
     """Compile (or load from numba's cache) the risk kernels ahead of first use, with the
     argument types clearing gives them."""
-    from clearing.taps import TAP_SCHEMA
-
     one: dict[str, np.ndarray] = {
         "card_id": np.array([1, 1], np.uint64), "issuer": np.array([1, 1], np.uint16),
         "ts_ms": np.array([0, 1], np.int64), "card_seq": np.array([2, 1], np.int32),
@@ -959,7 +722,7 @@ def warm_up() -> None:
     record_signals(records, one["balance_fen"], {1: (30.0, 114.0)})
     index = ReplayIndex.of(one)
     replay_hits(one, [one])
-    _probe_records(index.bits, index.shift, index.table, *index.keys, records)
+    probe_records(index.bits, index.shift, index.table, *index.keys, records)
     tap_coordinates(np.ones(2, np.uint32), {1: (30.0, 114.0)})
     device = np.array([1, 2], np.int64)
     _device_counts(device, device, np.array([True, False]))

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from clearing.legs import DebitKind, Leg
+from clearing.legs import PENALTY_STATUSES, DebitKind, Leg
 
 EARTH_RADIUS_M = 6_371_008.8  # SPEC §10: the mean Earth radius of the haversine
 MISMATCH_MIN_LEGS = 20  # SPEC §10 DEBIT_MISMATCH: at least this many mismatching legs ...
@@ -93,15 +93,31 @@ def replay_hits(today: Mapping[str, np.ndarray],
     return sorted(out)
 
 
+def counts_as_mismatch(leg: Leg) -> bool:
+    """Whether a leg counts among its boarding device's mismatching legs (SPEC §10
+    DEBIT_MISMATCH): stored-value, charged differs from computed, and not a penalty leg.
+
+    SPEC §10 counts penalty legs (INCOMPLETE, OVERTIME, ORPHAN_EXIT; SPEC §5) among "all legs
+    boarded at it" (``n``). The owner's reading, adopted for both twins: they never count as
+    mismatching (``m``). A penalty is the rider's missing tap, not the device charging unlike
+    the tariff (a stored-value INCOMPLETE leg is charged its entry's 0 while it computes
+    ``max_fare``, as SPEC §6 says it must); the signal is about a device running a stale tariff.
+    """
+    return (leg.status not in PENALTY_STATUSES and leg.debit_kind == DebitKind.STORED_VALUE
+            and leg.charged_fen != leg.computed_fen)
+
+
 def mismatch_devices(legs: list[Leg]) -> list[tuple[int, int, int, int]]:
     """SPEC §10 DEBIT_MISMATCH: ``(operator, device_id, mismatching legs, legs)`` of each
-    boarding device raising it, sorted by device."""
+    boarding device raising it, sorted by device: at least ``MISMATCH_MIN_LEGS`` legs that
+    ``counts_as_mismatch`` (``m``), and ``100 * m > n`` over all ``n`` legs boarded at it,
+    penalty legs included."""
     n: dict[tuple[int, int], int] = defaultdict(int)
     m: dict[tuple[int, int], int] = defaultdict(int)
     for leg in legs:
         device = (leg.operator, leg.board_device_id)
         n[device] += 1  # penalty legs included
-        if leg.debit_kind == DebitKind.STORED_VALUE and leg.charged_fen != leg.computed_fen:
+        if counts_as_mismatch(leg):  # penalty legs never
             m[device] += 1
     return sorted((op, dev, m[(op, dev)], n[(op, dev)]) for op, dev in n
                   if m[(op, dev)] >= MISMATCH_MIN_LEGS

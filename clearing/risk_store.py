@@ -2,7 +2,10 @@
 
 ``legs/day=D/signals.parquet`` holds the SPEC §10 signals of service day D (``clearing.risk``),
 replaced whole, atomically, whenever the day is cleared again; ``denylist/D.csv`` is the deny
-list readers download for day D. ``risk_summary`` is the body of ``tongka risk --date D``.
+list readers download for day D, less what issuers cleared (``clearing.risk_clearances``;
+``refresh_denylists`` rewrites the lists a clearing changes). ``risk_summary`` is the body of
+``tongka risk --date D``: like statements, it counts the signals as they happened, clearings
+or not.
 CARD_SEQ_REPLAY reads the card keys of the stored taps of the days a replay reaches
 (``earlier_keys``; ``risk.replay_days``: from ``REPLAY_REACH_DAYS`` back to two days back).
 """
@@ -11,12 +14,14 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import fcntl
 import io
 import os
 import queue
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -26,8 +31,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import Engine, select
 
+from clearing import tapstore
+from clearing.batches import Batch, BatchStatus
+from clearing.day import read_day_legs
+from clearing.db import session_factory
 from clearing.errors import StateError
+from clearing.legs_store import SIGNALS_FIELD, parts_manifest
 from clearing.parquet_io import TMP_SUFFIX, write_atomic
+from clearing.partition import read_signal_parts
 from clearing.risk import (
     DENY_KINDS,
     SIGNAL_SCHEMA,
@@ -36,7 +47,14 @@ from clearing.risk import (
     day_signals,
     replay_days,
 )
-from clearing.tapstore import CARD_KEY, DEVICE_KEY
+from clearing.risk_clearances import (
+    CardKey,
+    Clearance,
+    clearances,
+    cleared_through,
+    is_cleared,
+)
+from clearing.tapstore import CARD_KEY, DEVICE_KEY, read_day_taps
 
 DENY_WINDOW_DAYS = 30  # SPEC §10: signals of days [D-29, D]
 DENYLIST_DIR = "denylist"
@@ -63,14 +81,9 @@ def _earlier_files(data_dir: Path, day: dt.date, engine: Engine | None
     With an engine the committed, live batches say which (as ``read_day_taps`` does);
     without one, the files on disk.
     """
-    from clearing import tapstore
-
     first, last = replay_days(day)
     root = Path(data_dir)
     if engine is not None:
-        from clearing.batches import Batch, BatchStatus
-        from clearing.db import session_factory
-
         with session_factory(engine)() as session:
             days = sorted(session.scalars(
                 select(Batch.service_day).where(Batch.service_day >= first,
@@ -120,7 +133,8 @@ def _read_ahead(chunks: Iterator[EarlierKeys]) -> Iterator[EarlierKeys]:
     ``READ_AHEAD`` chunks wait; an error in the reader is raised here; a caller that stops
     early stops the reader at its next chunk.
     """
-    ready: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=READ_AHEAD)
+    # a chunk, the reader's error, or None when the chunks are done
+    ready: queue.Queue[EarlierKeys | BaseException | None] = queue.Queue(maxsize=READ_AHEAD)
     stop = threading.Event()
 
     def read() -> None:
@@ -128,26 +142,26 @@ def _read_ahead(chunks: Iterator[EarlierKeys]) -> Iterator[EarlierKeys]:
             for chunk in chunks:
                 while not stop.is_set():
                     try:
-                        ready.put(("chunk", chunk), timeout=0.1)
+                        ready.put(chunk, timeout=0.1)
                         break
                     except queue.Full:
                         continue
                 if stop.is_set():
                     return
-            ready.put(("done", None))
+            ready.put(None)
         except BaseException as error:  # handed to the caller, raised there
-            ready.put(("error", error))
+            ready.put(error)
 
     reader = threading.Thread(target=read, name="risk-replay-keys", daemon=True)
     reader.start()
     try:
         while True:
-            what, item = ready.get()
-            if what == "done":
+            item = ready.get()
+            if item is None:
                 return
-            if what == "error":
-                raise item  # type: ignore[misc]
-            yield item  # type: ignore[misc]
+            if isinstance(item, BaseException):
+                raise item
+            yield item
     finally:
         stop.set()
         while reader.is_alive():  # unblock a reader waiting on a full queue, then join it
@@ -181,12 +195,15 @@ def write_day_signals(data_dir: Path, day: dt.date, taps: pa.Table, legs: pa.Tab
     signals = day_signals(day, taps, legs, earlier=earlier_keys(data_dir, day, engine),
                           reference=reference, order=order, records=records)
     path = write_atomic(signals, signals_path(data_dir, day))
-    write_denylist(data_dir, day)
+    write_denylist(data_dir, day, engine=engine)
     return path
 
 
 def read_day_signals(data_dir: Path, day: dt.date) -> pa.Table | None:
     """The stored signals of a day; None when they were never computed."""
+    manifest = parts_manifest(data_dir, day)
+    if manifest is not None and SIGNALS_FIELD in manifest:  # a partitioned clear's parts
+        return read_signal_parts(manifest["storage"], manifest[SIGNALS_FIELD])
     path = signals_path(data_dir, day)
     if not path.is_file():
         return None
@@ -208,16 +225,25 @@ class DenyEntry:
     last_signal: dt.date
 
 
-def deny_list(data_dir: Path, day: dt.date) -> list[DenyEntry]:
-    """SPEC §10: every card with a deny-list kind signalled on a day in [D-29, D].
+def deny_list(data_dir: Path, day: dt.date,
+              cleared: Mapping[CardKey, dt.date] | None = None, *,
+              signals_of: Callable[[dt.date], pa.Table | None] | None = None
+              ) -> list[DenyEntry]:
+    """SPEC §10: every card with a deny-list kind signalled on a day in [D-29, D], less the
+    signals its issuer cleared: ``cleared`` maps a card to the day the clearing that applies to
+    day D reaches (``risk_clearances.applying``), and its signals of days up to that day do not
+    count. First, last and kinds come from the signals that remain.
 
-    Days never cleared (or cleared before signals existed) contribute nothing. Issuer
-    clearing (removing a card's signals up to the day its issuer cleared it) is not kept yet.
+    Days never cleared (or cleared before signals existed) contribute nothing. ``signals_of``
+    reads a day's signals (default ``read_day_signals``; a caller listing many days reads each
+    once).
     """
+    cleared = cleared or {}
+    signals_of = signals_of or partial(read_day_signals, data_dir)
     seen: dict[tuple[int, int], tuple[set[str], dt.date, dt.date]] = {}
     for back in range(DENY_WINDOW_DAYS - 1, -1, -1):
         when = day - dt.timedelta(days=back)
-        signals = read_day_signals(data_dir, when)
+        signals = signals_of(when)
         if signals is None:
             continue
         for kind, issuer, card in zip(signals.column("kind").to_pylist(),
@@ -225,29 +251,144 @@ def deny_list(data_dir: Path, day: dt.date) -> list[DenyEntry]:
                                       signals.column("card_id").to_pylist(), strict=True):
             if RiskKind[kind] not in DENY_KINDS or card is None:
                 continue
+            if is_cleared(cleared, (issuer, card), when):
+                continue
             kinds, first, _ = seen.get((issuer, card), (set(), when, when))
             seen[(issuer, card)] = (kinds | {kind}, first, when)
     return [DenyEntry(issuer, card, tuple(sorted(kinds, key=lambda k: RiskKind[k])), first, last)
             for (issuer, card), (kinds, first, last) in sorted(seen.items())]
 
 
-def write_denylist(data_dir: Path, day: dt.date) -> Path:
-    """Write ``denylist/D.csv`` wholly or not at all (temporary name, fsync, rename)."""
+def denylist_text(entries: list[DenyEntry]) -> str:
+    """A deny list as its CSV file holds it (``DENYLIST_FIELDS``)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(DENYLIST_FIELDS)
-    for e in deny_list(data_dir, day):
+    for e in entries:
         w.writerow([e.issuer, e.card_id, "|".join(e.kinds), e.first_signal.isoformat(),
                     e.last_signal.isoformat()])
+    return buf.getvalue()
+
+
+def read_denylist(data_dir: Path, day: dt.date) -> list[DenyEntry] | None:
+    """Day D's deny list as published (``denylist/D.csv``); None when none was written (the
+    day was never cleared)."""
     path = denylist_path(data_dir, day)
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader(f))
+    except FileNotFoundError:
+        return None
+    return [DenyEntry(int(r["issuer"]), int(r["card_id"]),
+                      tuple(k for k in r["kinds"].split("|") if k),
+                      dt.date.fromisoformat(r["first_signal"]),
+                      dt.date.fromisoformat(r["last_signal"])) for r in rows]
+
+
+def signal_days(data_dir: Path, last: dt.date) -> list[dt.date]:
+    """The days up to ``last`` that have a folder beside the legs (where their signals are
+    stored, if they were computed), newest first."""
+    days = []
+    for folder in (Path(data_dir) / "legs").glob("day=*"):
+        try:
+            day = dt.date.fromisoformat(folder.name.removeprefix("day="))
+        except ValueError:
+            continue
+        if day <= last:
+            days.append(day)
+    return sorted(days, reverse=True)
+
+
+def listed_cards(data_dir: Path, issuer: int, cards: set[int], last: dt.date) -> set[int]:
+    """Of ``cards`` of ``issuer``, those with a deny-list signal on a stored day up to ``last``:
+    the cards on the deny list of some day up to ``last``, clearings aside. Reads back from
+    ``last`` and stops once every card is found."""
+    found: set[int] = set()
+    for day in signal_days(data_dir, last):
+        table = read_day_signals(data_dir, day)
+        if table is None:
+            continue
+        for kind, who, card in zip(table.column("kind").to_pylist(),
+                                   table.column("issuer").to_pylist(),
+                                   table.column("card_id").to_pylist(), strict=True):
+            if who == issuer and card in cards and RiskKind[kind] in DENY_KINDS:
+                found.add(card)
+        if found == cards:
+            break
+    return found
+
+
+@contextmanager
+def _denylists_locked(data_dir: Path) -> Iterator[None]:
+    """One writer of deny lists at a time in a data directory. Each writer reads the clearings
+    inside the lock, so the last file written always reflects every committed clearing (two
+    clearings racing, or a clearing racing a day's clearing, would otherwise let the later
+    writer put back a list computed before the other's commit)."""
+    folder = Path(data_dir) / DENYLIST_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a+b") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+def _clearances(engine: Engine | None, last: dt.date) -> list[Clearance]:
+    """The recorded clearings that can apply to the deny lists of days up to ``last``."""
+    if engine is None:
+        return []
+    with session_factory(engine)() as session:
+        return clearances(session, through_by=last)
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write wholly or not at all (temporary name, fsync, rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}{TMP_SUFFIX}")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}{TMP_SUFFIX}")
     with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(buf.getvalue())
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def write_denylist(data_dir: Path, day: dt.date, *, engine: Engine | None = None) -> Path:
+    """Write ``denylist/D.csv`` wholly or not at all, less the clearings ``engine``'s database
+    holds (without an engine none is known: every caller that has one passes it)."""
+    path = denylist_path(data_dir, day)
+    with _denylists_locked(data_dir):
+        cleared = cleared_through(_clearances(engine, day), day)
+        _write_text(path, denylist_text(deny_list(data_dir, day, cleared)))
     return path
+
+
+def refresh_denylists(data_dir: Path, first: dt.date, last: dt.date, engine: Engine
+                      ) -> list[dt.date]:
+    """Rewrite the stored deny lists of days ``first`` to ``last`` whose contents the recorded
+    clearings change; returns those days. Lists never written stay unwritten (a day not yet
+    cleared gets its list, clearings applied, when it is). Running it again changes nothing."""
+    changed: list[dt.date] = []
+    read: dict[dt.date, pa.Table | None] = {}
+
+    def signals_of(when: dt.date) -> pa.Table | None:
+        if when not in read:
+            read[when] = read_day_signals(data_dir, when)
+        return read[when]
+
+    with _denylists_locked(data_dir):
+        found = _clearances(engine, last)
+        for back in range((last - first).days, -1, -1):
+            day = last - dt.timedelta(days=back)
+            path = denylist_path(data_dir, day)
+            if not path.is_file():
+                continue
+            text = denylist_text(deny_list(data_dir, day, cleared_through(found, day),
+                                           signals_of=signals_of))
+            if path.read_text(encoding="utf-8") != text:
+                _write_text(path, text)
+                changed.append(day)
+    return changed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,9 +415,6 @@ def risk_summary(data_dir: Path, day: dt.date, engine: Engine | None = None
     """
     signals = read_day_signals(data_dir, day)
     if signals is None:
-        from clearing.day import read_day_legs
-        from clearing.tapstore import read_day_taps
-
         legs = read_day_legs(data_dir, day)  # raises DAY_NOT_CLEARED
         taps = read_day_taps(data_dir, day, engine, optional=True)
         write_day_signals(data_dir, day, taps, legs, engine=engine)

@@ -24,9 +24,10 @@ and made pricing ten times slower.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from typing import TypeVar
 
 import numpy as np
 from numba import njit
@@ -38,6 +39,7 @@ MAX_BUCKET_BITS = 24  # at most 16M buckets
 TOP_BITS = 11  # 2048 top buckets: the scatter's write streams and counters stay in cache
 TAPS_PER_BUCKET = 8  # target mean bucket size: a few cards, finished by insertion sort
 INSERTION_MAX = 48  # larger buckets are merge-sorted
+_T = TypeVar("_T")  # what a job of run_parallel returns
 
 # One tap as a row of uint64 words. Words 0-2 are the sort key (card_id; issuer and ts offset;
 # card_seq in the low half of word 2); word 3 is the input row. ``sort_taps`` sorts only these
@@ -128,7 +130,7 @@ def sort_tap_records(chunks: Sequence[Mapping[str, np.ndarray]], threads: int = 
     return records
 
 
-def run_parallel(jobs: Sequence) -> list:  # type: ignore[type-arg]
+def run_parallel(jobs: Sequence[Callable[[], _T]]) -> list[_T]:
     """Run no-argument callables, on threads when there are several; their results in order.
 
     The kernels are ``nogil``: threads run them side by side.
@@ -139,11 +141,12 @@ def run_parallel(jobs: Sequence) -> list:  # type: ignore[type-arg]
         return list(pool.map(lambda job: job(), jobs))
 
 
-def _split_rows(pieces: list[list[np.ndarray]], parts: int) -> list[list[tuple[int, list]]]:
+def _split_rows(pieces: list[list[np.ndarray]], parts: int
+                ) -> list[list[tuple[int, list[np.ndarray]]]]:
     """The pieces cut into ``parts`` runs of about equal rows: [(first row, columns), ...]."""
     n = sum(len(p[0]) for p in pieces)
     bounds = [n * k // max(parts, 1) for k in range(max(parts, 1) + 1)]
-    out: list[list[tuple[int, list]]] = []
+    out: list[list[tuple[int, list[np.ndarray]]]] = []
     for k in range(len(bounds) - 1):
         lo, hi = bounds[k], bounds[k + 1]
         run, row0 = [], 0
@@ -157,14 +160,14 @@ def _split_rows(pieces: list[list[np.ndarray]], parts: int) -> list[list[tuple[i
     return out
 
 
-def _part_counts(part: list[tuple[int, list]], plan: np.ndarray) -> np.ndarray:
+def _part_counts(part: list[tuple[int, list[np.ndarray]]], plan: np.ndarray) -> np.ndarray:
     top = np.zeros((1 << int(plan[2])) + 1, dtype=np.int64)
     for _row0, cols in part:
         _count_tops(cols[0], plan, top)
     return top
 
 
-def _scatter_part(part: list[tuple[int, list]], plan: np.ndarray, fill: np.ndarray,
+def _scatter_part(part: list[tuple[int, list[np.ndarray]]], plan: np.ndarray, fill: np.ndarray,
                   tmin: int, records: np.ndarray) -> None:
     for row0, cols in part:
         _scatter_taps(*cols, plan, fill, row0, tmin, records)
@@ -298,7 +301,7 @@ def rec_ts(rec: np.ndarray, i: int) -> int:
 
 
 @njit(cache=True, nogil=True)
-def _card_range(card_id: np.ndarray):
+def _card_range(card_id: np.ndarray) -> tuple[int, int]:
     cmin = card_id[0]
     cmax = card_id[0]
     for i in range(card_id.size):
@@ -330,7 +333,9 @@ def _key_words(card: int, issuer: int, ts: int, tmin: int,
 
 
 @njit(cache=True, nogil=True)
-def _scatter_keys(card_id, issuer, ts_ms, card_seq, plan, fill, tmin, records) -> None:
+def _scatter_keys(card_id: np.ndarray, issuer: np.ndarray, ts_ms: np.ndarray,
+                  card_seq: np.ndarray, plan: np.ndarray, fill: np.ndarray, tmin: int,
+                  records: np.ndarray) -> None:
     """Counting-sort scatter of (card, key, card_seq, row) records into top-bucket order."""
     for i in range(card_id.size):
         b = _top_of(card_id[i], plan)
@@ -345,8 +350,11 @@ def _scatter_keys(card_id, issuer, ts_ms, card_seq, plan, fill, tmin, records) -
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _put_tap(records, p, i, row, card_id, issuer, ts_ms, card_seq, stop, device_id, operator,
-             tap_type, product, line, debited_fen, media, tmin) -> None:
+def _put_tap(records: np.ndarray, p: int, i: int, row: int, card_id: np.ndarray,
+             issuer: np.ndarray, ts_ms: np.ndarray, card_seq: np.ndarray, stop: np.ndarray,
+             device_id: np.ndarray, operator: np.ndarray, tap_type: np.ndarray,
+             product: np.ndarray, line: np.ndarray, debited_fen: np.ndarray, media: np.ndarray,
+             tmin: int) -> None:
     key, seq = _key_words(card_id[i], np.int64(issuer[i]), ts_ms[i], tmin, np.int64(card_seq[i]))
     records[p, W_CARD] = card_id[i]
     records[p, W_KEY] = key
@@ -362,8 +370,12 @@ def _put_tap(records, p, i, row, card_id, issuer, ts_ms, card_seq, stop, device_
 
 
 @njit(cache=True, nogil=True)
-def _scatter_taps(card_id, issuer, ts_ms, card_seq, stop, device_id, operator, tap_type,
-                  product, line, debited_fen, media, plan, fill, row0, tmin, records) -> None:
+def _scatter_taps(card_id: np.ndarray, issuer: np.ndarray, ts_ms: np.ndarray,
+                  card_seq: np.ndarray, stop: np.ndarray, device_id: np.ndarray,
+                  operator: np.ndarray, tap_type: np.ndarray, product: np.ndarray,
+                  line: np.ndarray, debited_fen: np.ndarray, media: np.ndarray,
+                  plan: np.ndarray, fill: np.ndarray, row0: int, tmin: int,
+                  records: np.ndarray) -> None:
     """Counting-sort scatter of whole tap records into top-bucket order (the one pass that
     moves taps across memory: each record is written as one cache line)."""
     for i in range(card_id.size):
@@ -375,8 +387,11 @@ def _scatter_taps(card_id, issuer, ts_ms, card_seq, stop, device_id, operator, t
 
 
 @njit(cache=True, nogil=True)
-def _pack_taps(card_id, issuer, ts_ms, card_seq, stop, device_id, operator, tap_type,
-               product, line, debited_fen, media, perm, records) -> None:
+def _pack_taps(card_id: np.ndarray, issuer: np.ndarray, ts_ms: np.ndarray,
+               card_seq: np.ndarray, stop: np.ndarray, device_id: np.ndarray,
+               operator: np.ndarray, tap_type: np.ndarray, product: np.ndarray,
+               line: np.ndarray, debited_fen: np.ndarray, media: np.ndarray, perm: np.ndarray,
+               records: np.ndarray) -> None:
     """Records in a given order (the lexsort fallback): only the issuer stays in W_KEY."""
     for p in range(perm.size):
         i = perm[p]
@@ -385,7 +400,8 @@ def _pack_taps(card_id, issuer, ts_ms, card_seq, stop, device_id, operator, tap_
 
 
 @njit(cache=True, nogil=True)
-def _refine(records, plan, top, scratch) -> None:
+def _refine(records: np.ndarray, plan: np.ndarray, top: np.ndarray,
+            scratch: np.ndarray) -> None:
     """Sort each top bucket: counting sort on the sub bits (through ``scratch``), then
     insertion sort of each small bucket (merge sort of a large one)."""
     width = records.shape[1]
@@ -438,7 +454,7 @@ def _less(c0: int, k0: int, s0: int, c1: int, k1: int,
 
 
 @njit(cache=True, nogil=True)
-def _insertion_sort(records, lo: int, hi: int, row) -> None:
+def _insertion_sort(records: np.ndarray, lo: int, hi: int, row: np.ndarray) -> None:
     """Stable insertion sort of records[lo:hi]; buckets hold a few cards, often in order."""
     width = records.shape[1]
     for i in range(lo + 1, hi):
@@ -460,7 +476,8 @@ def _insertion_sort(records, lo: int, hi: int, row) -> None:
 
 
 @njit(cache=True, nogil=True)
-def _merge_sort(records, lo: int, hi: int, scratch, row) -> None:
+def _merge_sort(records: np.ndarray, lo: int, hi: int, scratch: np.ndarray,
+                row: np.ndarray) -> None:
     """Stable bottom-up merge sort of records[lo:hi] (runs of 16 start insertion-sorted)."""
     width = records.shape[1]
     run = 16

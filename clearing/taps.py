@@ -7,7 +7,7 @@ edges (tests, error reports, API payloads), never for ten million rows one by on
 from __future__ import annotations
 
 import enum
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import pyarrow as pa
@@ -85,7 +85,7 @@ class TapRecord(BaseModel):
     balance_fen: I64 = BALANCE_UNKNOWN
 
 
-def taps_table(records: list[TapRecord] | list[dict]) -> pa.Table:
+def taps_table(records: list[TapRecord] | list[dict[str, Any]]) -> pa.Table:
     """Build a canonical tap table from records or plain dicts (tests, small fixtures).
 
     The optional columns (``balance_fen``) are kept when some record gives them, filled with

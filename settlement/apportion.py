@@ -147,4 +147,5 @@ def _in_chain_order(keys: list[np.ndarray], order_keys: list[np.ndarray]) -> boo
 
 
 def _col(table: pa.Table, name: str) -> np.ndarray:
-    return table.column(name).to_numpy()
+    column: np.ndarray = table.column(name).to_numpy()
+    return column

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import io
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 from matplotlib import font_manager  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
@@ -94,14 +95,14 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def _empty(ax, text: str = "nothing to show") -> None:  # type: ignore[no-untyped-def]
+def _empty(ax: Axes, text: str = "nothing to show") -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="#777",
             **_font())
     ax.set_xticks([])
     ax.set_yticks([])
 
 
-def _hbar(ax, title: str, items: Sequence[tuple[str, int]], signed: bool = False) -> None:  # type: ignore[no-untyped-def]
+def _hbar(ax: Axes, title: str, items: Sequence[tuple[str, int]], signed: bool = False) -> None:
     ax.set_title(title, fontsize=10, loc="left", **_font())
     if not items:
         _empty(ax)
@@ -186,7 +187,7 @@ class Chart:
         object.__setattr__(self, "args", args)
 
 
-CHARTS = {
+CHARTS: dict[str, Callable[..., bytes]] = {
     "breakdown_chart": breakdown_chart,
     "stacked_chart": stacked_chart,
     "signed_chart": signed_chart,
@@ -195,4 +196,4 @@ CHARTS = {
 
 def render_chart(chart: Chart) -> bytes:
     """Draw a ``Chart`` to PNG bytes (a module-level function, so worker processes can run it)."""
-    return CHARTS[chart.fn](*chart.args)  # type: ignore[operator]
+    return CHARTS[chart.fn](*chart.args)

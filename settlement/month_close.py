@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 from sqlalchemy import Engine
 
 from clearing import files
+from clearing.days import days_needing_settlement
 from clearing.errors import StateError
 from clearing.legs import PENALTY_STATUSES
 from clearing.service_day import day_number
@@ -229,8 +230,6 @@ def close_month(
 
 
 def _check_days_settled(engine: Engine, first: dt.date, last: dt.date) -> None:
-    from clearing.days import days_needing_settlement
-
     pending = [d for d in days_needing_settlement(engine) if first <= d <= last]
     if pending:
         shown = ", ".join(str(d) for d in pending[:5]) + (" ..." if len(pending) > 5 else "")

@@ -13,6 +13,7 @@ import enum
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import pyarrow as pa
@@ -23,7 +24,7 @@ from clearing.service_day import day_from_number, day_number
 from settlement.parties import CENTRE, Party, government, issuer, operator
 from tariffs.error_codes import ErrorCode
 from tariffs.load import TariffSet
-from tariffs.model import TariffVersion
+from tariffs.model import ProductName, TariffVersion
 from tariffs.vocab import Product
 
 
@@ -110,7 +111,7 @@ def revenue_by_pair(legs: pa.Table, allocated: np.ndarray, day: dt.date
     _check_day(legs, day)
     if len(allocated) != legs.num_rows:
         raise ValueError(f"allocated has {len(allocated)} values for {legs.num_rows} legs")
-    return _group_sum(  # type: ignore[return-value]
+    rows = _group_sum(
         pa.table(
             {
                 "issuer": legs.column("issuer"),
@@ -121,6 +122,7 @@ def revenue_by_pair(legs: pa.Table, allocated: np.ndarray, day: dt.date
         ["issuer", "operator"],
         ["allocated"],
     )
+    return [(issuer, operator, fen) for issuer, operator, fen in rows]
 
 
 def obligations_from(
@@ -212,7 +214,8 @@ def funder_of(version: TariffVersion, component: Component, honoured_product: in
         return funders.transfer
     if component == Component.CAP:
         return funders.cap
-    return funders.card.get(Product(honoured_product).name.lower(), "operator")  # type: ignore[call-overload]
+    name = cast(ProductName, Product(honoured_product).name.lower())  # Product's names, lowered
+    return funders.card.get(name, "operator")
 
 
 def merge_obligations(parts: Iterable[Iterable[Obligation]]) -> list[Obligation]:

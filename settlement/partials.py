@@ -25,21 +25,24 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pyarrow as pa
 
+from clearing.legs_store import REVISION_KEY, legs_metadata
 from settlement.apportion import allocate
+from settlement.figures import CitySummary, DayFigures, city_summary, day_figures
 from settlement.obligations import (
     discount_groups,
     discount_lines_from,
     obligations_from,
     revenue_by_pair,
 )
-from settlement.settle import CitySummary, DayFigures, city_summary, day_figures
 from tariffs.load import TariffSet
 
 PARTIALS_KEY = b"tongka.settlement_partials"  # where a partitioned clear stores them
 FORMAT = 1  # of the stored JSON; a change of meaning gets a new number
+_K = TypeVar("_K")  # the key a merge adds values under
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,11 +93,11 @@ def merge_partials(parts: Iterable[DayPartials], day: dt.date) -> DayPartials:
         legs=legs,
         revenue=tuple((k[0], k[1], v) for k, v in sorted(revenue.items())),
         discounts=tuple((*k, *v) for k, v in sorted(discounts.items())),
-        cities=tuple(CitySummary(city, *v) for city, v in sorted(cities.items())),  # type: ignore[arg-type]
+        cities=tuple(CitySummary(city, *v) for city, v in sorted(cities.items())),
     )
 
 
-def _add(sums: dict, key: object, values: Sequence[int]) -> None:  # type: ignore[type-arg]
+def _add(sums: dict[_K, list[int]], key: _K, values: Sequence[int]) -> None:
     have = sums.setdefault(key, [0] * len(values))
     for i, v in enumerate(values):
         have[i] += int(v)
@@ -156,11 +159,15 @@ class SettlementSums:
 SETTLEMENT_SUMS = SettlementSums()
 
 
-def read_day_partials(data_dir: Path, day: dt.date) -> DayPartials | None:
+def read_day_partials(data_dir: Path, day: dt.date, *, revision: int | None = None
+                      ) -> DayPartials | None:
     """The stored partial sums of a day cleared partitioned with ``SETTLEMENT_SUMS``; None for
     a day cleared otherwise (settle it from its legs). A day never cleared is
-    ``DAY_NOT_CLEARED``. Their revision is the legs' (``clearing.day.legs_revision``)."""
-    from clearing.day import legs_metadata
-
-    stored = legs_metadata(data_dir, day).get(PARTIALS_KEY)
+    ``DAY_NOT_CLEARED``. Their revision is the legs' (``clearing.day.legs_revision``): with
+    ``revision``, sums stored at another day revision are None too (the day changed since it
+    was cleared), checked on the same read of the legs file's footer as the sums themselves."""
+    metadata = legs_metadata(data_dir, day)
+    if revision is not None and int(metadata.get(REVISION_KEY, b"-1")) != revision:
+        return None
+    stored = metadata.get(PARTIALS_KEY)
     return loads(stored) if stored is not None else None

@@ -11,16 +11,17 @@ its payment instructions (the difference only, SPEC v1.2 §8), mark the day sett
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from clearing.days import mark_settled
 from settlement.apportion import allocate
+from settlement.figures import CitySummary, DayFigures, city_summary, day_figures
 from settlement.ledger import (
     EntryKind,
     Posted,
@@ -31,27 +32,11 @@ from settlement.ledger import (
     post_run,
     target_balances,
 )
-from settlement.netting import Instruction, Payment, net_positions, payment_instructions
+from settlement.netting import Instruction, Payment
 from settlement.obligations import DiscountLine, Obligation, day_obligations, discount_lines
+from settlement.partials import DayPartials, partial_figures
 from settlement.parties import Party
 from tariffs.load import TariffSet
-
-if TYPE_CHECKING:  # settlement.partials imports this module's summaries
-    from settlement.partials import DayPartials
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class CitySummary:
-    """One tariff area's totals of the day, straight from its legs (the demo's per-city table)."""
-
-    city: int  # the tariff area
-    legs: int
-    base_fen: int
-    computed_fen: int
-    charged_fen: int
-    allocated_fen: int
-    discount_fen: int  # card + transfer + cap discounts
-    mismatch_fen: int  # sum of charged - computed
 
 
 @dataclass(frozen=True)
@@ -98,27 +83,6 @@ class DayComputation:
     payments: tuple[Payment, ...]
     city_summary: tuple[CitySummary, ...]
     discounts: tuple[DiscountLine, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class DayFigures:
-    """What posting a day needs, however it was summed: from the day's legs (``compute_day``)
-    or from the partial sums of a partitioned clear (``settlement.partials``)."""
-
-    obligations: tuple[Obligation, ...]
-    positions: dict[Party, int]
-    payments: tuple[Payment, ...]
-    city_summary: tuple[CitySummary, ...]
-    discounts: tuple[DiscountLine, ...]
-
-
-def day_figures(obligations: Iterable[Obligation], city: Iterable[CitySummary],
-                discounts: Iterable[DiscountLine], day: dt.date) -> DayFigures:
-    """Net a day's obligations into positions and its hub-and-spoke payments (SPEC §8)."""
-    obligations = tuple(obligations)
-    positions = net_positions(obligations)
-    return DayFigures(obligations, positions, tuple(payment_instructions(positions, day)),
-                      tuple(city), tuple(discounts))
 
 
 def compute_day(legs: pa.Table, tariffs: TariffSet, day: dt.date) -> DayComputation:
@@ -192,8 +156,6 @@ def settle_from_partials(
     ``allocated`` array (None). ``partials`` must be the whole day's, merged
     (``settlement.partials.merge_partials``; ``read_day_partials`` gives the stored ones).
     """
-    from settlement.partials import partial_figures
-
     why = parse_reason(reason or "initial")
     figures = partial_figures(partials, tariffs, day)
     return _post(engine, day, figures, None, why, dry_run=dry_run, revision=revision,
@@ -246,40 +208,7 @@ def _post(
 def _mark_settled(session: Session, day: dt.date, revision: int | None) -> bool:
     """Record the day settled in the same transaction as its entry (clearing.days), which is
     what makes a later batch for the day a late batch (SPEC §4)."""
-    from clearing.days import mark_settled
-
     return mark_settled(session, day, revision=revision)
-
-
-def city_summary(legs: pa.Table, allocated: np.ndarray) -> list[CitySummary]:
-    """Per tariff area: number of legs and their base, computed, charged, allocated, discount and
-    mismatch totals (vectorised; the inputs of the demo summary and the statements)."""
-    if legs.num_rows == 0:
-        return []
-    t = pa.table(
-        {
-            "area": legs.column("area").cast(pa.int64()),
-            "base": legs.column("base_fen"),
-            "computed": legs.column("computed_fen"),
-            "charged": legs.column("charged_fen"),
-            "allocated": pa.array(np.asarray(allocated, dtype=np.int64)),
-            "discount": pa.array(
-                legs.column("card_discount_fen").to_numpy()
-                + legs.column("transfer_discount_fen").to_numpy()
-                + legs.column("cap_discount_fen").to_numpy()
-            ),
-            "mismatch": legs.column("mismatch_fen"),
-        }
-    )
-    values = ["base", "computed", "charged", "allocated", "discount", "mismatch"]
-    out = t.group_by("area").aggregate([("area", "count"), *[(v, "sum") for v in values]])
-    rows = zip(
-        out.column("area").to_pylist(),
-        out.column("area_count").to_pylist(),
-        *[out.column(f"{v}_sum").to_pylist() for v in values],
-        strict=True,
-    )
-    return sorted(CitySummary(*map(int, row)) for row in rows)  # type: ignore[arg-type]
 
 
 def day_recomputer(

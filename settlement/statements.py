@@ -70,7 +70,10 @@ class _Day:
 
     @classmethod
     def of(cls, legs: pa.Table, allocated: np.ndarray) -> _Day:
-        col = lambda n: legs.column(n).to_numpy()  # noqa: E731
+        def col(name: str) -> np.ndarray:
+            column: np.ndarray = legs.column(name).to_numpy()
+            return column
+
         return cls(
             col("issuer"),
             col("operator"),
@@ -85,13 +88,16 @@ class _Day:
 
     def mask(self, party: Party) -> np.ndarray:
         """The legs a party's statement is about: its cards, its lines, its city, or all."""
+        mine: np.ndarray
         if party.role == PartyRole.ISSUER:
-            return self.issuer == party.code
-        if party.role == PartyRole.OPERATOR:
-            return self.operator == party.code
-        if party.role == PartyRole.GOVERNMENT:
-            return self.area == party.code
-        return np.ones(self.issuer.shape, dtype=bool)
+            mine = self.issuer == party.code
+        elif party.role == PartyRole.OPERATOR:
+            mine = self.operator == party.code
+        elif party.role == PartyRole.GOVERNMENT:
+            mine = self.area == party.code
+        else:
+            mine = np.ones(self.issuer.shape, dtype=bool)
+        return mine
 
 
 def write_statements(

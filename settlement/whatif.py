@@ -33,8 +33,11 @@ from clearing.day import DayUnpriceableError, check_day_priceable, price_taps
 from clearing.errors import InputError, StateError
 from clearing.legs import LEG_TYPES, PENALTY_STATUSES, LegStatus
 from clearing.service_day import day_from_number, day_number
+from clearing.tapstore import read_day_taps
+from settlement.amounts import CURRENCY, yuan
 from settlement.month_close import month_days, month_rebates, rebate_obligations
 from settlement.obligations import COMPONENT_COLUMNS, Component, ObligationKind, funder_of
+from settlement.parties import parse_tag, party_name
 from settlement.settle import DayComputation, compute_day
 from tariffs.error_codes import ErrorCode
 from tariffs.errors import TariffError, TariffProblem
@@ -515,8 +518,6 @@ def run_whatif(
                                                                                registry)
     proposed = load_proposed_set(tariffs_dir, current_dir, registry)
     whatif = WhatIf(current, proposed, first, last)
-    from clearing.tapstore import read_day_taps
-
     for day in days_of(first, last):
         taps = read_day_taps(data_dir, day, engine)
         for side, ts in (("current", current), ("proposed", proposed)):
@@ -527,6 +528,7 @@ def run_whatif(
             progress(day)
     result = whatif.result(Path(tariffs_dir))
     if out_dir is not None:
+        # a cycle: settlement.whatif_report imports this module's result types
         from settlement.whatif_report import write_report
 
         write_report(result, registry, Path(out_dir))
@@ -566,9 +568,6 @@ def summary_lines(result: WhatIfResult, registry: Registry, *, parties: int = 8)
     """The one-screen summary: the range, the legs that changed, the totals, and each party's
     change of net position in words, largest first ("Xiaogan government pays 41,230.50 CNY
     more")."""
-    from settlement.amounts import CURRENCY, yuan
-    from settlement.parties import parse_tag, party_name
-
     def money(fen: int) -> str:
         return f"{yuan(fen)} {CURRENCY}"
 

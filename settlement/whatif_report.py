@@ -18,6 +18,7 @@ from pathlib import Path
 
 import jinja2
 from markupsafe import Markup
+from matplotlib.figure import Figure
 
 from clearing import files
 from settlement.amounts import CURRENCY, yuan
@@ -207,8 +208,6 @@ def histogram_bins(histogram: dict[int, int], bins: int = HISTOGRAM_BINS
 
 def histogram_chart(histogram: dict[int, int]) -> bytes:
     """Bars of legs per change of computed fare (matplotlib, headless, like settlement.charts)."""
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(7.5, 3.0))
     fig.subplots_adjust(left=0.1, right=0.98, top=0.88, bottom=0.3)
     ax = fig.subplots()

@@ -101,3 +101,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             test._hypothesis_internal_use_settings = settings(  # type: ignore[union-attr]
                 current, max_examples=current.max_examples * DEEP_SCALE
             )
+
+
+@pytest.fixture
+def charts_as_digests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Statements without drawing their charts: a digest of each chart's data takes the
+    picture's place, so pages still differ when the data does. For tests about what a page
+    says (staleness, counts, identity); drawing is tested by tests/test_statements*.py, and
+    takes most of a report's time (about 0.1 s a chart)."""
+    import hashlib
+
+    from settlement import statements
+
+    monkeypatch.setattr(statements, "_render_all", lambda pending, _workers: [
+        hashlib.sha256(repr(c).encode()).hexdigest() for c in pending])

@@ -12,8 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import Engine
 
-from clearing.day import DayUnpriceableError, clear_day, legs_path
+from clearing.day import DayUnpriceableError, clear_day
 from clearing.ingest import BatchReport, ingest_file
+from clearing.legs_store import legs_path
 from clearing.service_day import local_ms
 from clearing.taps import TapType, taps_table
 from tariffs.load import TariffSet, load_tariff_set

@@ -17,6 +17,7 @@ def test_a_report_of_a_changed_day_says_so_or_settles_first(
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
     db_url: str,
+    charts_as_digests: None,
 ) -> None:
     home = tmp_path / "home"
 

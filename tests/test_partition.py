@@ -24,10 +24,11 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine
 
 from clearing import partition
-from clearing.day import PARTS_KEY, clear_day, legs_metadata, read_day_legs
+from clearing.day import clear_day, read_day_legs
 from clearing.errors import StateError, TongkaError
 from clearing.fast import match_and_price_fast
 from clearing.ingest import ingest_taps
+from clearing.legs_store import PARTS_KEY, legs_metadata
 from clearing.partition import (
     BATCH_ROW,
     BUCKETS,

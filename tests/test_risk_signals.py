@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from clearing import risk, risk_reference
 from clearing.errors import InputError
-from clearing.fast import match_and_price_fast, tap_chunks
-from clearing.legs import DebitKind, legs_from_table
+from clearing.fast import match_and_price_fast, match_and_price_sorted, tap_chunks
+from clearing.legs import DebitKind, LegStatus, legs_from_table
 from clearing.risk import (
     EarlierKeys,
     RiskKind,
@@ -27,7 +27,8 @@ from clearing.risk import (
 )
 from clearing.risk_reference import haversine_metres
 from clearing.service_day import local_ms
-from clearing.sorting import W_ROW, sort_tap_records
+from clearing.sorting import W_CARD, W_ROW, rec_card_seq, rec_issuer, sort_tap_records
+from clearing.taps import TAP_COLUMNS
 from clearing.tapstore import KEY_COLUMNS
 from tariffs.load import load_tariff_set
 from tongka.testing.generate import generate
@@ -161,6 +162,7 @@ def legs_of(m: int, n: int, *, account: int = 0) -> pa.Table:
     charged = [150] * m + [200] * (n - m)
     return pa.table({"operator": pa.array([101] * n, pa.uint16()),
                      "board_device_id": pa.array([5] * n, pa.int64()),
+                     "status": pa.array([int(LegStatus.FLAT)] * n, pa.uint8()),
                      "debit_kind": pa.array(kind, pa.uint8()),
                      "charged_fen": pa.array(charged, pa.int32()),
                      "computed_fen": pa.array([200] * n, pa.int32())})
@@ -290,6 +292,8 @@ def test_pricing_order_and_records_give_the_reference_signals() -> None:
         order = records[:, W_ROW].astype(np.int64)
         assert card_signals(inp.cols, inp.lat, inp.lon, order=order).tolist() == want
         assert record_signals(records, inp.cols["balance_fen"], COORDS).tolist() == want
+        _, priced = match_and_price_sorted(taps, T)  # the records pricing itself returns
+        assert np.array_equal(priced, records)
 
     check()
 
@@ -419,3 +423,68 @@ def test_device_keys_of_earlier_days_are_read_only_for_chunks_with_replays() -> 
     assert asked == [2]
     [replay] = got.filter(pa.compute.equal(got.column("kind"), "CARD_SEQ_REPLAY")).to_pylist()
     assert (replay["evidence"][0]["operator"], replay["evidence"][0]["device_id"]) == (7, 8)
+
+
+# ---------------------------------------------------------------------------------------------
+# clear_day's hand-over: pricing returns its sorted records, the signals read them
+
+
+def chunked(table: pa.Table, cuts: list[int], balance_cuts: list[int]) -> pa.Table:
+    """The table as a day read from several files: its tap columns in pieces at ``cuts``,
+    ``balance_fen`` at other cuts (columns of one table need not share their chunks)."""
+    def pieces(column: pa.ChunkedArray, at: list[int]) -> pa.ChunkedArray:
+        whole = column.combine_chunks()
+        bounds = [0, *at, len(whole)]
+        return pa.chunked_array([whole[a:b] for a, b in zip(bounds, bounds[1:], strict=False)],
+                                type=column.type)
+
+    return pa.table({name: pieces(table.column(name), balance_cuts if name == "balance_fen"
+                                  else cuts) for name in table.column_names},
+                    schema=table.schema)
+
+
+def record_rows_name_their_taps(records: np.ndarray, full: pa.Table) -> bool:
+    """Each record's W_ROW is the row of ``full`` holding the record's card key."""
+    rows = records[:, W_ROW].astype(np.int64)
+    n = len(rows)
+    keys = {"card_id": records[:, W_CARD],
+            "issuer": np.array([rec_issuer(records, i) for i in range(n)]),
+            "card_seq": np.array([rec_card_seq(records, i) for i in range(n)])}
+    return sorted(rows.tolist()) == list(range(full.num_rows)) and all(
+        np.array_equal(np.asarray(full.column(c).to_numpy())[rows].astype(np.int64),
+                       keys[c].astype(np.int64)) for c in keys)
+
+
+@pytest.mark.parametrize("seed", [29, 31])
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_clear_day_hands_pricing_records_to_the_signals(
+        monkeypatch: pytest.MonkeyPatch, seed: int, threads: str) -> None:
+    # as clear_day: the day's taps with balance_fen (several files), pricing's view of them
+    monkeypatch.setenv("TONGKA_THREADS", threads)  # pricing's sort and cuts on 1 or 2 threads
+    g = generate(DAY, 20_000, seed, T, price=match_and_price_fast)
+    p = plant(DAY, g.table.filter(g.accepted_mask), seed)
+    n = p.taps.num_rows
+    full = chunked(p.taps, [0, n // 3, n // 3, 2 * n // 3 + 7], [n // 2])
+    assert full.column("card_id").num_chunks >= 4  # an empty piece among them
+    taps = full.select(list(TAP_COLUMNS))  # pricing never sees balance_fen
+    legs, records = match_and_price_sorted(taps, T)
+    assert legs.equals(match_and_price_fast(taps, T))  # the same legs
+    assert np.array_equal(records, sorted_by_pricing(taps))  # sort_tap_records' layout
+    assert record_rows_name_their_taps(records, full)  # rows count across the chunks
+    earlier = [EarlierKeys(p.earlier_day, {c: p.earlier.column(c).to_numpy()
+                                           for c in KEY_COLUMNS})]
+    given = day_signals(DAY, full, legs, earlier=earlier, records=records)
+    assert truth_of(given) == set(p.truth)
+    assert given.equals(day_signals(DAY, full, legs, earlier=earlier))
+    assert given.equals(day_signals(DAY, full, legs, earlier=earlier, reference=True))
+
+
+def test_records_of_another_row_order_are_refused() -> None:
+    # records line up with the table pricing was given: the same rows reordered are not it
+    g = generate(DAY, 2000, 3, T, price=match_and_price_fast)
+    full = with_balances(g.table.filter(g.accepted_mask), 3)
+    legs, records = match_and_price_sorted(full.select(list(TAP_COLUMNS)), T)
+    reordered = full.take(pa.array(np.arange(full.num_rows)[::-1]))
+    with pytest.raises(InputError) as err:
+        day_signals(DAY, reordered, legs, records=records)
+    assert err.value.code == "RISK_BAD_ORDER"

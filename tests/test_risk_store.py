@@ -156,7 +156,7 @@ def test_risk_on_a_day_never_cleared_is_a_state_error(tmp_path: Path) -> None:
     assert err.value.code == "DAY_NOT_CLEARED"
 
 
-def test_statements_count_flagged_cards(tmp_path: Path) -> None:
+def test_statements_count_flagged_cards(tmp_path: Path, charts_as_digests: None) -> None:
     p = planted(n=3000)
     _store(tmp_path, p.taps)
     clear_day(tmp_path, DAY, T)

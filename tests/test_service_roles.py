@@ -7,7 +7,9 @@ own route list is the checklist, so a route added without a row fails here. One 
 ingested and settled first (the use cases, not HTTP), so that every resource exists: batches,
 quarantined rows, statements, payment lines, a job. The application runs without its job worker
 (``run_jobs=False``): a settlement the table asks for stays queued, so no job races the requests
-that follow it and every outcome is decided by the caller alone.
+that follow it and every outcome is decided by the caller alone. The generated day raises no
+deny-list signal, so one card of issuer A and one of issuer B are planted in its signals: the
+deny list then has something of each issuer to show, hide and clear.
 
 The leak check collects everything operator A and issuer A receive from every GET route (status,
 headers and body; lists, every statement in JSON, CSV and HTML, payment lines, quarantine pages
@@ -33,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -40,6 +44,9 @@ from fastapi.testclient import TestClient
 from clearing.batches import export_quarantine
 from clearing.db import session_factory
 from clearing.ingest import BatchReport
+from clearing.parquet_io import write_atomic
+from clearing.risk import EVIDENCE_TYPE, SIGNAL_SCHEMA
+from clearing.risk_store import signals_path, write_denylist
 from clearing.settings import Settings
 from readers.config import ReaderConfig
 from settlement.ledger import Scope, load_runs
@@ -56,6 +63,8 @@ ISS_A, ISS_B = 1, 2
 MONTH = f"{DAY:%Y-%m}"
 GHOST_BATCH = 999_999_999  # no batch has this id
 GHOST_CODE = 999_999  # no operator or issuer has this code
+# Planted deny-listed cards: tokens no generated card has, long enough to be found anywhere.
+CARDS = {ISS_A: 18_000_000_000_000_000_001, ISS_B: 18_000_000_000_000_000_002}
 
 
 # ---------------------------------------------------------------- callers and outcomes
@@ -138,6 +147,7 @@ class World:
     job_id: int
     spare_key_id: str  # a key admin may revoke
     keys: dict[Caller, str] = field(default_factory=dict)
+    cards: dict[int, int] = field(default_factory=lambda: dict(CARDS))  # issuer -> listed card
 
     @property
     def client(self) -> TestClient:
@@ -163,6 +173,7 @@ def open_world(db_url: str, home: Path, day_paths: list[Path]) -> Iterator[World
     assert len(reports) == len(day_paths), outcomes
     assert reports[OP_A].quarantined and reports[OP_B].quarantined  # pages and exports to read
     settle(centre.engine, centre.home, DAY, centre.tariffs, clear_first=True)
+    plant_deny_listed(centre.engine, home, CARDS)
     export = home.parent / "corrections-a.jsonl"
     assert export_quarantine(centre.engine, export, batch_id=reports[OP_A].batch_id)
     job = jobs.submit(centre.engine, DAY - dt.timedelta(days=1))  # stays queued: no worker
@@ -180,6 +191,27 @@ def open_world(db_url: str, home: Path, day_paths: list[Path]) -> Iterator[World
         world.keys[Caller.WRONG] = f"tk_{finance_id}_{secrets.token_urlsafe(32)}"
         yield world
     centre.engine.dispose()
+
+
+def plant_deny_listed(engine: Any, home: Path, cards: dict[int, int]) -> None:
+    """Add a CARD_SEQ_BACKWARDS signal of each issuer's card to the day's stored signals, and
+    write the day's deny list again."""
+    n = len(cards)
+    planted = pa.table({
+        "service_day": pa.array([DAY] * n, pa.date32()),
+        "kind": pa.array(["CARD_SEQ_BACKWARDS"] * n, pa.string()),
+        "issuer": pa.array(list(cards), pa.uint16()),
+        "card_id": pa.array(list(cards.values()), pa.uint64()),
+        "operator": pa.array([OP_A] * n, pa.uint16()),
+        "device_id": pa.array([None] * n, pa.int64()),
+        "city": pa.array([420100] * n, pa.uint32()),
+        "ts_ms": pa.array([0] * n, pa.int64()),
+        "evidence": pa.array([[]] * n, pa.list_(EVIDENCE_TYPE)),
+    }, schema=SIGNAL_SCHEMA)
+    path = signals_path(home, DAY)
+    stored = pq.read_table(path, schema=SIGNAL_SCHEMA) if path.exists() else None
+    write_atomic(planted if stored is None else pa.concat_tables([stored, planted]), path)
+    write_denylist(home, DAY, engine=engine)
 
 
 def _by_operator(paths: list[Path]) -> Iterator[tuple[int, Path]]:
@@ -253,6 +285,11 @@ TABLE: tuple[Call, ...] = (
     Call("GET", "/v1/days/{day}/payments", at(lambda w: f"/v1/days/{DAY}/payments"),
          rule(*PARTIES, *OVERSEERS)),
     Call("GET", "/v1/ledger/balances", at(lambda w: "/v1/ledger/balances"), rule(*OVERSEERS)),
+    Call("GET", "/v1/days/{day}/denylist", at(lambda w: f"/v1/days/{DAY}/denylist"),
+         rule(Caller.ISSUER_A, Caller.ISSUER_B, *OVERSEERS)),
+    Call("GET", "/v1/days/{day}/denylist",
+         at(lambda w: f"/v1/days/{DAY}/denylist", headers={"Accept": "text/csv"}),
+         rule(Caller.ISSUER_A, Caller.ISSUER_B, *OVERSEERS)),
     Call("POST", "/v1/ledger/verify", at(lambda w: "/v1/ledger/verify"), rule(*OVERSEERS)),
     Call("POST", "/v1/keys", at(lambda w: "/v1/keys", json={"role": "auditor"}),
          rule(Caller.ADMIN)),
@@ -264,6 +301,13 @@ TABLE: tuple[Call, ...] = (
          rule(Caller.OPERATOR_A, mismatch=[Caller.OPERATOR_B])),
     Call("POST", "/v1/days/{day}/settlement", at(lambda w: f"/v1/days/{DAY}/settlement"),
          rule(Caller.FINANCE)),
+    # issuer A's own card (finance may clear any); issuer B is told it is on no list of its own
+    Call("POST", "/v1/denylist/clearings",
+         lambda w: {"url": "/v1/denylist/clearings",
+                    "json": {"issuer": ISS_A, "cards": [str(w.cards[ISS_A])],
+                             "through": DAY.isoformat(),
+                             "reason": "card replaced after a reader fault"}},
+         rule(Caller.ISSUER_A, Caller.FINANCE, hidden=[Caller.ISSUER_B])),
     Call("POST", "/v1/months/{month}/close", at(lambda w: f"/v1/months/{MONTH}/close"),
          rule(Caller.FINANCE)),
     Call("POST", "/v1/batches/{batch_id}/corrections",
@@ -469,6 +513,8 @@ def asks(world: World, *, rendered: bool = True) -> list[Ask]:
         f"?day={DAY}&offset=1&limit=3")]
     out.append(Ask("/v1/jobs/{job_id}", f"/v1/jobs/{world.job_id}"))
     out.append(Ask("/v1/days/{day}/payments", f"/v1/days/{DAY}/payments"))
+    out += [Ask("/v1/days/{day}/denylist", f"/v1/days/{DAY}/denylist{q}", {"Accept": accept})
+            for q in ("", f"?issuer={ISS_A}") for accept in ("application/json", "text/csv")]
     for op in (OP_A, OP_B):
         batch = str(world.batches[op].batch_id)
         ghost = str(GHOST_BATCH)
@@ -530,8 +576,8 @@ def observe(world: World, caller: Caller, *, rendered: bool = True) -> list[Rece
 
 
 def markers_of(world: World, tag: str) -> Markers:
-    """Party ``tag``'s identifiers: its tag, its payment lines' instruction ids, and for an
-    operator its batch's id and SHA-256."""
+    """Party ``tag``'s identifiers: its tag, its payment lines' instruction ids, for an
+    issuer its deny-listed card's token, and for an operator its batch's id and SHA-256."""
     patterns: dict[str, re.Pattern[bytes]] = {
         "party tag": re.compile(rb"(?<![0-9A-Za-z])" + re.escape(tag.encode()) + rb"(?![0-9])"),
     }
@@ -542,6 +588,9 @@ def markers_of(world: World, tag: str) -> Markers:
     patterns["instruction id"] = re.compile(
         b"|".join(re.escape(i.encode()) + rb"(?![0-9])" for i in ids))
     role, code = tag.split("-")
+    if role == "ISS":
+        patterns["card token"] = re.compile(
+            rb"(?<![0-9])" + str(world.cards[int(code)]).encode() + rb"(?![0-9])")
     if role != "OPR":
         return Markers(tag, patterns)
     batch = world.batches[int(code)]

@@ -17,10 +17,10 @@ from pathlib import Path
 from sqlalchemy import Engine, case, func, select
 
 from clearing.batches import Batch, BatchStatus
-from clearing.day import legs_revision
 from clearing.days import DayStatus, ServiceDay
 from clearing.db import session_factory
 from clearing.errors import ErrorCode, InputError
+from clearing.legs_store import legs_revision
 from settlement.ledger import Scope, SettlementRun
 
 # Service days Tongka handles: far beyond any real one, and every day's bounds (04:00 to 04:00

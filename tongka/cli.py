@@ -28,6 +28,7 @@ from clearing.errors import InputError, StateError, TongkaError
 from readers.names import BUILTIN_FORMATS
 from tariffs.error_codes import ROW_CODES, ErrorCode
 from tariffs.errors import TariffError
+from tongka.cli_denylist import denylist_app
 
 if TYPE_CHECKING:
     from clearing.settings import Settings
@@ -52,6 +53,7 @@ app.add_typer(batches_app, name="batches")
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(keys_app, name="keys")
+app.add_typer(denylist_app, name="denylist")
 try:
     from tariffs.cli import app as tariffs_app
 
@@ -500,36 +502,136 @@ def clear(
         bool, typer.Option("--reference", help="Price with the plain reference (audits).")
     ] = False,
     partitions: Annotated[
-        int, typer.Option("--partitions", min=0, help="Price N card partitions on dask.")
-    ] = 0,
+        int | None,
+        typer.Option(
+            "--partitions",
+            help="Clear on a dask cluster in N card partitions (1 to 64); the day then "
+            "settles from their partial sums (docs/scale-out.md).",
+        ),
+    ] = None,
     scheduler: Annotated[
-        str | None, typer.Option("--scheduler", help="dask.distributed scheduler address.")
+        str | None,
+        typer.Option(
+            "--scheduler",
+            help="With --partitions: the dask.distributed scheduler (tcp://host:8786); "
+            "default a local cluster.",
+        ),
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            "--storage",
+            help="With --partitions: where the workers read taps and write legs, a directory "
+            "or fsspec URL every worker sees (default: the data directory).",
+        ),
     ] = None,
 ) -> None:
     """Match and price a service day's accepted taps into legs."""
     from clearing.day import clear_day
 
     day = _service_day(date)
-    if scheduler:
-        _check_scheduler(scheduler)
+    if partitions is not None:
+        _check_partitions(partitions, reference)
+        from clearing.partition import require_dask
+
+        require_dask()
+        if scheduler:
+            _check_scheduler(scheduler)
+        _clear_partitioned(day, partitions, scheduler, storage)
+        return
+    if scheduler is not None or storage is not None:
+        raise InputError(
+            f"--{'scheduler' if scheduler is not None else 'storage'} only goes with "
+            "--partitions N (a partitioned clear)",
+            code=ErrorCode.PARTITIONS_INVALID,
+        )
     engine = _engine()
     tariffs = _tariffs()
     result = _timed(
         f"clear {day}" + (" (reference)" if reference else ""),
-        lambda: clear_day(
-            _home(),
-            day,
-            tariffs,
-            reference=reference,
-            engine=engine,
-            partitions=partitions,
-            scheduler=scheduler,
-        ),
+        lambda: clear_day(_home(), day, tariffs, reference=reference, engine=engine),
     )
     console.print(
         f"{result.taps:,} taps → {result.legs:,} legs ({result.path}); "
         f"{result.signals:,} risk signals"
     )
+
+
+def _check_partitions(partitions: int, reference: bool) -> None:
+    """--partitions N: 1 to BUCKETS (a partition owns whole card buckets), and not --reference
+    (the reference prices in one process, for audits)."""
+    from clearing.partition import BUCKETS
+
+    if not 1 <= partitions <= BUCKETS:
+        raise InputError(
+            f"--partitions {partitions}: a day has {BUCKETS} card buckets, so give 1 to "
+            f"{BUCKETS} partitions",
+            code=ErrorCode.PARTITIONS_INVALID,
+        )
+    if reference:
+        raise InputError(
+            "--reference prices in one process (for audits): drop --partitions",
+            code=ErrorCode.PARTITIONS_INVALID,
+        )
+
+
+def _clear_partitioned(
+    day: dt.date, partitions: int, scheduler: str | None, storage: str | None
+) -> None:
+    from clearing.day import clear_day
+    from settlement.partials import SETTLEMENT_SUMS
+
+    engine = _engine()
+    tariffs = _tariffs()
+    where = scheduler or "a local cluster"
+    result = _timed(
+        f"clear {day} on {partitions} partitions ({where})",
+        lambda: clear_day(
+            _home(), day, tariffs, engine=engine, partitions=partitions, scheduler=scheduler,
+            storage=storage, summary=SETTLEMENT_SUMS,
+        ),
+    )
+    from clearing.risk_store import read_day_signals
+
+    stored = read_day_signals(_home(), day) is not None  # whichever way the clear stored them
+    for line in partitioned_lines(result, signals_stored=stored):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)  # a line a figure
+
+
+def partitioned_lines(result: Any, *, signals_stored: bool) -> list[str]:
+    """A partitioned clear's figures in a few lines: the day, each stage's wall time, the
+    split pieces (written or reused), the partitions' spread, and the risk signals (stored
+    beside the legs, or left to ``tongka risk``)."""
+    parts, splits = result.parts, result.splits
+    lines = [
+        f"{result.taps:,} taps → {result.legs:,} legs in {len(parts)} partitions, revision "
+        f"{result.revision}, with their partial sums for `tongka settle` ({result.path})"
+    ]
+    if result.stages:
+        lines.append("stages (s): " + ", ".join(f"{k} {v:.2f}" for k, v in result.stages))
+    if splits:
+        written = sum(1 for s in splits if s.written)
+        lines.append(
+            f"split: {len(splits)} pieces of {len({s.rel for s in splits})} batch files "
+            f"({written} written, {len(splits) - written} reused), "
+            f"{sum(s.bytes_read for s in splits) / 1e6:.1f} MB read, "
+            f"{sum(s.bytes_written for s in splits) / 1e6:.1f} MB written"
+        )
+    if parts:
+        taps = sorted(p.taps for p in parts)
+        secs = sorted(p.seconds for p in parts)
+        lines.append(
+            f"price: {taps[0]:,}-{taps[-1]:,} taps a partition, {secs[0]:.2f}-"
+            f"{secs[-1]:.2f} s a task (sum {sum(secs):.1f} s), "
+            f"{sum(p.bytes_read for p in parts) / 1e6:.1f} MB read, "
+            f"{sum(p.bytes_written for p in parts) / 1e6:.1f} MB written"
+        )
+    if signals_stored:
+        lines.append(f"{result.signals:,} risk signals")
+    else:  # a clear that stored none (not expected): `tongka risk` computes them
+        lines.append(f"risk signals: none stored by this clear; `tongka risk --date "
+                     f"{result.day}` computes them")
+    return lines
 
 
 SCHEDULER_CONNECT_S = 5.0  # a scheduler that does not answer a TCP connect by then is down
@@ -565,22 +667,41 @@ def settle(
             "manual_correction (default: late_batch when new batches arrived, else initial).",
         ),
     ] = "",
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler",
+            help="A day cleared with --partitions that changed since is cleared again the "
+            "same way: on this dask scheduler (default: a local cluster).",
+        ),
+    ] = None,
 ) -> None:
-    """Settle a cleared day: obligations, netting, payments, one balanced journal entry."""
-    result = _settle(_service_day(date), reason)
+    """Settle a cleared day: obligations, netting, payments, one balanced journal entry.
+
+    A day cleared with --partitions settles from its stored partial sums (no leg is read)."""
+    day = _service_day(date)
+    if scheduler:
+        _check_scheduler(scheduler)
+    result = _settle(day, reason, scheduler=scheduler)
     _print_settlement(result)
 
 
-def _settle(day: dt.date, reason: str) -> Any:
+def _settle(day: dt.date, reason: str, *, scheduler: str | None = None) -> Any:
+    from tongka.settling import partitioned_as
     from tongka.settling import settle as settle_use_case
 
     engine = _engine()
     tariffs = _tariffs()
     settled = _timed(
-        f"settle {day}", lambda: settle_use_case(engine, _home(), day, tariffs, reason=reason)
+        f"settle {day}",
+        lambda: settle_use_case(engine, _home(), day, tariffs, reason=reason, scheduler=scheduler),
     )
     if settled.recleared:
-        err_console.print(f"day {day} changed since it was cleared: cleared it again first")
+        how = partitioned_as(_home(), day)
+        again = f" on {how.partitions} partitions" if how is not None else ""
+        err_console.print(f"day {day} changed since it was cleared: cleared it again{again} first")
+    if settled.from_partials:
+        err_console.print("settled from the partitions' stored partial sums (no leg read)")
     for path in settled.payment_files:
         err_console.print(f"payment instructions: {path}", markup=False)
     return settled.result

@@ -9,8 +9,9 @@ from pathlib import Path
 import pyarrow as pa
 from sqlalchemy import Engine
 
-from clearing.day import legs_path, read_day_legs
+from clearing.day import read_day_legs
 from clearing.legs import LEG_SCHEMA
+from clearing.legs_store import legs_path
 from settlement.ledger import Scope
 from settlement.month_close import MonthCloseResult, close_month, month_days, write_card_loads
 from settlement.payments import write_missing_run_files

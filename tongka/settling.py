@@ -7,15 +7,18 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine
 
-from clearing.day import clear_day, legs_revision, read_day_legs
+from clearing.day import clear_day, read_day_legs
 from clearing.days import DayStatus, day_revision, day_status
 from clearing.db import session_factory
+from clearing.legs_store import legs_revision, parts_manifest
 from settlement.ledger import Scope, has_entries
+from settlement.partials import SETTLEMENT_SUMS, read_day_partials
 from settlement.payments import write_missing_run_files
-from settlement.settle import SettlementResult, settle_day
+from settlement.settle import SettlementResult, settle_day, settle_from_partials
 from tariffs.load import TariffSet
 
 
@@ -27,6 +30,7 @@ class SettledDay:
     result: SettlementResult
     recleared: bool
     payment_files: tuple[Path, ...]
+    from_partials: bool = False  # settled from a partitioned clear's sums, no leg read
 
 
 def default_reason(engine: Engine, day: dt.date) -> str:
@@ -41,10 +45,17 @@ def default_reason(engine: Engine, day: dt.date) -> str:
 def settle(
     engine: Engine, home: Path, day: dt.date, tariffs: TariffSet, *, reason: str = "",
     clear_first: bool = False, progress: Callable[[str], None] | None = None,
+    scheduler: str | None = None, client: Any = None,
 ) -> SettledDay:
     """Settle ``day`` from its complete legs: a day whose taps changed since it was cleared is
     cleared again first, so settlement never posts legs that miss taps (SPEC §4: never lost);
     then the run's payment instructions go to a file of their own (SPEC v1.2 §8).
+
+    A day cleared on partitions (``tongka clear --partitions``) settles from the partial sums
+    stored with its legs when they price the day's current revision: no leg is read
+    (``settle_from_partials``, the same figures and ledger as from the legs). If the day
+    changed since, it is cleared again the way it was: on as many partitions, on the same
+    storage, on the cluster at ``scheduler`` or of ``client`` (a local one by default).
 
     ``clear_first`` also clears a day never cleared (the service's one-call settlement; the
     command line keeps ``tongka clear`` a step of its own). ``progress`` hears each step.
@@ -56,14 +67,48 @@ def settle(
     cleared = legs_revision(home, day)
     recleared = cleared is not None and cleared != revision
     if recleared or (clear_first and cleared is None):
-        say("clearing: matching and pricing the day's taps")
-        revision = clear_day(home, day, tariffs, engine=engine).revision
-    say("settling: obligations, netting and the journal entry")
-    legs = read_day_legs(home, day)
-    result = settle_day(engine, day, legs, tariffs, reason=reason, revision=revision)
+        how = partitioned_as(home, day) if recleared else None
+        if how is None:
+            say("clearing: matching and pricing the day's taps")
+            revision = clear_day(home, day, tariffs, engine=engine).revision
+        else:
+            say(f"clearing: matching and pricing the day's taps on {how.partitions} partitions")
+            revision = clear_day(home, day, tariffs, engine=engine, partitions=how.partitions,
+                                 storage=how.storage, scheduler=scheduler, client=client,
+                                 summary=SETTLEMENT_SUMS).revision
+    # the stored sums of a partitioned clear, if they price the day as it is now
+    partials = read_day_partials(home, day, revision=revision)
+    if partials is not None:
+        say("settling from the partitions' partial sums: obligations, netting and the "
+            "journal entry")
+        result = settle_from_partials(engine, day, partials, tariffs, reason=reason,
+                                      revision=revision)
+    else:
+        say("settling: obligations, netting and the journal entry")
+        legs = read_day_legs(home, day)
+        result = settle_day(engine, day, legs, tariffs, reason=reason, revision=revision)
     say("writing the run's payment file")
     files = write_missing_run_files(engine, home, tariffs.registry, scope=Scope.DAY, period=day)
-    return SettledDay(result, recleared, tuple(files))
+    return SettledDay(result, recleared, tuple(files), partials is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class Partitioned:
+    """How a day's stored legs were cleared on partitions: what clearing it again needs."""
+
+    partitions: int
+    storage: str | None  # the directory or fsspec URL its parts are on; None: the data dir
+
+
+def partitioned_as(home: Path, day: dt.date) -> Partitioned | None:
+    """The partitions and storage of a day cleared on partitions (its manifest); None for a day
+    cleared in one process (or never cleared)."""
+    manifest = parts_manifest(home, day, resolve=False)
+    if manifest is None:
+        return None
+    # older manifests name no count: one part file per partition (an empty one writes a file)
+    partitions = int(manifest.get("partitions") or max(1, len(manifest["parts"])))
+    return Partitioned(partitions, manifest.get("storage") or None)
 
 
 def staleness(engine: Engine, home: Path, day: dt.date) -> str | None:

@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request, Response
 from tongka import audit, jobs
 from tongka.service.centre import Centre
 from tongka.service.problems import PROBLEM_SCHEMA, install
-from tongka.service.routes import batches, days, health, keys, ledger
+from tongka.service.routes import batches, days, health, keys, ledger, risk
 from tongka.service.settle_job import run_settlement
 from tongka.web import pages
 
@@ -63,7 +63,7 @@ def create_app(centre: Centre, *, run_jobs: bool = True) -> FastAPI:
     app.state.centre = centre
     app.state.worker = worker
     install(app)
-    for module in (health, keys, batches, days, ledger):
+    for module in (health, keys, batches, days, ledger, risk):
         app.include_router(module.router)
     pages.register(app)
 
@@ -98,7 +98,9 @@ def _audit(centre: Centre, request: Request, template: str, status: int, princip
             action=f"{request.method} {template}",
             resource=request.url.path,
             outcome=status,
-            detail=getattr(request.state, "error_code", "") or "",
+            # an error's code; else what the route says it did (a deny-list clearing's ids)
+            detail=(getattr(request.state, "error_code", "")
+                    or getattr(request.state, "audit_detail", "") or ""),
         )
     except Exception:  # noqa: BLE001 - the response stands; the failure is logged loudly
         log.exception("could not write the audit event for %s %s", request.method, template)

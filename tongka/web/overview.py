@@ -13,7 +13,8 @@ import datetime as dt
 import threading
 from collections import OrderedDict
 
-from clearing.day import legs_revision, read_day_legs
+from clearing.day import read_day_legs
+from clearing.legs_store import legs_revision
 from clearing.risk_store import read_day_signals
 from settlement.apportion import allocate
 from settlement.parties import Party, party_name

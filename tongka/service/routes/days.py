@@ -26,9 +26,10 @@ import pyarrow as pa
 from fastapi import APIRouter, BackgroundTasks, Body, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from clearing.day import REVISION_KEY, legs_revision, read_day_legs
+from clearing.day import read_day_legs
 from clearing.db import session_factory
 from clearing.errors import ErrorCode, InputError
+from clearing.legs_store import REVISION_KEY, legs_revision
 from clearing.risk_store import read_day_signals
 from clearing.service_day import service_day_of
 from settlement.ledger import Reason, Scope, load_runs
