@@ -365,12 +365,12 @@ def _earlier_batch_files(data_dir: Path, day: dt.date, engine: Engine | None
 
 def _supersede_signals(data_dir: Path, day: dt.date, engine: Engine | None) -> None:
     """After a partitioned clear's commit: the day's signals are its run's parts, named in
-    the manifest (``partitioned_signals``); a single-process clear's file is stale, so it
-    goes, and the day's deny list is written again from the new signals."""
-    from clearing.risk_store import signals_path, write_denylist  # numba kernels (+0.44 s)
+    the manifest (``risk_store.read_day_signals`` reads them); a single-process clear's file
+    is stale, so it goes, and the deny lists holding the day are written again."""
+    from clearing.risk_store import signals_path, write_denylists_from  # numba kernels (+0.44 s)
 
     signals_path(data_dir, day).unlink(missing_ok=True)
-    write_denylist(data_dir, day, engine=engine)
+    write_denylists_from(data_dir, day, engine=engine)
 
 
 def _remove_local_runs(data_dir: Path, day: dt.date) -> None:

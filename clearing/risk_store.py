@@ -195,8 +195,17 @@ def write_day_signals(data_dir: Path, day: dt.date, taps: pa.Table, legs: pa.Tab
     signals = day_signals(day, taps, legs, earlier=earlier_keys(data_dir, day, engine),
                           reference=reference, order=order, records=records)
     path = write_atomic(signals, signals_path(data_dir, day))
-    write_denylist(data_dir, day, engine=engine)
+    write_denylists_from(data_dir, day, engine=engine)
     return path
+
+
+def write_denylists_from(data_dir: Path, day: dt.date, *, engine: Engine | None = None) -> None:
+    """Write ``day``'s deny list, and rewrite the stored lists of the later days whose window
+    holds ``day`` (D+1..D+29) when its new signals change them: a day cleared again (a late
+    or withdrawn batch) must not leave readers a later list built from its old signals."""
+    write_denylist(data_dir, day, engine=engine)
+    refresh_denylists(data_dir, day + dt.timedelta(days=1),
+                      day + dt.timedelta(days=DENY_WINDOW_DAYS - 1), engine)
 
 
 def read_day_signals(data_dir: Path, day: dt.date) -> pa.Table | None:
@@ -363,11 +372,12 @@ def write_denylist(data_dir: Path, day: dt.date, *, engine: Engine | None = None
     return path
 
 
-def refresh_denylists(data_dir: Path, first: dt.date, last: dt.date, engine: Engine
+def refresh_denylists(data_dir: Path, first: dt.date, last: dt.date, engine: Engine | None
                       ) -> list[dt.date]:
-    """Rewrite the stored deny lists of days ``first`` to ``last`` whose contents the recorded
-    clearings change; returns those days. Lists never written stay unwritten (a day not yet
-    cleared gets its list, clearings applied, when it is). Running it again changes nothing."""
+    """Rewrite the stored deny lists of days ``first`` to ``last`` whose contents changed (by
+    the recorded clearings, or by an earlier day's new signals); returns those days. Lists
+    never written stay unwritten (a day not yet cleared gets its list, clearings applied, when
+    it is). Running it again changes nothing."""
     changed: list[dt.date] = []
     read: dict[dt.date, pa.Table | None] = {}
 

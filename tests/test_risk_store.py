@@ -299,3 +299,20 @@ def test_read_ahead_keeps_order_raises_errors_and_stops_with_its_caller() -> Non
     reader.close()  # the caller stops: the reading thread ends instead of reading on
     assert "risk-replay-keys" not in {t.name for t in threading.enumerate()}
     assert len(produced) <= 4  # one taken, READ_AHEAD waiting, one in hand
+
+
+def test_clearing_a_day_again_rewrites_the_later_deny_lists_that_hold_it(tmp_path: Path) -> None:
+    """SPEC §10: day D+1's list holds D's signals. When D is cleared again without them (its
+    batch withdrawn), D+1's stored list must drop them too, not keep what D said before."""
+    p = planted(n=3000)
+    _store(tmp_path, p.taps)
+    clear_day(tmp_path, DAY, T)
+    later = DAY + dt.timedelta(days=1)
+    clear_day(tmp_path, later, T)  # a day with no taps: its list is D's cards alone
+    listed = denylist_path(tmp_path, later).read_text().splitlines()
+    assert len(listed) > 1  # the header and D's cards
+    for f in (tmp_path / "taps").rglob(f"day={DAY.isoformat()}/**/*.parquet"):
+        f.unlink()  # as a withdrawal leaves the day: no batch file
+    clear_day(tmp_path, DAY, T)
+    assert denylist_path(tmp_path, DAY).read_text().splitlines() == listed[:1]
+    assert denylist_path(tmp_path, later).read_text().splitlines() == listed[:1]
