@@ -25,11 +25,8 @@ import datetime as dt
 import os
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -40,6 +37,8 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 from cache_keys import generator_tag  # bench/cache_keys.py
+
+from tongka.testing import served
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "bench" / ".cache"
@@ -73,17 +72,10 @@ def size_label(n: int) -> str:
 
 
 def tongka_script() -> str:
-    beside = Path(sys.executable).with_name("tongka")
-    found = str(beside) if beside.exists() else shutil.which("tongka")
+    found = served.tongka_script()
     if found is None:
         pytest.skip("the tongka console script is not installed (pip install -e .)")
     return found
-
-
-def clean_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TONGKA_")}
-    env["TONGKA_HOME"] = str(home)
-    return env
 
 
 def day_batches(n: int) -> list[Path]:
@@ -95,7 +87,7 @@ def day_batches(n: int) -> list[Path]:
         tmp.mkdir(parents=True)
         subprocess.run([tongka_script(), "generate", "--date", BENCH_DAY.isoformat(), "--taps",
                         str(n), "--seed", str(SEED), "--out", str(tmp / "batches")],
-                       check=True, capture_output=True, cwd=tmp, env=clean_env(tmp / "home"))
+                       check=True, capture_output=True, cwd=tmp, env=served.clean_env(tmp / "home"))
         shutil.rmtree(tmp / "home", ignore_errors=True)
         try:
             (tmp / "batches").rename(out)  # a complete directory or none
@@ -137,45 +129,18 @@ def split_day(batches: list[Path], out: Path, parts: int = PARTS) -> list[Part]:
 # ---------------------------------------------------------------- the server
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """``tongka serve`` on a free loopback port, its output in a log file; RSS sampled."""
+class Server(served.ServedTongka):
+    """``tongka serve`` (tongka.testing.served), its memory sampled while it runs."""
 
     def __init__(self, home: Path, db: str, log: Path) -> None:
-        self.home, self.db, self.log = home, db, log
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = ""
+        super().__init__(tongka_script(), home, db, log, START_TIMEOUT_S)
         self.peak_sampled = 0  # bytes: server and children, as sampled
         self._stop = threading.Event()
         self._sampler: threading.Thread | None = None
 
-    def start(self) -> Server:
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [tongka_script(), "--data-dir", str(self.home), "--db", self.db, "serve",
-                 "--host", "127.0.0.1", "--port", str(port)],
-                env=clean_env(self.home), stdout=log, stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the server exited ({self.proc.returncode}):\n{self.tail()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    self._sampler = threading.Thread(target=self._sample, daemon=True)
-                    self._sampler.start()
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"no /healthz within {START_TIMEOUT_S} s:\n{self.tail()}")
+    def started(self) -> None:
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+        self._sampler.start()
 
     def _sample(self) -> None:
         try:
@@ -206,16 +171,7 @@ class Server:
 
     def stop(self) -> None:
         self._stop.set()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
-
-    def tail(self, chars: int = 3000) -> str:
-        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+        super().stop()
 
 
 @pytest.fixture

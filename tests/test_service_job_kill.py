@@ -14,11 +14,7 @@ uninterrupted run's.
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +25,7 @@ import pytest
 
 from clearing.db import make_engine
 from settlement.ledger import ledger_balances
+from tongka.testing.served import ServedTongka, clean_env, tongka_script
 
 DAY = "2026-11-24"
 TAPS = 60_000
@@ -40,23 +37,16 @@ WORKER_DIED = "Exception in thread tongka-jobs"  # Python's report of an uncaugh
 
 
 def _tongka() -> str:
-    beside = Path(sys.executable).with_name("tongka")
-    found = str(beside) if beside.exists() else shutil.which("tongka")
+    found = tongka_script()
     if found is None:
         pytest.skip("the tongka console script is not installed (pip install -e .)")
     return found
 
 
-def _env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TONGKA_")}
-    env["TONGKA_HOME"] = str(home)
-    return env
-
-
 def cli(home: Path, db: str, *args: str) -> str:
     """Run ``tongka`` as a user would; its stdout (fails with both streams if it fails)."""
     done = subprocess.run(
-        [_tongka(), "--data-dir", str(home), "--db", db, *args], env=_env(home),
+        [_tongka(), "--data-dir", str(home), "--db", db, *args], env=clean_env(home),
         capture_output=True, text=True, timeout=CLI_TIMEOUT_S, check=False,
     )
     assert done.returncode == 0, f"tongka {' '.join(args[:3])} ...: {done.stdout}\n{done.stderr}"
@@ -67,56 +57,14 @@ def sqlite_url(home: Path) -> str:
     return f"sqlite:///{home / 'tongka.sqlite'}"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """``tongka serve`` as a child process on a free loopback port, its output in a log file."""
-
-    def __init__(self, home: Path, db: str, log: Path) -> None:
-        self.home, self.db, self.log = home, db, log
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = ""
-
-    def start(self) -> Server:
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [_tongka(), "--data-dir", str(self.home), "--db", self.db, "serve",
-                 "--host", "127.0.0.1", "--port", str(port)],
-                env=_env(self.home), stdout=log, stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"the server exited ({self.proc.returncode}):\n{self.tail()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        pytest.fail(f"the server did not answer /healthz within {START_TIMEOUT_S} s:\n"
-                    f"{self.tail()}")
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown, no cleanup, as a crash or the OOM killer."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
-
-    def tail(self, chars: int = 3000) -> str:
-        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+def server(home: Path, db: str, log: Path) -> ServedTongka:
+    return ServedTongka(_tongka(), home, db, log, START_TIMEOUT_S)
 
 
 @pytest.fixture
-def servers() -> Iterator[list[Server]]:
+def servers() -> Iterator[list[ServedTongka]]:
     """Every server a test starts is killed afterwards, whatever happened."""
-    started: list[Server] = []
+    started: list[ServedTongka] = []
     try:
         yield started
     finally:
@@ -154,7 +102,7 @@ def uninterrupted(batch_files: list[Path], tmp_path_factory: pytest.TempPathFact
     return balances
 
 
-def wait_for(http: httpx.Client, server: Server, job_id: int, done: Any) -> dict[str, Any]:
+def wait_for(http: httpx.Client, server: ServedTongka, job_id: int, done: Any) -> dict[str, Any]:
     """Poll the job until ``done(job)``; bounded, and cut short if the worker thread died."""
     deadline = time.monotonic() + JOB_TIMEOUT_S
     next_look = time.monotonic() + 1
@@ -192,14 +140,14 @@ KILL_AT = ("settling", "writing")
 @pytest.mark.parametrize("kill_at", KILL_AT)
 def test_a_job_killed_mid_settlement_restarts_to_the_uninterrupted_ledger(
     db_url: str, tmp_path: Path, batch_files: list[Path], uninterrupted: dict[str, int],
-    servers: list[Server], record_property: Any, kill_at: str,
+    servers: list[ServedTongka], record_property: Any, kill_at: str,
 ) -> None:
     home = tmp_path / "home"
     cli(home, db_url, "ingest", *map(str, batch_files))
     key = cli(home, db_url, "keys", "create", "--role", "finance").split()[-1]
     auth = {"Authorization": f"Bearer {key}"}
 
-    first = Server(home, db_url, tmp_path / "server-1.log")
+    first = server(home, db_url, tmp_path / "server-1.log")
     servers.append(first)
     first.start()
     with httpx.Client(base_url=first.url, headers=auth, timeout=60) as http:
@@ -211,7 +159,7 @@ def test_a_job_killed_mid_settlement_restarts_to_the_uninterrupted_ledger(
         first.kill()
     assert seen["state"] != "failed", seen
 
-    second = Server(home, db_url, tmp_path / "server-2.log")
+    second = server(home, db_url, tmp_path / "server-2.log")
     servers.append(second)
     second.start()
     with httpx.Client(base_url=second.url, headers=auth, timeout=300) as http:

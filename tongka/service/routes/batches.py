@@ -10,6 +10,7 @@ someone else's batch exists. Quarantine is shown without its sealed raw records.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import json
 import shutil
@@ -128,16 +129,10 @@ class BatchOut(BaseModel):
 
     @classmethod
     def fields_of(cls, b: BatchSummary) -> dict[str, Any]:
-        return {
-            "id": b.id, "file_sha256": b.file_sha256, "operator": b.operator,
-            "service_day": b.service_day, "day_seq": b.day_seq, "source_format": b.source_format,
-            "source_name": b.source_name, "status": b.status, "late": b.late,
-            "received": b.received, "accepted": b.accepted, "duplicates": b.duplicates,
-            "quarantined": b.quarantined, "received_at": _utc(b.received_at),
-            "accepted_at": _utc(b.accepted_at),
-            "withdrawn_at": None if b.withdrawn_at is None else _utc(b.withdrawn_at),
-            "withdrawn_reason": b.withdrawn_reason,
-        }
+        """The summary's fields, its times as UTC (the model mirrors ``BatchSummary``)."""
+        return {**dataclasses.asdict(b), "received_at": _utc(b.received_at),
+                "accepted_at": _utc(b.accepted_at),
+                "withdrawn_at": None if b.withdrawn_at is None else _utc(b.withdrawn_at)}
 
     @classmethod
     def of(cls, b: BatchSummary) -> BatchOut:
