@@ -107,8 +107,9 @@ def _compare_with_fast(name, peer_legs, taps, n_legs, benchmark, n, record_timin
 
 def _ingested_store(n: int, clear_file: Path, day) -> Path:  # type: ignore[no-untyped-def]
     """A data directory and SQLite store holding the day, ingested once and cached."""
-    from clearing.db import make_engine, upgrade
+    from clearing.db import make_engine
     from clearing.ingest import ingest_file
+    from tongka.schema import upgrade
     from tongka.testing.generate import write_day
 
     store = clear_file.with_name(clear_file.stem + "-store")

@@ -24,12 +24,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from clearing.accept import day_rules
-from clearing.db import make_engine, upgrade
+from clearing.db import make_engine
 from clearing.ingest import ingest_file
 from clearing.service_day import day_bounds_ms
 from clearing.taps import TAP_SCHEMA, TapType
 from tariffs.load import load_tariff_set
 from tariffs.registry import FLAT, Registry, load_registry
+from tongka.schema import upgrade
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 FULL = 10_000_000
@@ -106,7 +107,8 @@ CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
 from clearing.accept import day_rules
-from clearing.db import make_engine, upgrade
+from clearing.db import make_engine
+from tongka.schema import upgrade
 from clearing.ingest import ingest_file
 from tariffs.registry import load_registry
 path, work = Path(sys.argv[1]), Path(sys.argv[2])

@@ -343,9 +343,10 @@ def pct(values: list[float], q: float) -> float:
 
 def test_bench_service_load(request: pytest.FixtureRequest, tmp_path: Path,
                             server_slot: list[Server], benchmark, record_note) -> None:  # type: ignore[no-untyped-def]
-    from clearing.db import make_engine, upgrade
+    from clearing.db import make_engine
     from tariffs.load import load_tariff_set
     from tongka.access import Role, create_key
+    from tongka.schema import upgrade
 
     n = service_size(request.config)
     if n is None:

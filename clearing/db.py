@@ -1,15 +1,20 @@
-"""Database plumbing: the declarative base, engines for SQLite and PostgreSQL, sessions, migrations.
+"""Database plumbing: the declarative base, engines for SQLite and PostgreSQL, sessions, and the
+machinery that migrates a schema and grants the engine's role.
 
 Every SQL table of the project (batches, quarantine, ledger) hangs off ``Base``; the schema is
-created and upgraded only through the alembic migrations in ``clearing/migrations``.
+created and upgraded only through alembic revisions, which live with the room owning their
+tables. Which rooms make up the schema is the application's knowledge (``tongka.schema``
+hands a ``Schema`` to ``upgrade``); this module knows none of the rooms above it.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,7 +30,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+from clearing.migrations import ENVIRONMENT
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -122,23 +127,40 @@ def transaction(engine: Engine, *, immediate: bool = False) -> Iterator[Session]
         yield session
 
 
-def alembic_config(engine: Engine) -> Config:
+@dataclass(frozen=True)
+class Schema:
+    """The schema as the rooms make it up: each keeps its alembic revisions in its own
+    directory (one linear history across them) and names the tables the engine's role may
+    only read and append to (SPEC v1.2 §8)."""
+
+    version_dirs: tuple[Path, ...]
+    append_only: frozenset[str]
+
+
+def alembic_config(engine: Engine | None, schema: Schema) -> Config:
+    """An alembic configuration running ``schema``'s revisions on ``engine`` (None: only to
+    read the revisions)."""
     # alembic (+0.14 s, -X importtime) only where migrations run: every command imports this
     from alembic.config import Config
 
     cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    cfg.attributes["engine"] = engine
+    cfg.set_main_option("script_location", _ini_value(ENVIRONMENT))
+    cfg.set_main_option("path_separator", "os")  # os.pathsep: a directory may hold spaces
+    cfg.set_main_option("version_locations",
+                        os.pathsep.join(_ini_value(d) for d in schema.version_dirs))
+    if engine is not None:
+        cfg.attributes["engine"] = engine
     return cfg
 
 
-def head_revision() -> str:
-    from alembic.config import Config  # alembic (+0.14 s), as in alembic_config
-    from alembic.script import ScriptDirectory
+def _ini_value(path: Path) -> str:
+    return str(path).replace("%", "%%")  # alembic's ConfigParser interpolates '%'
 
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    head = ScriptDirectory.from_config(cfg).get_current_head()
+
+def head_revision(schema: Schema) -> str:
+    from alembic.script import ScriptDirectory  # alembic (+0.14 s), as in alembic_config
+
+    head = ScriptDirectory.from_config(alembic_config(None, schema)).get_current_head()
     assert head is not None
     return head
 
@@ -150,24 +172,16 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-# SPEC v1.2 §8: tables the engine's role may only read and append to (the ledger, and the
-# settlement runs with their payment instructions; settlement.ledger.LEDGER_TABLES). Every other
-# table of the schema is operational: read, insert, update. alembic_version is read only.
-APPEND_ONLY_TABLES = (
-    "accounts",
-    "journal_entries",
-    "postings",
-    "settlement_runs",
-    "payment_instructions",
-    "audit_events",  # the service's audit trail (tongka.audit), protected like the ledger
-    "risk_clearances",  # issuers' deny-list clearings (clearing.risk_clearances): evidence
-)
+# alembic_version is read only for the engine's role; every table not append-only (a room's
+# ``Schema.append_only``) is operational: read, insert, update.
 READ_ONLY_TABLES = ("alembic_version",)
 _INSUFFICIENT_PRIVILEGE = "42501"  # PostgreSQL SQLSTATE: permission denied, must be owner
 
 
-def upgrade(engine: Engine, owner_engine: Engine | None = None) -> None:
+def upgrade(engine: Engine, schema: Schema, owner_engine: Engine | None = None) -> None:
     """Bring the schema to the code's head; refuse a database newer than the code.
+
+    Callers pass the application's schema (``tongka.schema.upgrade`` does).
 
     Without ``owner_engine`` the engine's own role runs the migrations (one role: fine for
     SQLite and for development). With it (PostgreSQL in production), the migrations run as the
@@ -180,7 +194,7 @@ def upgrade(engine: Engine, owner_engine: Engine | None = None) -> None:
     runner = owner_engine if owner_engine is not None else engine
     if owner_engine is not None:
         check_engine_role(engine, owner_engine)
-    cfg = alembic_config(runner)
+    cfg = alembic_config(runner, schema)
     script = ScriptDirectory.from_config(cfg)
     current = current_revision(runner)
     if current is not None and not _known(script, current):
@@ -200,14 +214,14 @@ def upgrade(engine: Engine, owner_engine: Engine | None = None) -> None:
             "`tongka db upgrade --owner-url URL` with the schema owner's URL",
         ) from None
     if owner_engine is not None:
-        grant_engine_role(owner_engine, role_name(engine))
+        grant_engine_role(owner_engine, role_name(engine), schema)
 
 
-def upgrade_as_owner(engine: Engine, owner_url: str) -> None:
+def upgrade_as_owner(engine: Engine, schema: Schema, owner_url: str) -> None:
     """``tongka db upgrade --owner-url URL``: migrate as the owner, then grant ``engine``'s role."""
     owner = make_engine(owner_url)
     try:
-        upgrade(engine, owner_engine=owner)
+        upgrade(engine, schema, owner_engine=owner)
     finally:
         owner.dispose()
 
@@ -243,7 +257,7 @@ def check_engine_role(engine: Engine, owner_engine: Engine) -> None:
         )
 
 
-def grant_engine_role(owner_engine: Engine, role: str) -> None:
+def grant_engine_role(owner_engine: Engine, role: str, schema: Schema) -> None:
     """Give ``role`` exactly what the engine needs on the owner's tables of the current schema:
     SELECT and INSERT on the append-only ledger tables, SELECT, INSERT and UPDATE on the
     operational ones, SELECT on alembic_version, USAGE on the sequences; nothing else (no
@@ -252,27 +266,27 @@ def grant_engine_role(owner_engine: Engine, role: str) -> None:
     with owner_engine.begin() as conn:
         quote = conn.dialect.identifier_preparer.quote
         grantee = quote(role)
-        schema = quote(conn.exec_driver_sql("SELECT current_schema()").scalar_one())
+        namespace = quote(conn.exec_driver_sql("SELECT current_schema()").scalar_one())
         tables = conn.exec_driver_sql(
             "SELECT tablename FROM pg_tables "
             "WHERE schemaname = current_schema() AND tableowner = current_user ORDER BY tablename"
         ).scalars().all()
         for table in tables:
-            name = f"{schema}.{quote(table)}"
+            name = f"{namespace}.{quote(table)}"
             conn.exec_driver_sql(f"REVOKE ALL ON {name} FROM {grantee}")
-            conn.exec_driver_sql(f"GRANT {_privileges(table)} ON {name} TO {grantee}")
+            conn.exec_driver_sql(f"GRANT {_privileges(table, schema)} ON {name} TO {grantee}")
         sequences = conn.exec_driver_sql(
             "SELECT sequencename FROM pg_sequences "
             "WHERE schemaname = current_schema() AND sequenceowner = current_user"
         ).scalars().all()
         for sequence in sequences:
-            name = f"{schema}.{quote(sequence)}"
+            name = f"{namespace}.{quote(sequence)}"
             conn.exec_driver_sql(f"REVOKE ALL ON SEQUENCE {name} FROM {grantee}")
             conn.exec_driver_sql(f"GRANT USAGE ON SEQUENCE {name} TO {grantee}")
 
 
-def _privileges(table: str) -> str:
-    if table in APPEND_ONLY_TABLES:
+def _privileges(table: str, schema: Schema) -> str:
+    if table in schema.append_only:
         return "SELECT, INSERT"
     if table in READ_ONLY_TABLES:
         return "SELECT"

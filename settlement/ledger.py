@@ -226,7 +226,7 @@ class InstructionRow(Base):
 
 
 # Insert-only tables: the engine's role may SELECT and INSERT them, nothing else (migration 0003,
-# clearing.db.APPEND_ONLY_TABLES).
+# settlement.migrations.APPEND_ONLY_TABLES).
 LEDGER_TABLES = (
     "accounts",
     "journal_entries",

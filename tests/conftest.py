@@ -17,7 +17,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 from sqlalchemy import Engine, create_engine, text
 
-from clearing.db import make_engine, upgrade
+from clearing.db import make_engine
+from tongka.schema import upgrade
 
 PG_ENV = "TONGKA_TEST_DATABASE_URL"
 

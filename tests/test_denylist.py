@@ -27,7 +27,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 from typer.testing import CliRunner
 
-from clearing.db import make_engine, transaction, upgrade
+from clearing.db import make_engine, transaction
 from clearing.errors import TongkaError
 from clearing.parquet_io import write_atomic
 from clearing.risk import DENY_KINDS, EVIDENCE_TYPE, SIGNAL_SCHEMA, RiskKind
@@ -45,6 +45,7 @@ from tests.service_support import Service
 from tongka import audit
 from tongka.cli_denylist import denylist_app
 from tongka.denylist import clear_cards, list_clearances, show_denylist
+from tongka.schema import upgrade
 
 BASE = dt.date(2025, 3, 1)  # long past: every clearing below is through a day already over
 TODAY = BASE + dt.timedelta(days=200)
@@ -302,12 +303,13 @@ def test_the_migration_creates_what_the_model_describes(engine: Engine) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    from clearing.db import APPEND_ONLY_TABLES, Base
+    from clearing.db import Base
+    from tongka.schema import SCHEMA
 
     with engine.connect() as conn:
         diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert [d for d in diffs if "risk_clearances" in repr(d)] == []
-    assert "risk_clearances" in APPEND_ONLY_TABLES  # the engine role may SELECT and INSERT only
+    assert "risk_clearances" in SCHEMA.append_only  # the engine role may SELECT and INSERT only
 
 
 @pytest.mark.parametrize(("ask", "code"), [

@@ -22,12 +22,13 @@ from clearing.batches import (
     quarantined_rows,
 )
 from clearing.days import days_needing_settlement, is_settled, mark_settled
-from clearing.db import DatabaseError, transaction, upgrade
+from clearing.db import DatabaseError, transaction
 from clearing.errors import InputError, RowError, StateError
 from clearing.ingest import BatchReport, ingest_file, ingest_taps, remove_orphans, resubmit
 from clearing.service_day import local_ms
 from clearing.taps import TAP_SCHEMA, TapType, taps_table
 from tariffs.registry import FLAT, load_registry
+from tongka.schema import upgrade
 
 REG = load_registry()
 DAY = dt.date(2026, 11, 24)

@@ -140,7 +140,8 @@ def test_calls_with_a_key_index_racing(engine: Engine, db_url: str, tmp_path: Pa
 
 UPGRADER = r"""
 import os, sys, time
-from clearing.db import current_revision, head_revision, make_engine, upgrade
+from clearing.db import make_engine
+from tongka.schema import current_revision, head_revision, upgrade
 
 url, go = sys.argv[1:3]
 engine = make_engine(url)

@@ -16,13 +16,14 @@ from sqlalchemy import Engine, delete
 
 from clearing.batches import Batch, QuarantinedRow
 from clearing.days import ServiceDay
-from clearing.db import make_engine, transaction, upgrade
+from clearing.db import make_engine, transaction
 from clearing.ingest import BatchReport, ingest_taps
 from clearing.service_day import local_ms
 from clearing.taps import TapType, taps_table
 from clearing.tapstore import KeyIndex, read_day_taps
 from clearing.withdraw import withdraw_batch
 from tariffs.registry import FLAT, load_registry
+from tongka.schema import upgrade
 
 REG = load_registry()
 DAY = dt.date(2026, 11, 24)

@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from test_settle_builders import TARIFFS
 from test_settle_builders import leg as _leg
 
-from clearing.db import DatabaseError, make_engine, upgrade
+from clearing.db import DatabaseError, make_engine
 from clearing.legs import Leg, legs_table
 from clearing.service_day import day_number
 from settlement.ledger import (
@@ -34,6 +34,7 @@ from settlement.ledger import (
 from settlement.obligations import ObligationKind
 from settlement.parties import government, issuer, operator
 from settlement.settle import settle_day
+from tongka.schema import upgrade
 
 # A day of its own: settlement locks are per day across the whole PostgreSQL database, and
 # other test modules settle the builders' DAY at the same time.

@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from sqlalchemy import MetaData, select
 from sqlalchemy.engine import Engine
 
-from clearing.db import make_engine, upgrade
+from clearing.db import make_engine
 from clearing.ingest import ingest_taps
 from clearing.reference import match_and_price
 from readers.config import ReaderConfig
@@ -28,6 +28,7 @@ from readers.registry import detect_format, get_adapter
 from readers.tunion import FIELDS
 from tariffs.error_codes import ErrorCode
 from tariffs.load import load_tariff_set
+from tongka.schema import upgrade
 from tongka.testing.generate import generate_day
 from tongka.testing.synth import identities, write_raw
 

@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine
 
 from clearing.day import clear_day, read_day_legs
-from clearing.db import make_engine, upgrade
+from clearing.db import make_engine
 from clearing.ingest import ingest_taps
 from clearing.legs import sort_legs
 from clearing.legs_store import legs_revision
@@ -41,6 +41,7 @@ from settlement.ledger import account_balances, entry_sums
 from settlement.partials import SETTLEMENT_SUMS, day_partials, read_day_partials
 from settlement.settle import SettlementResult
 from tariffs.load import TariffSet, load_tariff_set
+from tongka.schema import upgrade
 from tongka.settling import partitioned_as
 from tongka.settling import settle as settle_as_finance
 from tongka.testing.strategies import batches, days, service_days, tariff_sets

@@ -24,7 +24,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from sqlalchemy import create_engine, text
 from test_settle_builders import TARIFFS, day_legs, leg
 
-from clearing.db import make_engine, upgrade
+from clearing.db import make_engine
 from clearing.legs import Leg, LegStatus, legs_table
 from clearing.service_day import day_number
 from settlement.ledger import (
@@ -38,6 +38,7 @@ from settlement.ledger import (
 from settlement.month_close import close_month, month_obligations
 from settlement.netting import net_positions
 from settlement.settle import compute_day, settle_day
+from tongka.schema import upgrade
 
 MONTH = dt.date(2024, 5, 1)
 DAYS = [dt.date(2024, 5, 14), dt.date(2024, 5, 15), dt.date(2024, 5, 31)]

@@ -25,13 +25,14 @@ from clearing.batches import (
     quarantined_rows,
 )
 from clearing.days import day_revision, days_needing_settlement, is_settled, mark_settled
-from clearing.db import alembic_config, make_engine, session_factory, transaction
+from clearing.db import make_engine, session_factory, transaction
 from clearing.errors import InputError, StateError
 from clearing.ingest import ALREADY_INGESTED, ingest_file, remove_orphans
 from clearing.service_day import local_ms
 from clearing.taps import TapType, taps_table
 from clearing.withdraw import withdraw_batch
 from tariffs.registry import FLAT, load_registry
+from tongka.schema import alembic_config
 from tongka.testing.strategies import batches as strategy_batches
 from tongka.testing.strategies import days
 
@@ -345,7 +346,7 @@ def test_migration_0004_keeps_stored_batches_and_releases_identity_on_withdrawal
         db_url: str, tmp_path: Path) -> None:
     from alembic import command
 
-    from clearing.db import upgrade
+    from tongka.schema import upgrade
 
     eng = make_engine(db_url)
     try:
@@ -397,7 +398,7 @@ def test_archive_tables_read_back(engine: Engine, tmp_path: Path) -> None:
 def test_migration_0004_downgrades_and_upgrades_with_rows(engine: Engine, tmp_path: Path) -> None:
     from alembic import command
 
-    from clearing.db import current_revision, upgrade
+    from tongka.schema import current_revision, upgrade
 
     ingest_file(engine, tmp_path, write(tmp_path / "a.parquet", [tap(1), tap(1, stop=999_999)]),
                 REG)
@@ -463,7 +464,7 @@ def test_withdrawing_a_batch_is_as_if_it_never_came(engine: Engine, tmp_path: Pa
     event(f"reaccepted {min(w.reaccepted, 1)}, now duplicates {min(w.now_duplicates, 1)}")
     ref_engine = make_engine(f"sqlite:///{reference / 'ref.sqlite'}")
     try:
-        from clearing.db import upgrade
+        from tongka.schema import upgrade
 
         upgrade(ref_engine)
         ref_ids = ingest_parts(ref_engine, reference, [p for p in parts if p[0] != gone], run)

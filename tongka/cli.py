@@ -245,7 +245,8 @@ def _engine(*, read_only: bool = False):  # type: ignore[no-untyped-def]
 
     ``read_only`` commands neither create the data directory nor a new SQLite file.
     """
-    from clearing.db import make_engine, upgrade
+    from clearing.db import make_engine
+    from tongka.schema import upgrade
 
     url = _database_url()
     if not read_only:
@@ -803,7 +804,8 @@ def db_upgrade(
     ] = None,
 ) -> None:
     """Create or upgrade the schema to this version of tongka."""
-    from clearing.db import current_revision, make_engine, upgrade_as_owner
+    from clearing.db import make_engine
+    from tongka.schema import current_revision, upgrade_as_owner
 
     if owner_url:
         engine = make_engine(_database_url())

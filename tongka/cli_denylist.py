@@ -61,7 +61,8 @@ def _home(settings: Settings) -> Path:
 
 
 def _engine(settings: Settings) -> Engine:
-    from clearing.db import make_engine, upgrade
+    from clearing.db import make_engine
+    from tongka.schema import upgrade
 
     engine = make_engine(settings.resolved_url())
     upgrade(engine)

@@ -1,4 +1,5 @@
-"""Alembic environment: runs migrations on the engine handed in by ``clearing.db.upgrade``."""
+"""Alembic environment: runs every room's revisions (``clearing.db.Schema``) on the engine
+``clearing.db.upgrade`` hands in."""
 
 from __future__ import annotations
 

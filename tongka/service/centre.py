@@ -8,11 +8,12 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from clearing.db import make_engine, upgrade
+from clearing.db import make_engine
 from clearing.settings import Settings
 from readers.config import ReaderConfig, ReaderConfigError
 from tariffs.load import TariffSet, load_tariff_set
 from tongka.access import KeyCache
+from tongka.schema import upgrade
 from tongka.service.metrics import Metrics
 
 

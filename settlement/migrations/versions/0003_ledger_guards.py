@@ -16,7 +16,8 @@ Revises: 0002
   SQLite's row triggers can do (they cannot see a transaction's end).
 
 Privileges (an engine role that may only SELECT and INSERT the ledger) are granted by
-``clearing.db.grant_engine_role`` after the migrations, since role names are the deployment's.
+``clearing.db.grant_engine_role`` after the migrations (``tongka.schema.upgrade`` with an owner
+role), since role names are the deployment's.
 """
 
 import sqlalchemy as sa
