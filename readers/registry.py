@@ -21,7 +21,12 @@ from pathlib import Path
 from clearing.errors import InputError
 from clearing.input_files import read_input_bytes
 from readers.base import Adapter
+from readers.card import CardAdapter
 from readers.names import BUILTIN_FORMATS
+from readers.nfc import NfcAdapter
+from readers.qr import QrAdapter
+from readers.ssc import SocialSecurityAdapter
+from readers.wearable import WearableAdapter
 from tariffs.error_codes import ErrorCode
 
 log = logging.getLogger(__name__)
@@ -32,12 +37,6 @@ SNIFF_LINES = 64  # nor past this many lines, when the first ones belong to no f
 
 
 def _builtins() -> dict[str, Callable[[], Adapter]]:  # the order is detection's and listing's
-    from readers.card import CardAdapter
-    from readers.nfc import NfcAdapter
-    from readers.qr import QrAdapter
-    from readers.ssc import SocialSecurityAdapter
-    from readers.wearable import WearableAdapter
-
     makers: dict[str, Callable[[], Adapter]] = {
         "card": CardAdapter,
         "nfc": NfcAdapter,
