@@ -33,6 +33,7 @@ import pyarrow as pa
 from tariffs.load import TariffSet
 from tariffs.vocab import Mode
 
+# the peers are written from SPEC alone, as an outside check, so they share no constant with tongka
 MINUTE_MS = 60_000
 SERVICE_DAY_SHIFT_MS = 4 * 3600 * 1000  # SPEC §1: + 8 h (CST) - 4 h (the day starts at 04:00)
 DAY_MS = 86_400_000

@@ -26,7 +26,7 @@ from clearing.fast import PricingError, match_and_price_chunks, match_and_price_
 from clearing.kernel_tables import kernel_tables
 from clearing.legs import LEG_SCHEMA
 from clearing.reference import match_and_price
-from clearing.service_day import day_bounds_ms
+from clearing.service_day import MINUTE_MS, day_bounds_ms
 from clearing.taps import ACCOUNT_BASED, TAP_SCHEMA, TapType
 from tariffs.load import TariffSet, load_tariff_set
 from tariffs.registry import load_registry
@@ -37,7 +37,6 @@ from tongka.testing.strategies import days, service_days, tariff_sets, world
 FIXTURE_DIR = Path(__file__).parent / "fixtures" / "tariffs_kernel"
 DEFAULT = load_tariff_set()
 KERNEL_SET = load_tariff_set(FIXTURE_DIR, load_registry())
-MINUTE_MS = 60_000
 
 # Examples per registry case; match_and_price is the SPEC §9 property "the fast path equals
 # the reference", run on at least 2000 generated days.
