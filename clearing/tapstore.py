@@ -37,7 +37,9 @@ is what keeps de-duplication independent of history.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator, Sequence
+import queue
+import threading
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -284,61 +286,20 @@ def _committed_batches(session: Session, days: Sequence[dt.date]
 # --------------------------------------------------------------------------- the call's key index
 
 
-MAX_INDEX_KEYS = 1 << 23  # a KeyIndex holds at most this many keys (about 0.6 GB), then streams
+MAX_INDEX_KEYS = 3 << 24  # a KeyIndex holds at most this many keys (about 1.3 GB), then streams
+INDEX_LOAD = 0.6  # the tables' fill: linear probing stays about two slots a probe
+MIN_INDEX_KEYS = 1 << 10  # the smallest tables (KeyIndex(min_keys=...): tests make them grow)
+FULL_HASH = (1 << 64) - 1  # KeyIndex(hash_mask=...): tests truncate the hash to force collisions
+VERIFY_CACHE_ROWS = 1 << 22  # stored key rows kept for exact checks (32 bytes each)
+_LOW = np.uint64(0xFFFFFFFF)
 
 
 class _IndexFull(Exception):
     """The stored keys of the days touched do not fit ``MAX_INDEX_KEYS``."""
 
 
-class _KeySet:
-    """An exact hash set of (3-field key, day) that grows: keys and days in arrays, and an
-    open-addressing table (load <= 1/2) over them, hashed by the key alone, so one probe
-    sequence answers "is this key stored on any day from lo to hi". A slot holds 31 bits of
-    the key's hash and the entry's index, so a probe that misses (most do) reads one slot,
-    not the key arrays. An entry already in the set is not added again."""
-
-    def __init__(self, dtypes: Sequence[np.dtype], seed: np.uint64, limit: int) -> None:
-        self.seed = seed
-        self.limit = limit
-        self.n = 0
-        self.keys = [np.empty(0, dtype=t) for t in dtypes]
-        self.days = np.empty(0, dtype=np.int32)
-        self.table = np.full(2, -1, np.int64)
-
-    def reserve(self, need: int) -> None:
-        """Room for ``need`` entries in all (grown by doubling: adding is amortised O(1))."""
-        if need <= len(self.days):
-            return
-        if need > self.limit:
-            raise _IndexFull
-        cap = max(1 << 16, len(self.days))
-        while cap < need:
-            cap <<= 1
-        cap = min(cap, max(need, self.limit))
-        self.keys = [np.concatenate([k[:self.n], np.empty(cap - self.n, k.dtype)])
-                     for k in self.keys]
-        self.days = np.concatenate([self.days[:self.n], np.empty(cap - self.n, np.int32)])
-        size = 2
-        while size < 2 * cap:
-            size <<= 1
-        self.table = _set_rehash_kernel(size, self.keys[0], self.keys[1], self.keys[2], self.n,
-                                        self.seed)
-
-    def add(self, day: int, k0: np.ndarray, k1: np.ndarray, k2: np.ndarray) -> None:
-        self.reserve(self.n + len(k0))
-        self.n = _set_insert_kernel(self.table, self.keys[0], self.keys[1], self.keys[2],
-                                    self.days, self.n, self.seed, day, k0, k1, k2)
-
-    def contains(self, lo: int, hi: int, k0: np.ndarray, k1: np.ndarray, k2: np.ndarray
-                 ) -> np.ndarray:
-        """Per key, whether it is stored on a day from ``lo`` to ``hi`` (ordinals)."""
-        if self.n == 0:
-            return np.zeros(len(k0), dtype=np.bool_)
-        found: np.ndarray = _set_contains_kernel(
-            self.table, self.keys[0], self.keys[1], self.keys[2], self.days, self.seed, lo, hi,
-            k0, k1, k2)
-        return found
+class _Grow(Exception):
+    """More stored keys than the tables were sized for: rebuild them bigger."""
 
 
 class KeyIndex:
@@ -354,32 +315,78 @@ class KeyIndex:
     accepted keys once its transaction has committed. So a day's keys are decoded once per
     call instead of once per batch, and a batch probes its own keys into the index (time
     follows the batch) instead of streaming every stored key through its own.
-    Memory: 36 bytes per stored key of the days touched, and 32 to 64 bytes of tables; past
-    ``max_keys`` keys the index gives up for the rest of the call (``refresh`` returns False)
-    and the caller streams the stored keys as without one.
+
+    **Fingerprints, then an exact check.** The index keeps no key: per stored tap and key kind
+    (device, card) one 8-byte slot of an open-addressing table holds the high 32 bits of the
+    key's 64-bit hash (the low 32 bits chose the slot) and the tap's location (which stored
+    file, which row). A probe that finds a slot with its fingerprint, on a file of a day in
+    its window, is only a candidate: its key is compared with the stored file's row (read
+    under the same day locks; the rows of the files a call checks stay cached up to
+    ``VERIFY_CACHE_ROWS``). Candidates are the real duplicates across batches (under 1 % of
+    taps) and, rarely, a fingerprint collision, so the answer is exact whatever the hash does
+    (``hash_mask`` truncates it, for tests). Memory: 2 x 8 bytes / ``INDEX_LOAD`` per stored
+    key (about 27 bytes), sized once from the stored counts in SQL and ``expect_rows`` (the
+    call's own rows, from the batches' footers), so the tables never double; a table that
+    turns out too small is rebuilt from the files. Past ``max_keys`` keys the index gives up
+    for the rest of the call (``refresh`` returns False) and the caller streams the stored keys
+    as without one.
     """
 
-    def __init__(self, data_dir: Path, *, max_keys: int = MAX_INDEX_KEYS) -> None:
+    def __init__(self, data_dir: Path, *, max_keys: int = MAX_INDEX_KEYS, expect_rows: int = 0,
+                 hash_mask: int = FULL_HASH, min_keys: int = MIN_INDEX_KEYS) -> None:
         self.data_dir = Path(data_dir)
         self.max_keys = max_keys
+        self.min_keys = min_keys
         self.enabled = True
+        self.mask = np.uint64(hash_mask)
+        self._expect = max(0, int(expect_rows))  # the call's rows not added yet (a size hint)
+        self._capacity_hint = 0
         self._clear()
 
     def _clear(self) -> None:
         self._batches: dict[dt.date, set[tuple[int, str]]] = {}
-        self._device = _KeySet([TAP_SCHEMA.field(k).type.to_pandas_dtype() for k in DEVICE_KEY],
-                               _DEVICE_SEED, self.max_keys)
-        self._card = _KeySet([TAP_SCHEMA.field(k).type.to_pandas_dtype() for k in CARD_KEY],
-                             _CARD_SEED, self.max_keys)
+        self._files: list[tuple[int, str]] = []  # (day ordinal, tap path) of each file read
+        self._starts: list[int] = []  # each file's first location
+        self._n = 0  # locations used
+        self._capacity = 0
+        self._tables = (np.zeros(0, np.uint64), np.zeros(0, np.uint64))  # device, card
+        self._cache: dict[int, dict[str, np.ndarray]] = {}  # file -> its key columns
 
     def _give_up(self) -> bool:
         self.enabled = False
         self._clear()  # frees the memory
         return False
 
-    def _add(self, day: dt.date, keys: pa.Table | pa.RecordBatch) -> None:
-        self._device.add(day.toordinal(), *(_np(keys, k) for k in DEVICE_KEY))
-        self._card.add(day.toordinal(), *(_np(keys, k) for k in CARD_KEY))
+    def _allocate(self, keys: int) -> None:
+        """Empty tables for ``keys`` keys (the caller cleared the index)."""
+        keys = min(max(keys, self._capacity_hint, self.min_keys, 1), max(self.max_keys, 1))
+        size = int(keys / INDEX_LOAD) + 2
+        self._tables = (np.zeros(size, np.uint64), np.zeros(size, np.uint64))
+        self._capacity = keys
+
+    def _start_file(self, day: int, rel: str, rows: int) -> None:
+        """Register the next stored file, of ``rows`` keys; its chunks follow (``_insert``)."""
+        if self._n + rows > self.max_keys:
+            raise _IndexFull
+        if self._n + rows > self._capacity:
+            raise _Grow
+        self._files.append((day, rel))
+        self._starts.append(self._n)
+
+    def _insert(self, keys: pa.Table | pa.RecordBatch, take: np.ndarray | None = None) -> None:
+        """The next keys of the current file: ``keys``' rows (where ``take``), in order."""
+        rows = np.ones(keys.num_rows, np.bool_) if take is None else take
+        end = self._n
+        for table, seed, names in zip(self._tables, (_DEVICE_SEED, _CARD_SEED),
+                                      (DEVICE_KEY, CARD_KEY), strict=True):
+            end = _fp_insert_kernel(table, seed, self.mask, *(_np(keys, k) for k in names),  # type: ignore[call-arg]
+                                    rows, self._n)
+        self._n = int(end)
+
+    def _new(self, batches: dict[dt.date, set[tuple[int, str]]]
+             ) -> list[tuple[dt.date, int, str]]:
+        return [(day, batch_id, rel) for day, committed in sorted(batches.items())
+                for batch_id, rel in sorted(committed - self._batches.get(day, set()))]
 
     def refresh(self, session: Session, days: Sequence[dt.date]) -> bool:
         """Bring ``days`` up to date with SQL; the caller holds the lock on each of them.
@@ -390,34 +397,70 @@ class KeyIndex:
         if any(not held <= batches.get(day, held) for day, held in self._batches.items()):
             self._clear()  # a batch it holds left its day: read the days again
         try:
-            new = {day: sorted(committed - self._batches.get(day, set()))
-                   for day, committed in batches.items()}
-            more = sum(accepted.get(b, 0) for rows in new.values() for b, _ in rows)
-            self._device.reserve(self._device.n + more)
-            self._card.reserve(self._card.n + more)
-            for day, rows in new.items():
-                held = self._batches.setdefault(day, set())
-                for batch_id, rel in rows:
-                    path = self.data_dir / rel
-                    self._add(day, _read(path, KEY_COLUMNS) if path.is_file() else _read(path))
-                    held.add((batch_id, rel))
+            for _ in range(4):
+                new = self._new(batches)
+                more = sum(accepted.get(b, 0) for _, b, _ in new)
+                if self._n + more > self.max_keys:
+                    return self._give_up()
+                if self._capacity == 0 or self._n + more > self._capacity:
+                    # first use, or too small: sized for the stored keys and the call's rows
+                    grown = 2 * self._capacity
+                    self._clear()
+                    new = self._new(batches)
+                    self._allocate(max(grown, self._expect + sum(
+                        accepted.get(b, 0) for _, b, _ in new)))
+                try:
+                    self._read(new)
+                    for day in days:
+                        self._batches.setdefault(day, set())  # held, if with no file
+                    return True
+                except _Grow:  # the SQL counts were short: rebuild bigger
+                    self._capacity_hint = 2 * self._capacity
+                    self._clear()
+            return self._give_up()
         except _IndexFull:
             return self._give_up()
         except BaseException:
             self._clear()  # half-read: never trusted
             raise
-        return True
 
-    def add(self, day: dt.date, batch_id: int, rel: str, keys: pa.Table) -> None:
-        """Register a committed batch's accepted taps (its key columns at least)."""
+    def _read(self, new: list[tuple[dt.date, int, str]]) -> None:
+        """Read these committed batches' key columns, a row group ahead on a second thread
+        (pyarrow and the numba kernels both release the GIL)."""
+        for day, _, _ in new:
+            self._batches.setdefault(day, set())
+        chunks = _read_ahead([self.data_dir / rel for _, _, rel in new])
+        current = -1
+        try:
+            for i, rows, keys in chunks:
+                if i != current:  # the next file (every file yields at least one chunk)
+                    day, batch_id, rel = new[i]
+                    self._start_file(day.toordinal(), rel, rows)
+                    self._batches[day].add((batch_id, rel))
+                    current = i
+                self._insert(keys)
+        finally:
+            chunks.close()
+
+    def add(self, day: dt.date, batch_id: int, rel: str, keys: pa.Table | pa.RecordBatch,
+            accepted: np.ndarray | None = None) -> None:
+        """Register a committed batch's accepted taps: the rows of ``keys`` (its key columns at
+        least) where ``accepted``, all of them without it, in the order they were stored."""
+        rows = keys.num_rows if accepted is None else int(np.count_nonzero(accepted))
+        self._expect = max(0, self._expect - rows)
         held = self._batches.get(day)
         if held is None:
             return  # the day is read from its files when a batch next needs it
         try:
-            self._add(day, keys)
+            self._start_file(day.toordinal(), rel, rows)
+            self._insert(keys, None if accepted is None else np.ascontiguousarray(accepted,
+                                                                                  np.bool_))
             held.add((batch_id, rel))
         except _IndexFull:
             self._give_up()
+        except _Grow:
+            self._capacity_hint = 2 * self._capacity
+            self._clear()  # the next refresh reads the days again, into bigger tables
         except BaseException:
             self._clear()
             raise
@@ -428,8 +471,108 @@ class KeyIndex:
         device key, its card key."""
         lo, hi = min(days).toordinal(), max(days).toordinal()
         assert all(day in self._batches for day in days) and hi - lo + 1 == len(set(days))
-        return (self._device.contains(lo, hi, *(_np(batch, k) for k in DEVICE_KEY)),
-                self._card.contains(lo, hi, *(_np(batch, k) for k in CARD_KEY)))
+        starts = np.array(self._starts, dtype=np.int64)
+        file_days = np.array([d for d, _ in self._files], dtype=np.int64)
+        out = []
+        for table, seed, names in zip(self._tables, (_DEVICE_SEED, _CARD_SEED),
+                                      (DEVICE_KEY, CARD_KEY), strict=True):
+            cols = [_np(batch, k) for k in names]
+            if self._n == 0:
+                out.append(np.zeros(batch.num_rows, dtype=np.bool_))
+                continue
+            query, loc = _fp_probe_kernel(table, seed, self.mask, *cols, starts, file_days,  # type: ignore[call-arg]
+                                          lo, hi)
+            out.append(self._verify(query, loc, starts, names, cols, batch.num_rows))
+        return out[0], out[1]
+
+    def _verify(self, query: np.ndarray, loc: np.ndarray, starts: np.ndarray,
+                names: Sequence[str], cols: Sequence[np.ndarray], n: int) -> np.ndarray:
+        """The exact check of fingerprint candidates: query row ``query[i]`` has the key of
+        the stored tap at location ``loc[i]``; found per query row."""
+        found = np.zeros(n, dtype=np.bool_)
+        if len(query) == 0:
+            return found
+        file_of = np.searchsorted(starts, loc, side="right") - 1
+        for f in np.unique(file_of).tolist():
+            sel = file_of == f
+            stored = self._file_keys(f)
+            rows, q = loc[sel] - starts[f], query[sel]
+            same = np.ones(len(q), dtype=np.bool_)
+            for name, col in zip(names, cols, strict=True):
+                same &= stored[name][rows] == col[q]
+            found[q[same]] = True
+        return found
+
+    def _file_keys(self, f: int) -> dict[str, np.ndarray]:
+        """The key columns of the index's file ``f`` (cached for the call, least recent out)."""
+        hit = self._cache.pop(f, None)
+        if hit is None:
+            table = _read(self.data_dir / self._files[f][1], KEY_COLUMNS)
+            hit = {k: _np(table, k) for k in KEY_COLUMNS}
+            rows = sum(len(v[KEY_COLUMNS[0]]) for v in self._cache.values())
+            while self._cache and rows + table.num_rows > VERIFY_CACHE_ROWS:
+                oldest = next(iter(self._cache))
+                rows -= len(self._cache.pop(oldest)[KEY_COLUMNS[0]])
+        self._cache[f] = hit
+        return hit
+
+
+READ_AHEAD = 2  # row groups decoded and waiting for the kernels: memory stays a few of them
+
+
+def _row_groups(paths: Sequence[Path]) -> Iterator[tuple[int, int, pa.Table]]:
+    """(file index, the file's rows, the key columns of one row group) of each row group in
+    turn; a file of no rows yields one empty group, so every file is seen."""
+    for i, path in enumerate(paths):
+        if not path.is_file():
+            _read(path)  # raises TAPSTORE_MISSING
+        pf = pq.ParquetFile(path)
+        rows = pf.metadata.num_rows
+        if pf.num_row_groups == 0:
+            yield i, rows, pa.table({k: pa.array([], TAP_SCHEMA.field(k).type)
+                                     for k in KEY_COLUMNS})
+        for g in range(pf.num_row_groups):
+            yield i, rows, pf.read_row_group(g, columns=list(KEY_COLUMNS)).combine_chunks()
+
+
+def _read_ahead(paths: Sequence[Path]) -> Generator[tuple[int, int, pa.Table], None, None]:
+    """``_row_groups`` decoded on a second thread while the caller hashes the previous ones.
+
+    At most ``READ_AHEAD`` row groups wait; a reader's error (``TAPSTORE_MISSING`` too) is
+    raised here; closing the generator stops the reader at its next row group.
+    """
+    ready: queue.Queue[tuple[int, int, pa.Table] | BaseException | None] = queue.Queue(
+        maxsize=READ_AHEAD)
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            for chunk in _row_groups(paths):
+                while not stop.is_set():
+                    try:
+                        ready.put(chunk, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ready.put(None)
+        except BaseException as error:  # handed to the caller, raised there
+            ready.put(error)
+
+    reader = threading.Thread(target=read, name="tapstore-keys", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item = ready.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join()
 
 
 # --------------------------------------------------------------------------- de-duplication
@@ -443,6 +586,13 @@ def warm_up() -> None:
     """Compile (or load from numba's cache) the de-duplication kernels ahead of first use."""
     keys = pa.table({k: pa.array([1], TAP_SCHEMA.field(k).type) for k in KEY_COLUMNS})
     dedup([keys], keys, np.ones(1, dtype=bool))
+    table = np.zeros(4, np.uint64)
+    one = np.zeros(1, np.int64)
+    for seed, names in ((_DEVICE_SEED, DEVICE_KEY), (_CARD_SEED, CARD_KEY)):
+        cols = [_np(keys, k) for k in names]
+        _fp_insert_kernel(table, seed, np.uint64(FULL_HASH), *cols, np.ones(1, np.bool_), 0)  # type: ignore[call-arg]
+        _fp_probe_kernel(table, seed, np.uint64(FULL_HASH), *cols, one, one, 0, 0)  # type: ignore[call-arg]
+        table[:] = 0
 
 
 def dedup(stored: Iterable[pa.Table | pa.RecordBatch], batch: pa.Table,
@@ -569,74 +719,66 @@ def probe_key(table, k0, k1, k2, seed, a, b, c):  # type: ignore[no-untyped-def]
         slot = (slot + np.uint64(1)) & mask
 
 
-_INDEX_BITS = np.uint64(0xFFFFFFFF)
-
-
 @njit(cache=True, nogil=True)
-def _set_rehash_kernel(size, k0, k1, k2, n, seed):  # type: ignore[no-untyped-def]  # pragma: no cover
-    """A fresh ``_KeySet`` table of ``size`` slots (a power of two) over its first ``n`` keys
-    (distinct). A slot is -1 (empty) or (31 bits of the key's hash) << 32 | its index."""
-    mask = np.uint64(size - 1)
-    table = np.full(size, -1, np.int64)
-    for i in range(n):
-        h = _hash(seed, k0[i], k1[i], k2[i])
-        slot = h & mask
-        while table[slot] >= 0:
-            slot = (slot + np.uint64(1)) & mask
-        table[slot] = np.int64(((h >> np.uint64(33)) << np.uint64(32)) | np.uint64(i))
-    return table
+def _fp_insert_kernel(table, seed, mask, k0, k1, k2, take, loc):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """Insert the keys of the rows where ``take`` as consecutive locations from ``loc``.
 
-
-@njit(cache=True, nogil=True)
-def _set_insert_kernel(table, k0, k1, k2, days, n, seed, day, a, b, c):  # type: ignore[no-untyped-def]  # pragma: no cover
-    """Append each (key of (a, b, c), ``day``) not yet among the first ``n``; the new count.
-
-    The caller made room: the arrays hold ``n + len(a)`` entries, the table twice that.
+    A slot is 0 (empty) or (high 32 bits of the hash) << 32 | (location + 1); the low 32 bits
+    of the hash choose the home slot (multiply-shift: any table size). The caller keeps the
+    table below ``INDEX_LOAD`` full, so there always is an empty slot.
     """
-    mask = np.uint64(len(table) - 1)
-    for i in range(len(a)):
-        h = _hash(seed, a[i], b[i], c[i])
-        tag = (h >> np.uint64(33)) << np.uint64(32)
-        slot = h & mask
-        while True:
-            v = table[slot]
-            if v < 0:
-                k0[n] = a[i]
-                k1[n] = b[i]
-                k2[n] = c[i]
-                days[n] = day
-                table[slot] = np.int64(tag | np.uint64(n))
-                n += 1
-                break
-            if np.uint64(v) & ~_INDEX_BITS == tag:
-                j = np.uint64(v) & _INDEX_BITS
-                if days[j] == day and k0[j] == a[i] and k1[j] == b[i] and k2[j] == c[i]:
-                    break
-            slot = (slot + np.uint64(1)) & mask
-    return n
+    size = np.uint64(len(table))
+    for i in range(len(k0)):
+        if not take[i]:
+            continue
+        h = _hash(seed, k0[i], k1[i], k2[i]) & mask
+        slot = ((h & _LOW) * size) >> np.uint64(32)
+        while table[slot] != 0:
+            slot += np.uint64(1)
+            if slot == size:
+                slot = np.uint64(0)
+        table[slot] = ((h >> np.uint64(32)) << np.uint64(32)) | np.uint64(loc + 1)
+        loc += 1
+    return loc
 
 
 @njit(cache=True, nogil=True)
-def _set_contains_kernel(table, k0, k1, k2, days, seed, lo, hi, a, b, c):  # type: ignore[no-untyped-def]  # pragma: no cover
-    """Per key of (a, b, c), whether the ``_KeySet`` holds it on a day from lo to hi."""
-    mask = np.uint64(len(table) - 1)
-    out = np.zeros(len(a), np.bool_)
-    for i in range(len(a)):
-        h = _hash(seed, a[i], b[i], c[i])
-        tag = (h >> np.uint64(33)) << np.uint64(32)
-        slot = h & mask
+def _fp_probe_kernel(table, seed, mask, k0, k1, k2, starts, file_days, lo, hi):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """The candidates of each key of (k0, k1, k2): (key row, stored location) of every slot
+    with its fingerprint whose file (``starts``: each file's first location, ascending) lies
+    on a day from ``lo`` to ``hi``. Only candidates: ``KeyIndex._verify`` compares keys."""
+    size = np.uint64(len(table))
+    query = np.empty(1024, np.int64)
+    where = np.empty(1024, np.int64)
+    m = 0
+    for i in range(len(k0)):
+        h = _hash(seed, k0[i], k1[i], k2[i]) & mask
+        tag = h >> np.uint64(32)
+        slot = ((h & _LOW) * size) >> np.uint64(32)
         while True:
             v = table[slot]
-            if v < 0:
+            if v == 0:
                 break
-            if np.uint64(v) & ~_INDEX_BITS == tag:
-                j = np.uint64(v) & _INDEX_BITS
-                if (lo <= days[j] <= hi and k0[j] == a[i] and k1[j] == b[i]
-                        and k2[j] == c[i]):
-                    out[i] = True
-                    break
-            slot = (slot + np.uint64(1)) & mask
-    return out
+            if v >> np.uint64(32) == tag:
+                loc = np.int64(v & _LOW) - 1
+                a, b = 0, len(starts)  # the file: the last start <= loc
+                while b - a > 1:
+                    mid = (a + b) // 2
+                    if starts[mid] <= loc:
+                        a = mid
+                    else:
+                        b = mid
+                if lo <= file_days[a] <= hi:
+                    if m == len(query):
+                        query = np.concatenate((query, np.empty(m, np.int64)))
+                        where = np.concatenate((where, np.empty(m, np.int64)))
+                    query[m] = i
+                    where[m] = loc
+                    m += 1
+            slot += np.uint64(1)
+            if slot == size:
+                slot = np.uint64(0)
+    return query[:m], where[:m]
 
 
 @njit(cache=True, nogil=True)

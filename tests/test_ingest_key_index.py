@@ -8,25 +8,36 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import shutil
+import uuid
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, delete
 
 from clearing.batches import Batch, QuarantinedRow
 from clearing.days import ServiceDay
-from clearing.db import make_engine, transaction
+from clearing.db import make_engine, session_factory, transaction
 from clearing.ingest import BatchReport, ingest_taps
 from clearing.service_day import local_ms
-from clearing.taps import TapType, taps_table
-from clearing.tapstore import KeyIndex, read_day_taps
+from clearing.taps import TAP_SCHEMA, TapType, taps_table
+from clearing.tapstore import (
+    FULL_HASH,
+    KEY_COLUMNS,
+    MIN_INDEX_KEYS,
+    KeyIndex,
+    read_day_taps,
+)
 from clearing.withdraw import withdraw_batch
 from tariffs.registry import FLAT, load_registry
 from tongka.schema import upgrade
 
 REG = load_registry()
 DAY = dt.date(2026, 11, 24)
+COLLIDING = 0x0000_0001_0000_0001  # a hash of two bits: home slots and fingerprints collide
 BUS = next(ln for ln in REG.lines.values() if ln.network == FLAT)
 
 
@@ -71,19 +82,24 @@ withdraw = st.tuples(st.just("withdraw"), st.integers(0, 20))
 @settings(max_examples=15, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(steps=st.lists(st.one_of(batch, batch, batch, withdraw), min_size=1, max_size=10),
-       max_keys=st.sampled_from([1 << 20, 1 << 20, 12]))
+       max_keys=st.sampled_from([1 << 20, 1 << 20, 12]),
+       hash_mask=st.sampled_from([FULL_HASH, FULL_HASH, COLLIDING]),
+       min_keys=st.sampled_from([MIN_INDEX_KEYS, 1]))
 def test_the_call_index_dedups_as_streaming_does(engine: Engine, tmp_path: Path,
-                                                 steps: list[tuple], max_keys: int) -> None:
+                                                 steps: list[tuple], max_keys: int,
+                                                 hash_mask: int, min_keys: int) -> None:
     """Store A: the call's batches through one KeyIndex, the "other process" ones and the
     withdrawals straight into the same database between them. Store B (SQLite): everything by
     the streaming path. Every report and every day's stored taps must be the same, also when
-    the index outgrows its budget midway (``max_keys`` 12) and the call streams from there."""
+    the index outgrows its budget midway (``max_keys`` 12) and the call streams from there, and
+    when its fingerprints collide all the time (the hash truncated to two bits), and when its
+    tables start at one key and are rebuilt bigger from the files as the call goes."""
     ref = make_engine(f"sqlite:///{tmp_path / 'ref.sqlite'}")
     upgrade(ref)
     a_dir, b_dir = tmp_path / "a", tmp_path / "b"
     reset(engine, a_dir)
     reset(ref, b_dir)
-    index = KeyIndex(a_dir, max_keys=max_keys)
+    index = KeyIndex(a_dir, max_keys=max_keys, hash_mask=hash_mask, min_keys=min_keys)
     ids: list[tuple[int, int]] = []  # (batch id in A, in B) of each stored batch
     for n, step in enumerate(steps):
         if step[0] == "withdraw":
@@ -160,29 +176,47 @@ def test_a_rolled_back_batch_adds_no_keys(engine: Engine, tmp_path: Path,
     assert read_day_taps(data_dir, DAY, engine).num_rows == 3
 
 
-def test_the_key_set_is_exact_per_key_and_day() -> None:
-    """The index's hash set: exact membership of (key, day) on many colliding small keys, a
-    key stored on several days, and growth while adding."""
-    import numpy as np
+# (operator, device, device seq, issuer, card, card seq): few values, so keys repeat often
+key = st.tuples(st.integers(1, 2), st.integers(0, 2), st.integers(0, 3), st.integers(1, 2),
+                st.integers(0, 2), st.integers(0, 3))
 
-    from clearing.tapstore import _DEVICE_SEED, _KeySet
 
-    rng = np.random.default_rng(7)
-    n = 200_000
-    a = rng.integers(0, 5, n).astype(np.uint16)
-    b = rng.integers(0, 300, n).astype(np.int64)
-    c = rng.integers(0, 300, n).astype(np.int64)
-    day = rng.integers(0, 4, n)
-    keys = _KeySet([np.dtype(np.uint16), np.dtype(np.int64), np.dtype(np.int64)], _DEVICE_SEED,
-                   1 << 30)
-    stored = set()
-    for d in range(3):  # days 0-2 stored, in two adds each; day 3 never
-        for part in np.array_split(np.flatnonzero((day == d)[: n // 2]), 2):
-            keys.add(d, a[part], b[part], c[part])
-            stored |= {(int(a[i]), int(b[i]), int(c[i]), d) for i in part}
-    assert keys.n == len(stored)
-    for lo, hi in [(0, 0), (0, 2), (1, 3), (2, 2), (3, 3)]:
-        got = keys.contains(lo, hi, a, b, c)
-        want = [any((int(a[i]), int(b[i]), int(c[i]), d) in stored for d in range(lo, hi + 1))
-                for i in range(n)]
-        assert got.tolist() == want, (lo, hi)
+def key_table(rows: list[tuple]) -> pa.Table:
+    return pa.table({k: pa.array([r[i] for r in rows], TAP_SCHEMA.field(k).type)
+                     for i, k in enumerate(KEY_COLUMNS)})
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(files=st.lists(st.tuples(st.integers(0, 3), st.lists(key, max_size=12)), min_size=1,
+                      max_size=6),
+       query=st.lists(key, max_size=20), lo=st.integers(0, 3), span=st.integers(0, 2),
+       hash_mask=st.sampled_from([FULL_HASH, COLLIDING, 0]))
+def test_the_fingerprint_index_is_exact(engine: Engine, tmp_path: Path, files: list[tuple],
+                                        query: list[tuple], lo: int, span: int,
+                                        hash_mask: int) -> None:
+    """``KeyIndex.hits`` against a set of (key, day): exact per key kind and day window, with
+    the hash whole, truncated to two bits (fingerprints and home slots collide, so every
+    answer rests on the check against the stored rows) or to nothing."""
+    data_dir = tmp_path / uuid.uuid4().hex  # one store per example
+    days = [DAY + dt.timedelta(days=k) for k in range(4)]
+    index = KeyIndex(data_dir, hash_mask=hash_mask)
+    with session_factory(engine)() as s:
+        assert index.refresh(s, days)
+    device: set[tuple] = set()
+    card: set[tuple] = set()
+    for n, (offset, rows) in enumerate(files):
+        rel = f"taps/f{n}.parquet"
+        (data_dir / "taps").mkdir(parents=True, exist_ok=True)
+        accepted = np.array([i % 3 != 2 for i in range(len(rows))], dtype=bool)
+        # the stored file holds the accepted rows, in order: what add() registers
+        pq.write_table(key_table([r for r, a in zip(rows, accepted, strict=True) if a]),
+                       data_dir / rel)
+        index.add(days[offset], n + 1, rel, key_table(rows), accepted)
+        device |= {(*r[:3], offset) for r, a in zip(rows, accepted, strict=True) if a}
+        card |= {(*r[3:], offset) for r, a in zip(rows, accepted, strict=True) if a}
+    window = days[lo:lo + span + 1]
+    hit_device, hit_card = index.hits(window, key_table(query))
+    offsets = range(lo, lo + len(window))
+    assert hit_device.tolist() == [any((*q[:3], d) in device for d in offsets) for q in query]
+    assert hit_card.tolist() == [any((*q[3:], d) in card for d in offsets) for q in query]

@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from sqlalchemy import Engine
 
 from clearing.errors import InputError
@@ -54,7 +56,7 @@ def ingest_files(
     The files share one key index (``clearing.tapstore.KeyIndex``): the stored keys of the days
     they touch are read once for the call, not once per file."""
     outcomes: list[Outcome] = []
-    keys = KeyIndex(home)
+    keys = KeyIndex(home, expect_rows=_footer_rows(files, fmt))
     for path in files:
         outcome: Outcome
         try:
@@ -74,6 +76,20 @@ def ingest_files(
         if on_file is not None:
             on_file(outcome)
     return outcomes
+
+
+def _footer_rows(files: Sequence[Path], fmt: str | None) -> int:
+    """The rows the call's canonical batches declare in their Parquet footers: the key index
+    is sized for them up front, so it never grows midway (a hint only: a file that cannot be
+    read here is refused, or counted, when its turn comes)."""
+    rows = 0
+    for path in files:
+        if fmt in (None, *CANONICAL_FORMATS) and (fmt or path.suffix == ".parquet"):
+            try:
+                rows += pq.read_metadata(path).num_rows
+            except (OSError, ValueError, pa.ArrowException):
+                continue
+    return rows
 
 
 def ingest_raw(
