@@ -32,7 +32,7 @@ from clearing.batches import Batch
 from clearing.days import day_revision
 from clearing.db import session_factory
 from clearing.errors import StateError
-from clearing.legs import LEG_SCHEMA
+from clearing.legs import LEG_DICTIONARY_COLUMNS, LEG_SCHEMA
 from clearing.legs_store import (  # re-exported: the day's readers import them from here
     PARTS_KEY,
     REVISION_KEY,
@@ -127,7 +127,8 @@ def clear_day(
     else:
         legs, records = match_and_price_sorted(taps, tariffs)
     legs = legs.replace_schema_metadata({REVISION_KEY: str(revision).encode()})
-    path = write_atomic(legs, legs_path(data_dir, day))
+    path = write_atomic(legs, legs_path(data_dir, day),
+                        use_dictionary=list(LEG_DICTIONARY_COLUMNS))
     _remove_local_runs(data_dir, day)  # a partitioned clear's parts are superseded now
     # SPEC §10: signals come after pricing and never feed back into legs, fares or the ledger
     write_day_signals(data_dir, day, full, legs, engine=engine, reference=reference,
@@ -188,7 +189,16 @@ def check_day_priceable(
     """
     if taps.num_rows == 0:
         return
-    status = day_rules(tariffs, day).status(
+    rules = day_rules(tariffs, day)
+    # A tap's status is a function of its (operator, line) alone: the day's hundred or so
+    # distinct pairs answer for its millions of taps (0.15 s against 0.9-1.9 s and 400 MB of
+    # temporaries at 10M taps, issue 13); the taps are only gone through when a pair fails.
+    pairs = pa.table({"operator": taps.column("operator"), "line": taps.column("line")}
+                     ).group_by(["operator", "line"]).aggregate([])
+    if not rules.status(np.asarray(pairs.column("operator").to_numpy()),
+                        np.asarray(pairs.column("line").to_numpy())).any():
+        return
+    status = rules.status(
         np.asarray(taps.column("operator").to_numpy()), np.asarray(taps.column("line").to_numpy()))
     bad = np.flatnonzero(status)
     if len(bad) == 0:

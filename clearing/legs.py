@@ -113,6 +113,14 @@ LEG_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Leg))
 assert LEG_COLUMNS == tuple(LEG_TYPES), "Leg and LEG_TYPES must list the same fields in order"
 LEG_SCHEMA = pa.schema([pa.field(n, t, nullable=False) for n, t in LEG_TYPES.items()])
 
+# The leg columns written dictionary-encoded (``use_dictionary``): the others take a distinct
+# value almost every leg, so their dictionary outgrew its page and fell back to plain pages
+# after hashing every value. Plain from the start: the same values, the 10M day's legs written
+# in 3.1-4.0 s instead of 5.6-7.0 s (a loaded machine) and 7% smaller (issue 13).
+LEG_DICTIONARY_COLUMNS: tuple[str, ...] = tuple(
+    name for name in LEG_TYPES
+    if name not in {"card_id", "board_ts_ms", "last_ts_ms", "board_card_seq"})
+
 # Canonical order of a day's legs: by card, then as SPEC §5 emits them.
 LEG_SORT_KEYS: tuple[str, ...] = ("card_id", "issuer", "board_ts_ms", "board_card_seq")
 

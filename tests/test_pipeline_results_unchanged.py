@@ -5,15 +5,20 @@ priced by the fast path as ``tongka clear`` does), ``allocate`` equals ``allocat
 (chains grouped in a dict, ``allocate_chain`` per chain) whether or not the legs come in their
 stored order, ``day_obligations`` equals ``obligations_reference`` (SPEC §8 read leg by leg),
 and ``compute_day``'s positions, payments and discount lines are those the plain pieces give.
+Settling a stored legs file a row group at a time (``legs_file_partials``, what ``tongka
+settle`` does) gives the figures ``compute_day`` gives on the whole table, however small the
+row groups (cards and chains across their boundaries).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -29,6 +34,7 @@ from settlement.apportion import (
 )
 from settlement.netting import net_positions, payment_instructions
 from settlement.obligations import day_obligations, discount_lines, obligations_reference
+from settlement.partials import day_partials, legs_file_partials, partial_figures
 from settlement.settle import compute_day
 from tariffs.load import load_tariff_set
 
@@ -129,3 +135,37 @@ def test_settlement_of_a_generated_day_is_unchanged(seed: int, shuffle: bool) ->
     assert list(comp.payments) == list(payment_instructions(positions, DAY))
     assert list(comp.discounts) == discount_lines(legs, TARIFFS, DAY)
 
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**31 - 1), group=st.sampled_from([1, 2, 5, 64, 997, 100_000]))
+def test_settling_a_legs_file_by_row_groups_equals_the_whole_table(
+    tmp_path_factory: pytest.TempPathFactory, seed: int, group: int
+) -> None:
+    """Per row group sums, the last card carried on, merged: the whole day's sums and figures."""
+    legs = _day_legs(seed, 2000)
+    path = tmp_path_factory.mktemp("legs") / "legs.parquet"
+    pq.write_table(legs, path, row_group_size=group)
+    assert pq.read_metadata(path).num_row_groups == -(-legs.num_rows // group)
+    partials = legs_file_partials(path, DAY)
+    assert partials == day_partials(legs, DAY)
+    figures = partial_figures(partials, TARIFFS, DAY)
+    comp = compute_day(legs, TARIFFS, DAY)
+    assert figures.obligations == comp.obligations
+    assert figures.positions == comp.positions
+    assert figures.payments == comp.payments
+    assert figures.city_summary == comp.city_summary
+    assert figures.discounts == comp.discounts
+
+
+def test_a_legs_file_out_of_card_order_is_not_summed_by_row_groups(
+    day_legs: pa.Table, tmp_path: Path
+) -> None:
+    """A card whose legs are not consecutive could be split between groups: None, read whole."""
+    path = tmp_path / "legs.parquet"
+    pq.write_table(_shuffled(day_legs, 1), path, row_group_size=500)
+    assert legs_file_partials(path, DAY) is None
+    pq.write_table(day_legs.drop_columns(["chain"]), path)
+    assert legs_file_partials(path, DAY) is None
+    pq.write_table(day_legs, path, row_group_size=500)
+    assert legs_file_partials(path, DAY) == day_partials(day_legs, DAY)

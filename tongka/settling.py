@@ -14,9 +14,9 @@ from sqlalchemy import Engine
 from clearing.day import clear_day, read_day_legs
 from clearing.days import DayStatus, day_revision, day_status
 from clearing.db import session_factory
-from clearing.legs_store import legs_revision, parts_manifest
+from clearing.legs_store import legs_path, legs_revision, parts_manifest
 from settlement.ledger import Scope, has_entries
-from settlement.partials import SETTLEMENT_SUMS, read_day_partials
+from settlement.partials import SETTLEMENT_SUMS, legs_file_partials, read_day_partials
 from settlement.payments import write_missing_run_files
 from settlement.settle import SettlementResult, settle_day, settle_from_partials
 from tariffs.load import TariffSet
@@ -85,11 +85,27 @@ def settle(
                                       revision=revision)
     else:
         say("settling: obligations, netting and the journal entry")
-        legs = read_day_legs(home, day)
-        result = settle_day(engine, day, legs, tariffs, reason=reason, revision=revision)
+        result = _settle_from_legs(engine, home, day, tariffs, reason, revision)
     say("writing the run's payment file")
     files = write_missing_run_files(engine, home, tariffs.registry, scope=Scope.DAY, period=day)
     return SettledDay(result, recleared, tuple(files), partials is not None)
+
+
+def _settle_from_legs(engine: Engine, home: Path, day: dt.date, tariffs: TariffSet, reason: str,
+                      revision: int) -> SettlementResult:
+    """Settle from the day's stored legs: a single legs file is summed a row group at a time
+    (``legs_file_partials``: 18 columns, whole cards per group; the process peaks at 0.9 GB
+    at 15M taps, where the whole table took 3.6 GB, issue 13), then posted as
+    from a partitioned clear's sums (the same figures and ledger); the parts of a partitioned
+    clear without sums, or a file not in card order, are read whole (``settle_day``). The
+    streamed way's result has no per-leg ``allocated`` (its readers allocate again)."""
+    if parts_manifest(home, day) is None:
+        partials = legs_file_partials(legs_path(home, day), day)
+        if partials is not None:
+            return settle_from_partials(engine, day, partials, tariffs, reason=reason,
+                                        revision=revision)
+    return settle_day(engine, day, read_day_legs(home, day), tariffs, reason=reason,
+                      revision=revision)
 
 
 @dataclass(frozen=True, slots=True)
