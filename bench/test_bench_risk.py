@@ -2,7 +2,9 @@
 10M taps): each registry case of ``tongka.testing.kernel_registry.RISK_KERNELS``, fast and (where it
 can finish) its twin; the whole ``day_signals`` as ``tongka clear`` runs it after pricing, fed
 three ways (sorting the taps itself, given pricing's order, given pricing's sorted records);
-and the replay lookback over earlier days' stored keys, per stored day.
+and the replay lookback over earlier days' stored keys, per stored day; and over a full
+history (``REPLAY_REACH_DAYS - 1`` earlier days of as many taps), streamed from Parquet and
+through each day's key digest (``clearing.risk_digest``), in process and inside ``clear_day``.
 
 Target (issue #16, never asserted): the signals add at most 15 % to ``tongka clear``.
 ``test_bench_risk_share_of_clear`` measures exactly that: ``clear_day`` (the body of ``tongka
@@ -22,18 +24,25 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
+from clearing import risk_digest
 from clearing.fast import match_and_price_fast, tap_chunks
-from clearing.risk import _DayTaps, _replay_evidence, day_signals, warm_up
+from clearing.legs import LEG_SCHEMA
+from clearing.legs_store import REVISION_KEY, legs_path
+from clearing.parquet_io import write_atomic
+from clearing.risk import REPLAY_REACH_DAYS, _DayTaps, _replay_evidence, day_signals, warm_up
+from clearing.risk_digest import DayHashes
 from clearing.risk_store import earlier_keys
 from clearing.sorting import W_ROW, sort_tap_records
-from clearing.tapstore import META_DAY_SEQ, batch_relpath, write_batch_taps
+from clearing.tapstore import META_DAY_SEQ, batch_relpath, day_files_on_disk, write_batch_taps
 from tariffs.load import load_tariff_set
 from tongka.testing.kernel_registry import RISK_KERNELS, KernelCase
 
@@ -219,3 +228,146 @@ def test_bench_risk_share_of_clear(pytestconfig, clear_size: int, clear_taps: pa
         if timed:
             record_timing(f"clear_day/signals_{feed}", clear_size, min(sig))
             record_timing(f"clear_day/rest_{feed}", clear_size, min(rest))
+
+
+# ---------------------------------------------------------------------------------------------
+# A full history: CARD_SEQ_REPLAY's lookback over 29 earlier days, streamed and via digests
+
+HISTORY_REPLAYS = 25  # taps of the day also accepted two days before (true replays)
+
+
+def _history(root: Path, taps: pa.Table, day: dt.date) -> int:
+    """The day stored as one batch file per operator, and the 29 earlier days a replay reaches
+    with as many taps each (the day's cards, counters moved on): D-2 written with
+    ``HISTORY_REPLAYS`` card keys kept (replays), D-3..D-30 hard links of one clean copy (the
+    lookback reads each as a day of its own). Each earlier day gets legs at revision 0 and a
+    digest as its clear would write. Returns the earlier days' files."""
+    ops = np.asarray(taps.column("operator").to_numpy())
+    seq = np.asarray(taps.column("card_seq").to_numpy())
+    keep = np.zeros(len(seq), bool)
+    keep[np.linspace(0, len(seq) - 1, HISTORY_REPLAYS).astype(np.int64)] = True
+
+    def store(when: dt.date, table: pa.Table, tag: str) -> None:
+        for k, op in enumerate(np.unique(ops)):
+            write_batch_taps(root, batch_relpath(when, int(op), f"{tag}{k:062d}"),
+                             table.filter(pa.array(ops == op)), {META_DAY_SEQ: str(k).encode()})
+
+    def moved(kept: np.ndarray) -> pa.Table:
+        return taps.set_column(taps.column_names.index("card_seq"), "card_seq",
+                               pa.array(np.where(kept, seq, seq - 100).astype(np.int32)))
+
+    store(day, taps, "00")
+    store(day - dt.timedelta(days=2), moved(keep), "02")
+    clean = day - dt.timedelta(days=3)
+    store(clean, moved(np.zeros(len(seq), bool)), "03")
+    files = 0
+    for back in range(4, REPLAY_REACH_DAYS + 1):
+        for f in day_files_on_disk(root, clean):
+            target = root / str(f.relative_to(root)).replace(
+                f"day={clean.isoformat()}", f"day={(day - dt.timedelta(days=back)).isoformat()}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(f, target)
+    for back in range(2, REPLAY_REACH_DAYS + 1):
+        when = day - dt.timedelta(days=back)
+        on_disk = day_files_on_disk(root, when)
+        files += len(on_disk)
+        write_atomic(LEG_SCHEMA.empty_table().replace_schema_metadata({REVISION_KEY: b"0"}),
+                     legs_path(root, when))
+        keys = pa.concat_tables([pq.read_table(f, columns=["issuer", "card_id", "card_seq"])
+                                 for f in on_disk])
+        covered = risk_digest.day_files(root, [f.relative_to(root).as_posix() for f in on_disk])
+        assert covered is not None
+        risk_digest.write_digest(root, when, DayHashes.of(
+            keys={c: keys.column(c).to_numpy() for c in ("issuer", "card_id", "card_seq")}),
+            0, covered)
+    return files
+
+
+@pytest.fixture(scope="session")
+def history_dir(clear_size: int, clear_taps: pa.Table, bench_day,  # type: ignore[no-untyped-def]
+                tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp(f"history-{clear_size}")
+    _history(root, clear_taps, bench_day)
+    return root
+
+
+def test_bench_risk_replay_history(benchmark, pytestconfig, clear_size: int,  # type: ignore[no-untyped-def]
+                                   clear_taps: pa.Table, bench_day, history_dir: Path,
+                                   record_timing, record_note) -> None:
+    """The lookback over 29 earlier days, in process: streamed from Parquet (one round, as
+    the single-process clear did before digests) and through the digests (the day's hashes
+    made and sorted from pricing's records, then merged with each day's digest), with the
+    same replays. 20k in smoke runs; 1M and 10M with ``TONGKA_BENCH_FULL=1``."""
+    warm_up()
+    records = sort_tap_records(tap_chunks(clear_taps), threads=2)
+
+    def lookback(digests: bool) -> dict[int, list[dict]]:  # type: ignore[type-arg]
+        return _replay_evidence(_DayTaps(clear_taps, records),
+                                earlier_keys(history_dir, bench_day, digests=digests), False)
+
+    t = time.perf_counter()
+    streamed = lookback(False)
+    streamed_s = time.perf_counter() - t
+    benchmark.group = f"clear {size_label(clear_size)}: risk_replay_history"
+    got = benchmark.pedantic(lookback, args=(True,), rounds=_rounds(benchmark, clear_size),
+                             iterations=1)
+    assert got == streamed and len(streamed) == HISTORY_REPLAYS
+    t = time.perf_counter()
+    DayHashes.of(records=records)
+    hashed_s = time.perf_counter() - t
+    if not benchmark.disabled or os.environ.get("TONGKA_BENCH_FULL", "") == "1":
+        best = benchmark.stats.stats.min if not benchmark.disabled else float("nan")
+        record_note(f"replay lookback {size_label(clear_size)}, {REPLAY_REACH_DAYS - 1} earlier "
+                    f"days: streamed {streamed_s:.2f} s; digests {best:.2f} s best (of which "
+                    f"the day's hashes {hashed_s:.2f} s); load {os.getloadavg()}")
+        record_timing("risk_replay_history/streamed", clear_size, streamed_s)
+        if not benchmark.disabled:
+            record_timing("risk_replay_history/digests", clear_size, best)
+
+
+# the child: clear_day on the day with its history, the lookback via digests or streamed
+# (``streamed``: every digest distrusted, so each earlier day is read from Parquet)
+_HISTORY_CHILD = _SHARE_CHILD.replace(
+    "clearing_day.price_taps, risk_store.write_day_signals = priced, signals",
+    "clearing_day.price_taps, risk_store.write_day_signals = priced, signals\n"
+    "if sys.argv[4] == 'streamed':\n"
+    "    from clearing import risk_digest\n"
+    "    risk_digest.trusted = lambda *a, **k: None").replace(
+    'if feed == "records" and kwargs.get("records") is None:',
+    'if kwargs.get("records") is None:').replace(
+    'if feed == "sorts":', 'if False:').replace(
+    'if feed == "records" and not reference:', 'if not reference:')
+
+
+def test_bench_risk_clear_with_history(pytestconfig, clear_size: int, clear_taps: pa.Table,  # type: ignore[no-untyped-def]
+                                       bench_day, history_dir: Path, record_timing,
+                                       record_note) -> None:
+    """``clear_day`` in fresh processes on the day with 29 earlier days stored, pricing's
+    records handed to the signals, the lookback via digests or streamed, interleaved; the
+    signals' time includes the lookback and writing the day's own digest. 20k as a smoke
+    test, 10M with ``TONGKA_BENCH_FULL=1``."""
+    full = os.environ.get("TONGKA_BENCH_FULL", "") == "1"
+    if (clear_size != 20_000) != full or (full and clear_size == 20_000):
+        pytest.skip("timed at 10M with TONGKA_BENCH_FULL=1; 20k in smoke runs")
+    if full and clear_size < 10_000_000:
+        pytest.skip("timed at 10M")
+    modes = ("digests", "streamed")
+    runs: dict[str, list[dict]] = {m: [] for m in modes}  # type: ignore[type-arg]
+    for _ in range(2 if full else 1):
+        for mode in modes:
+            out = subprocess.run([sys.executable, "-c", _HISTORY_CHILD, str(history_dir),
+                                  bench_day.isoformat(), "records", mode], check=True,
+                                 capture_output=True, text=True,
+                                 env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+            runs[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert len({(r["taps"], r["signal_rows"]) for rs in runs.values() for r in rs}) == 1
+    label = size_label(clear_size)
+    for mode, rs in runs.items():
+        sig = [r["signals"] for r in rs]
+        rest = [r["clear_day"] - r["signals"] for r in rs]
+        added = statistics.median([100 * a / b for a, b in zip(sig, rest, strict=True)])
+        record_note(f"clear_day {label} with {REPLAY_REACH_DAYS - 1} earlier days ({mode}): "
+                    f"signals {min(sig):.2f} s best / {statistics.median(sig):.2f} s median; "
+                    f"rest {min(rest):.2f} s / {statistics.median(rest):.2f} s; signals add "
+                    f"{added:.0f} %; load {os.getloadavg()}")
+        record_timing(f"clear_day_history/signals_{mode}", clear_size, min(sig))

@@ -6,7 +6,9 @@ signals come from one numba walk over the day's taps in card order, the order pr
 already sorted them into (``record_signals`` reads its records, ``card_signals`` its order or
 sorts). The replay signal streams earlier days' stored keys, as far back as
 ``REPLAY_REACH_DAYS``, through a hash table of the day's card keys, as de-duplication does
-(``clearing.tapstore``), so memory follows the day and time the reach, not history.
+(``clearing.tapstore``), so memory follows the day and time the reach, not history; an earlier
+day with a trusted key digest (``clearing.risk_digest``) is merged with the day's sorted key
+hashes instead, and only its hits are read from Parquet, so the signals are the same.
 DEBIT_MISMATCH counts each boarding device's legs in a hash table of the devices.
 This module is the orchestration (inputs checked, blocks cut, threads run, results turned into
 the signal table); the compiled loops are in ``clearing.risk_kernels``, and
@@ -32,6 +34,8 @@ from clearing import risk_reference as ref
 from clearing.errors import InputError
 from clearing.fast import thread_count
 from clearing.legs import PENALTY_STATUSES, DebitKind, legs_from_table
+from clearing.risk_digest import DayHashes, EarlierDigest, HashBuffer
+from clearing.risk_digest import warm_up as digest_warm_up
 from clearing.risk_kernels import (
     BLOCK_FIELDS,
     count_devices,
@@ -476,21 +480,25 @@ class EarlierKeys:
 
 
 def day_signals(day: dt.date, taps: pa.Table, legs: pa.Table | None = None, *,
-                earlier: Iterable[EarlierKeys] = (),
+                earlier: Iterable[EarlierKeys | EarlierDigest] = (),
                 coords: Mapping[int, tuple[float, float]] | None = None,
                 reference: bool = False, order: np.ndarray | None = None,
-                records: np.ndarray | None = None) -> pa.Table:
+                records: np.ndarray | None = None, hashes: DayHashes | None = None
+                ) -> pa.Table:
     """Every SPEC §10 signal of one cleared service day, as a ``SIGNAL_SCHEMA`` table.
 
     ``taps`` are the day's accepted taps (``balance_fen`` optional), ``legs`` its legs (for
     DEBIT_MISMATCH; None skips it), ``earlier`` the stored keys of the days a replay reaches
-    (``clearing.risk_store.earlier_keys``, for CARD_SEQ_REPLAY). Pricing has already put the
-    taps in card order: ``records`` are its sorted records (``record_signals``), ``order`` the
-    permutation (``card_signals``); with neither, the taps are sorted here. The result is the
-    same. ``reference=True`` uses the plain twins (audits, tests).
+    (``clearing.risk_store.earlier_keys``, for CARD_SEQ_REPLAY): stored key chunks, or an
+    earlier day's digest (``clearing.risk_digest``), probed with the day's sorted key hashes
+    (``hashes``, made here from the records or the key columns when not given). Pricing has
+    already put the taps in card order: ``records`` are its sorted records
+    (``record_signals``), ``order`` the permutation (``card_signals``); with neither, the taps
+    are sorted here. The result is the same. ``reference=True`` uses the plain twins (audits,
+    tests).
     """
     coords = stop_coordinates() if coords is None else coords
-    day_taps = _DayTaps(taps, None if reference else records)
+    day_taps = _DayTaps(taps, None if reference else records, hashes)
     if reference:
         cols = day_taps.columns()
         lat, lon = tap_coordinates(day_taps["stop"], coords)
@@ -516,14 +524,28 @@ class _DayTaps:
     (a day read from many files is in many chunks, and each conversion copies ten million
     values); and pricing's sorted records, when given, which spare most of them."""
 
-    def __init__(self, taps: pa.Table, records: np.ndarray | None) -> None:
+    def __init__(self, taps: pa.Table, records: np.ndarray | None,
+                 hashes: DayHashes | None = None) -> None:
         missing = [c for c in (*SIGNAL_COLUMNS, "stop") if c not in taps.column_names]
         if missing:
             raise InputError(f"taps have no column {missing[0]!r}: give every TAP_SCHEMA "
                              "column", code="TAPS_MISSING_COLUMN")
         self.taps = taps
         self.records = records
+        self._hashes = hashes
         self._cols: dict[str, np.ndarray] = {}
+
+    def hashes(self) -> DayHashes:
+        """The day's card-key hashes, sorted (``risk_digest.DayHashes``), made once."""
+        if self._hashes is None:
+            self._hashes = (DayHashes.of(records=self.records) if self.records is not None
+                            else DayHashes.of(keys={c: self[c] for c in CARD_KEY}))
+        return self._hashes
+
+    def keys_of(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """The card key columns of some rows (a few: one ``take``)."""
+        got = self.taps.select(list(CARD_KEY)).take(pa.array(rows, pa.int64()))
+        return {c: np.asarray(got.column(c).to_numpy()) for c in CARD_KEY}
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self._cols:
@@ -554,14 +576,29 @@ class _DayTaps:
         return rows, hit[rows]
 
 
-def _replay_evidence(day_taps: _DayTaps, earlier: Iterable[EarlierKeys],
+def _replay_evidence(day_taps: _DayTaps, earlier: Iterable[EarlierKeys | EarlierDigest],
                      reference: bool) -> dict[int, list[dict[str, Any]]]:
     """Per replayed tap of the day, its earlier taps (SPEC §10 evidence), one stored chunk
-    at a time: only the hits outlive their chunk, so memory is the day's, not history's.
-    The day's index is built on the first chunk: a day with nothing to reach pays nothing."""
+    (or one earlier day's digest) at a time: only the hits outlive their chunk, so memory is
+    the day's, not history's. The day's index (or sorted hashes) is built on the first chunk
+    (digest) that needs it: a day with nothing to reach pays nothing.
+
+    A digest gives the same pairs as streaming its day's keys: its hash hits are confirmed
+    on the stored exact keys (``EarlierDigest.replays``). ``risk_store`` hands digests only
+    to the fast path: the reference twin is given stored keys.
+    """
     index: ReplayIndex | None = None
+    buffer = HashBuffer()  # one earlier day's hashes at a time
     out: dict[int, list[dict[str, Any]]] = {}
     for chunk in earlier:
+        if isinstance(chunk, EarlierDigest):
+            replayed, theirs = chunk.replays(day_taps.hashes(), day_taps.keys_of, buffer)
+            for k, i in enumerate(replayed.tolist()):
+                out.setdefault(i, []).append(
+                    {"service_day": chunk.day, "operator": int(theirs["operator"][k]),
+                     "device_id": int(theirs["device_id"][k]),
+                     "device_seq": int(theirs["device_seq"][k])})
+            continue
         keys = {c: day_taps[c] for c in CARD_KEY}
         if reference:
             pairs = [(i, j) for i, _, j in ref.replay_hits(keys, [chunk.keys])]
@@ -615,7 +652,7 @@ def _assemble(day: dt.date, day_taps: _DayTaps, pairs: np.ndarray,
                 "evidence": evidence}
 
     rows = [card_row(RiskKind(k), [tap(a), tap(b)], b) for k, a, b in pairs.tolist()]
-    for i, earlier in replayed.items():
+    for i, earlier in sorted(replayed.items()):  # by tap row, however they were found
         # evidence: every earlier accepted tap with the key (oldest first), then this one
         earlier.sort(key=lambda e: (e["service_day"], e["operator"], e["device_id"],
                                     e["device_seq"]))
@@ -724,6 +761,8 @@ def warm_up() -> None:
     replay_hits(one, [one])
     probe_records(index.bits, index.shift, index.table, *index.keys, records)
     tap_coordinates(np.ones(2, np.uint32), {1: (30.0, 114.0)})
+    DayHashes.of(records=records)
+    digest_warm_up()
     device = np.array([1, 2], np.int64)
     _device_counts(device, device, np.array([True, False]))
     _device_index(device, device, [(1, 1, 0, 0)])

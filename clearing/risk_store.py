@@ -7,7 +7,9 @@ list readers download for day D, less what issuers cleared (``clearing.risk_clea
 ``tongka risk --date D``: like statements, it counts the signals as they happened, clearings
 or not.
 CARD_SEQ_REPLAY reads the card keys of the stored taps of the days a replay reaches
-(``earlier_keys``; ``risk.replay_days``: from ``REPLAY_REACH_DAYS`` back to two days back).
+(``earlier_keys``; ``risk.replay_days``: from ``REPLAY_REACH_DAYS`` back to two days back):
+each day's key digest (``clearing.risk_digest``, written by that day's clear) where it still
+describes the day's stored taps, the Parquet files themselves where not.
 """
 
 from __future__ import annotations
@@ -31,12 +33,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import Engine, select
 
-from clearing import tapstore
+from clearing import risk_digest, tapstore
 from clearing.batches import Batch, BatchStatus
 from clearing.day import read_day_legs
+from clearing.days import day_revision
 from clearing.db import session_factory
 from clearing.errors import StateError
-from clearing.legs_store import SIGNALS_FIELD, parts_manifest
+from clearing.legs_store import REVISION_KEY, SIGNALS_FIELD, legs_revision, parts_manifest
 from clearing.parquet_io import TMP_SUFFIX, write_atomic
 from clearing.partition import read_signal_parts
 from clearing.risk import (
@@ -54,6 +57,7 @@ from clearing.risk_clearances import (
     cleared_through,
     is_cleared,
 )
+from clearing.risk_digest import DayFile, DayHashes, EarlierDigest
 from clearing.tapstore import CARD_KEY, DEVICE_KEY, read_day_taps
 
 DENY_WINDOW_DAYS = 30  # SPEC §10: signals of days [D-29, D]
@@ -97,20 +101,39 @@ def _earlier_files(data_dir: Path, day: dt.date, engine: Engine | None
     return out
 
 
-def earlier_keys(data_dir: Path, day: dt.date, engine: Engine | None = None
-                 ) -> Iterator[EarlierKeys]:
+def earlier_keys(data_dir: Path, day: dt.date, engine: Engine | None = None, *,
+                 digests: bool = False) -> Iterator[EarlierKeys | EarlierDigest]:
     """The card keys of every tap accepted on the days a replay into ``day`` reaches, a row
     group at a time (SPEC §4: a key seen again two or more days apart is a replay, not a
     duplicate; ``risk.replay_days`` bounds how far back). Like de-duplication's key index,
     memory never grows with history, and time grows with the reach, not with history.
 
     Only the card key is decoded for every row; a chunk's device key (evidence) is read for
-    the rows that replay, when there are some.
+    the rows that replay, when there are some. With ``digests``, a day whose key digest is
+    still trusted (``risk_digest.trusted``: written at the revision its legs carry, over the
+    very files listed now) comes as one ``EarlierDigest`` instead of its decoded keys.
     """
-    return _read_ahead(_stored_keys(_earlier_files(data_dir, day, engine)))
+    files = _earlier_files(data_dir, day, engine)
+    if not digests:
+        return _read_ahead(_stored_keys(files))
+    return _read_ahead(_digests_or_keys(Path(data_dir), files))
 
 
-def _stored_keys(files: list[tuple[dt.date, Path]]) -> Iterator[EarlierKeys]:
+def _digests_or_keys(root: Path, files: list[tuple[dt.date, Path]]
+                     ) -> Iterator[EarlierKeys | EarlierDigest]:
+    """Per earlier day (in order): its trusted digest, or its stored keys."""
+    days = sorted({when for when, _ in files})
+    for when in days:
+        mine = [(w, p) for w, p in files if w == when]
+        rels = [p.relative_to(root).as_posix() for _, p in mine]
+        digest = risk_digest.trusted(root, when, rels, legs_revision(root, when))
+        if digest is not None:
+            yield digest
+        else:
+            yield from _stored_keys(mine)
+
+
+def _stored_keys(files: list[tuple[dt.date, Path]]) -> Iterator[EarlierKeys | EarlierDigest]:
     for when, path in files:
         if not path.is_file():
             continue  # a crash orphan's absence is not evidence; clearing reads the day's own
@@ -125,7 +148,8 @@ def _stored_keys(files: list[tuple[dt.date, Path]]) -> Iterator[EarlierKeys]:
 READ_AHEAD = 2  # decoded key chunks waiting for the probe: memory stays a few chunks
 
 
-def _read_ahead(chunks: Iterator[EarlierKeys]) -> Iterator[EarlierKeys]:
+def _read_ahead(chunks: Iterator[EarlierKeys | EarlierDigest]
+                ) -> Iterator[EarlierKeys | EarlierDigest]:
     """``chunks`` decoded on a second thread while the caller probes the previous ones.
 
     Decoding (pyarrow) and probing (numba) both release the GIL, and each takes about half
@@ -134,7 +158,8 @@ def _read_ahead(chunks: Iterator[EarlierKeys]) -> Iterator[EarlierKeys]:
     early stops the reader at its next chunk.
     """
     # a chunk, the reader's error, or None when the chunks are done
-    ready: queue.Queue[EarlierKeys | BaseException | None] = queue.Queue(maxsize=READ_AHEAD)
+    ready: queue.Queue[EarlierKeys | EarlierDigest | BaseException | None] = queue.Queue(
+        maxsize=READ_AHEAD)
     stop = threading.Event()
 
     def read() -> None:
@@ -191,12 +216,59 @@ def write_day_signals(data_dir: Path, day: dt.date, taps: pa.Table, legs: pa.Tab
     Pricing has already put the taps in card order: pass its sorted ``records``
     (``risk.record_signals``) or its ``order`` (``risk.card_signals``) to spare a second sort
     of the day; with neither, the signals sort the taps themselves. The result is the same.
+
+    The day's key digest (``clearing.risk_digest``) is written too, for later days' replay
+    lookback, when ``taps`` can be tied to the stored files and to the revision ``legs``
+    carry (``_digest_files``); otherwise any old digest of the day is removed. The replay
+    lookback reads earlier days' digests (``earlier_keys(digests=True)``), except for the
+    reference twin, which streams their stored keys.
     """
-    signals = day_signals(day, taps, legs, earlier=earlier_keys(data_dir, day, engine),
-                          reference=reference, order=order, records=records)
+    covered = _digest_files(data_dir, day, engine, legs, taps.num_rows)
+    hashes = None
+    if covered is not None:
+        hashes = (DayHashes.of(records=records) if records is not None and not reference
+                  else DayHashes.of(keys={c: taps.column(c).to_numpy() for c in CARD_KEY}))
+    signals = day_signals(day, taps, legs,
+                          earlier=earlier_keys(data_dir, day, engine, digests=not reference),
+                          reference=reference, order=order, records=records, hashes=hashes)
     path = write_atomic(signals, signals_path(data_dir, day))
+    if covered is not None and hashes is not None:
+        risk_digest.write_digest(data_dir, day, hashes, covered[0], covered[1])
+    else:
+        risk_digest.remove_digest(data_dir, day)
     write_denylists_from(data_dir, day, engine=engine)
     return path
+
+
+def _digest_files(data_dir: Path, day: dt.date, engine: Engine | None, legs: pa.Table,
+                  taps: int) -> tuple[int, list[DayFile]] | None:
+    """(legs revision, the day's stored tap files) when ``taps`` are exactly those files'
+    taps at the revision the stored ``legs`` carry; None when that cannot be shown.
+
+    The clear read the day's revision before its taps (``clearing.day.clear_day``), and every
+    batch stored or withdrawn bumps it in the batch's own transaction: the same revision
+    before and after listing the files means no batch changed the day since, so the files
+    listed are the ones read. Without a database the files on disk are the day's; their taps
+    must add up to the day's either way.
+    """
+    raw = (legs.schema.metadata or {}).get(REVISION_KEY)
+    if raw is None:
+        return None
+    revision = int(raw)
+    root = Path(data_dir)
+    if engine is not None:
+        with session_factory(engine)() as session:
+            if day_revision(session, day) != revision:
+                return None
+            rels = [rel for _, _, rel in tapstore._committed_files(session, [day])]
+            if day_revision(session, day) != revision:
+                return None
+    else:
+        rels = [p.relative_to(root).as_posix() for p in tapstore.day_files_on_disk(root, day)]
+    files = risk_digest.day_files(root, rels)
+    if files is None or sum(f.rows for f in files) != taps or taps >= 1 << 32:
+        return None
+    return revision, files
 
 
 def write_denylists_from(data_dir: Path, day: dt.date, *, engine: Engine | None = None) -> None:
