@@ -55,7 +55,7 @@ TOP = 12  # lines and devices shown in the mismatch charts
 
 
 @dataclass(frozen=True)
-class _Day:
+class DayColumns:
     """The day's leg columns the statements need, as numpy arrays (read once)."""
 
     issuer: np.ndarray
@@ -69,7 +69,7 @@ class _Day:
     mismatch: np.ndarray
 
     @classmethod
-    def of(cls, legs: pa.Table, allocated: np.ndarray) -> _Day:
+    def of(cls, legs: pa.Table, allocated: np.ndarray) -> DayColumns:
         def col(name: str) -> np.ndarray:
             column: np.ndarray = legs.column(name).to_numpy()
             return column
@@ -130,7 +130,7 @@ def write_statements(
     allocated = result.allocated
     if allocated is None or len(allocated) != legs.num_rows:
         allocated = allocate(legs)
-    cols = _Day.of(legs, allocated)
+    cols = DayColumns.of(legs, allocated)
     names = _namer(registry)
     paths: list[Path] = []
     pages: list[tuple[Path, str]] = []
@@ -198,7 +198,7 @@ def _sum_by(keys: np.ndarray, values: np.ndarray) -> list[tuple[int, int]]:
 
 
 def revenue_panels(
-    cols: _Day, mask: np.ndarray, names: Callable[[Party], str]
+    cols: DayColumns, mask: np.ndarray, names: Callable[[Party], str]
 ) -> dict[str, list[tuple[str, int]]]:
     alloc = cols.allocated[mask]
 
@@ -239,7 +239,7 @@ def party_discounts(party: Party, lines: Iterable[DiscountLine]) -> list[Discoun
     return list(lines)
 
 
-def mismatch_panels(cols: _Day, mask: np.ndarray) -> dict[str, list[tuple[str, int]]]:
+def mismatch_panels(cols: DayColumns, mask: np.ndarray) -> dict[str, list[tuple[str, int]]]:
     """Reader-debit mismatches (charged - computed) by line and by device, largest first."""
     m = mask & (cols.mismatch != 0)
     ops, lines, devs, mis = cols.operator[m], cols.line[m], cols.device[m], cols.mismatch[m]
@@ -317,7 +317,7 @@ def party_html(
     day: dt.date,
     party: Party,
     result: SettlementResult,
-    cols: _Day,
+    cols: DayColumns,
     names: Callable[[Party], str],
     pending: list[Chart] | None = None,
     *,
@@ -411,7 +411,7 @@ def party_html(
 def overview_html(
     day: dt.date,
     result: SettlementResult,
-    cols: _Day,
+    cols: DayColumns,
     names: Callable[[Party], str],
     pending: list[Chart] | None = None,
     *,

@@ -19,7 +19,7 @@ from settlement.settle import settle_day
 from settlement.statements import (
     OVERVIEW_CHARTS,
     PARTY_CHARTS,
-    _Day,
+    DayColumns,
     mismatch_panels,
     revenue_panels,
     write_statements,
@@ -127,7 +127,7 @@ def test_overview_lists_every_position_and_they_sum_to_zero(written) -> None:  #
 
 def test_chart_data_for_a_party() -> None:
     table = legs_table(_day_of_legs())
-    cols = _Day.of(table, allocate(table))
+    cols = DayColumns.of(table, allocate(table))
     bus = cols.mask(operator(101))
     assert mismatch_panels(cols, bus) == {
         "by line": [("OPR-101 line 1", 340)],

@@ -22,7 +22,13 @@ from settlement.apportion import allocate
 from settlement.charts import Chart, tick_label
 from settlement.parties import Party, operator
 from settlement.settle import settle_day
-from settlement.statements import _Day, money_html, overview_html, party_html, write_statements
+from settlement.statements import (
+    DayColumns,
+    money_html,
+    overview_html,
+    party_html,
+    write_statements,
+)
 
 GROUPED = re.compile(r"^[-+]?\d{1,3}(,\d{3})*\.\d{2}$")  # 1,234,567.89
 NUM_CELL = re.compile(r'<td class="num">(.*?)</td>')
@@ -149,7 +155,7 @@ def test_csvs_keep_raw_fen_and_write_grouped_cny(plain) -> None:  # type: ignore
 def test_every_chart_title_carries_the_one_label() -> None:
     table = legs_table(_big_day())
     result = settle_day(None, DAY, table, TARIFFS, dry_run=True)  # type: ignore[arg-type]
-    cols = _Day.of(table, allocate(table))
+    cols = DayColumns.of(table, allocate(table))
     pending: list[Chart] = []
     party_html(DAY, operator(101), result, cols, lambda p: p.tag, pending)
     overview_html(DAY, result, cols, lambda p: p.tag, pending)

@@ -22,8 +22,7 @@ from settlement.settle import settle_day
 
 # The day's leg columns as overview_html takes them; private in settlement.statements (a
 # public name for it is requested there), so the import names what it is.
-from settlement.statements import _Day as DayColumns
-from settlement.statements import overview_html, signals_by_kind_and_city
+from settlement.statements import DayColumns, overview_html, signals_by_kind_and_city
 from tongka.service.centre import Centre
 from tongka.settling import staleness
 
