@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import shutil
+import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -167,3 +171,87 @@ def test_synthetic_day_is_what_it_claims(n: int) -> None:
     keys = np.stack([table.column(c).to_numpy().astype(np.int64)
                      for c in ("device_id", "device_seq")], axis=1)
     assert len(np.unique(keys, axis=0)) == n - int(n * RESENT)
+
+
+# --------------------------------------------------------------------------- a fresh process
+
+# Issue 13: `tongka ingest` of a generated day (one batch per operator, 14 files) as an
+# operator runs it, a fresh process, onto a store that already holds both neighbouring days
+# (their keys are read into the de-duplication index: SPEC §4 reaches a day either side).
+BENCH_SEEDS = {DAY - dt.timedelta(days=1): 11, DAY: 12, DAY + dt.timedelta(days=1): 13}
+PROCESS_FULL = 1_000_000
+PROCESS_SMOKE = 3_000
+
+
+def _generated(day: dt.date, n: int, seed: int) -> list[Path]:
+    """The cached batch files of one generated day (``tongka generate`` once)."""
+    from cache_keys import generator_tag  # bench/cache_keys.py
+    from test_bench_pipeline import tongka_command
+
+    out = CACHE / f"ingest-day-{day.isoformat()}-{n}-{seed}-{generator_tag()}"
+    if not out.exists():
+        tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([*tongka_command(), "generate", "--date", day.isoformat(), "--taps",
+                        str(n), "--seed", str(seed), "--out", str(tmp)],
+                       check=True, capture_output=True, cwd=tmp.parent)
+        try:
+            tmp.rename(out)
+        except OSError:  # another worker finished first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return sorted(out.glob("*.parquet"))
+
+
+def _neighbours_store(n: int) -> Path:
+    """A cached data directory holding both neighbouring days' ``n`` taps, ingested once."""
+    from cache_keys import generator_tag  # bench/cache_keys.py
+    from test_bench_pipeline import run_step
+
+    out = CACHE / f"ingest-neighbours-{n}-{generator_tag()}"
+    if not out.exists():
+        tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        files = [p for day, seed in BENCH_SEEDS.items() if day != DAY
+                 for p in _generated(day, n, seed)]
+        run_step("ingest", [str(p) for p in files], tmp / "data")
+        try:
+            tmp.rename(out)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out / "data"
+
+
+def test_bench_ingest_process(request: pytest.FixtureRequest, tmp_path: Path,  # type: ignore[no-untyped-def]
+                              record_note) -> None:
+    """A fresh ``tongka ingest`` of 14 files onto a store with both neighbouring days: wall,
+    taps/s and the child's peak RSS (its VmHWM at exit; wait4's rusage as a fallback)."""
+    from test_bench_pipeline import run_step
+
+    full = bool(request.config.getoption("benchmark_enable", default=False)) or (
+        os.environ.get("TONGKA_BENCH_FULL", "") == "1")
+    n = PROCESS_FULL if full else PROCESS_SMOKE
+    files = _generated(DAY, n, BENCH_SEEDS[DAY])
+    template = _neighbours_store(n)
+    rounds = 3 if full else 1
+    runs = []
+    for r in range(rounds):
+        data_dir = tmp_path / f"round{r}" / "data"
+        shutil.copytree(template, data_dir)
+        runs.append(run_step("ingest", [str(p) for p in files], data_dir))
+        with sqlite3.connect(data_dir / "tongka.sqlite") as db:
+            received, accepted, dups, quarantined = db.execute(
+                "select sum(received), sum(accepted), sum(duplicates), sum(quarantined) "
+                "from batches where service_day = ?", (DAY.isoformat(),)).fetchone()
+        assert received == n and accepted + dups + quarantined == n
+        assert accepted > 0 and dups > 0 and quarantined > 0
+        if r < rounds - 1:
+            shutil.rmtree(data_dir.parent)
+    best = min(run.seconds for run in runs)
+    line = (f"tongka ingest {n:,} taps ({len(files)} files) onto both neighbouring days, fresh "
+            f"process, {rounds} round(s): best {best:.2f} s ({n / best:,.0f} taps/s), median "
+            f"{statistics.median(run.seconds for run in runs):.2f} s, peak RSS "
+            f"{max(run.peak_rss_mb for run in runs):,.0f} MB; {accepted:,} accepted, "
+            f"{dups:,} duplicates, {quarantined:,} quarantined")
+    record_note(line)
+    print("\n" + line)
