@@ -18,6 +18,9 @@ from tariffs.errors import TongkaError
 
 __all__ = ["ErrorCode", "InputError", "RowError", "StateError", "TongkaError"]
 
+_CODES = frozenset(c.name for c in ErrorCode)
+_ROW_CODES = {c.name: c for c in ErrorCode if c.kind is Kind.ROW}
+
 
 @dataclass(frozen=True, slots=True)
 class RowError:
@@ -37,8 +40,11 @@ class RowError:
         # A code of the table becomes its member, and must be a row code. An unknown one is
         # kept as given (a plugin adapter's, a test's); the source scan of
         # tests/test_error_codes.py keeps every code the product names in the table.
-        if self.code in ErrorCode.__members__:
-            object.__setattr__(self, "code", error_code(self.code, kind=Kind.ROW))
+        member = _ROW_CODES.get(self.code)  # once per rejected row: a dict, not the table
+        if member is not None:
+            object.__setattr__(self, "code", member)
+        elif self.code in _CODES:
+            error_code(self.code, kind=Kind.ROW)  # raises: a code of another kind
 
 
 class InputError(TongkaError):
