@@ -37,7 +37,6 @@ is what keeps de-duplication independent of history.
 from __future__ import annotations
 
 import datetime as dt
-import queue
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -54,6 +53,7 @@ from clearing.batches import Batch, BatchStatus
 from clearing.db import session_factory
 from clearing.errors import StateError
 from clearing.parquet_io import write_atomic
+from clearing.read_ahead import read_ahead
 from clearing.taps import FULL_TAP_SCHEMA, TAP_SCHEMA, with_optional_columns
 
 TAPS_DIR = "taps"
@@ -545,43 +545,10 @@ def _row_groups(paths: Sequence[Path]) -> Iterator[tuple[int, int, pa.Table]]:
 
 
 def _read_ahead(paths: Sequence[Path]) -> Generator[tuple[int, int, pa.Table], None, None]:
-    """``_row_groups`` decoded on a second thread while the caller hashes the previous ones.
-
-    At most ``READ_AHEAD`` row groups wait; a reader's error (``TAPSTORE_MISSING`` too) is
-    raised here; closing the generator stops the reader at its next row group.
-    """
-    ready: queue.Queue[tuple[int, int, pa.Table] | BaseException | None] = queue.Queue(
-        maxsize=READ_AHEAD)
-    stop = threading.Event()
-
-    def read() -> None:
-        try:
-            for chunk in _row_groups(paths):
-                while not stop.is_set():
-                    try:
-                        ready.put(chunk, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            ready.put(None)
-        except BaseException as error:  # handed to the caller, raised there
-            ready.put(error)
-
-    reader = threading.Thread(target=read, name="tapstore-keys", daemon=True)
-    reader.start()
-    try:
-        while True:
-            item = ready.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        reader.join()
+    """``_row_groups`` decoded on a second thread while the caller hashes the previous ones
+    (at most ``READ_AHEAD`` waiting; a reader's error, ``TAPSTORE_MISSING`` too, is raised
+    here)."""
+    return read_ahead(_row_groups(paths), depth=READ_AHEAD, name="tapstore-keys")
 
 
 # --------------------------------------------------------------------------- de-duplication
