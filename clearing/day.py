@@ -41,7 +41,7 @@ from clearing.legs_store import (  # re-exported: the day's readers import them 
     not_cleared,
     parts_manifest,
 )
-from clearing.parquet_io import write_atomic
+from clearing.parquet_io import write_atomic, write_atomic_stream
 from clearing.partition import BatchFile, LegSummary, local_client, read_parts, scheduler_client
 from clearing.reference import match_and_price
 from clearing.taps import TAP_COLUMNS
@@ -93,6 +93,7 @@ def clear_day(
     client: Any = None,
     storage: str | None = None,
     summary: LegSummary | None = None,
+    range_taps: int | None = None,
 ) -> ClearResult:
     """Price every accepted tap of ``day`` and store the day's legs.
 
@@ -105,6 +106,10 @@ def clear_day(
     from it. The partitions also compute the SPEC §10 signals (the card signals of their own
     cards, and per-device leg counts that this process adds up for DEBIT_MISMATCH), stored
     beside their legs and committed with them. This process reads no tap and no leg.
+
+    A single-process clear prices about ``range_taps`` taps of whole card-days at a time
+    (``clearing.fast.RangePricer``; ``RANGE_TAPS`` by default, a hook for tests) and streams
+    the legs file; the signals get only the leg columns they read (``SIGNAL_LEG_COLUMNS``).
     """
     if partitions > 0 and not reference:
         return _clear_partitioned(data_dir, day, tariffs, engine=engine, partitions=partitions,
@@ -112,7 +117,6 @@ def clear_day(
                                   summary=summary)
     # numba kernels (tapstore +0.38 s, risk_store +0.44 s): clearing.day is imported by
     # every reader of legs (reports, the service), which never price
-    from clearing.fast import match_and_price_sorted
     from clearing.risk_store import read_day_signals, write_day_signals
     from clearing.tapstore import read_day_taps
 
@@ -121,22 +125,53 @@ def clear_day(
     full = read_day_taps(data_dir, day, engine, optional=True)  # balance_fen for risk only
     taps = full.select(list(TAP_COLUMNS))  # pricing never sees balance_fen (SPEC v1.2 §3)
     check_day_priceable(data_dir, day, taps, tariffs, engine=engine)
-    records = None  # pricing's taps in card order: the signals reuse its sort (SPEC §10)
+    records: np.ndarray | None = None  # pricing's taps in card order: the signals reuse them
     if reference:
-        legs = price_taps(taps, tariffs, reference=True)
+        legs = price_taps(taps, tariffs, reference=True).replace_schema_metadata(
+            {REVISION_KEY: str(revision).encode()})
+        path = write_atomic(legs, legs_path(data_dir, day),
+                            use_dictionary=list(LEG_DICTIONARY_COLUMNS))
     else:
-        legs, records = match_and_price_sorted(taps, tariffs)
-    legs = legs.replace_schema_metadata({REVISION_KEY: str(revision).encode()})
-    path = write_atomic(legs, legs_path(data_dir, day),
-                        use_dictionary=list(LEG_DICTIONARY_COLUMNS))
+        legs, records, path = _price_and_write(data_dir, day, taps, tariffs, revision, range_taps)
     _remove_local_runs(data_dir, day)  # a partitioned clear's parts are superseded now
+    n_taps, n_legs = taps.num_rows, legs.num_rows
+    del taps  # pricing's view of the taps: ``full`` alone goes on to the signals
     # SPEC §10: signals come after pricing and never feed back into legs, fares or the ledger
     write_day_signals(data_dir, day, full, legs, engine=engine, reference=reference,
                       records=records)
-    del records  # 64 bytes a tap: gone before the result is built
+    del records, legs, full  # gone before the result is built
     signals = read_day_signals(data_dir, day)
-    return ClearResult(day, taps.num_rows, legs.num_rows, path, revision,
+    return ClearResult(day, n_taps, n_legs, path, revision,
                        signals.num_rows if signals is not None else 0)
+
+
+# The leg columns the SPEC §10 signals read (``clearing.risk.mismatch_devices`` and the
+# DEBIT_MISMATCH evidence): all ``write_day_signals`` is given of the day's legs.
+SIGNAL_LEG_COLUMNS: tuple[str, ...] = (
+    "operator", "board_device_id", "debit_kind", "charged_fen", "computed_fen", "status",
+    "issuer", "card_id", "board_card_seq",
+)
+
+
+def _price_and_write(data_dir: Path, day: dt.date, taps: pa.Table, tariffs: TariffSet,
+                     revision: int, range_taps: int | None
+                     ) -> tuple[pa.Table, np.ndarray, Path]:
+    """Price the day a range of cards at a time and stream the legs file (issue 13).
+
+    Each range's legs are written as they come and dropped: the day's whole leg table (144
+    bytes a leg) is never held, only ``SIGNAL_LEG_COLUMNS`` (42) for the signals. The file
+    is the one ``write_atomic`` writes of the whole table (same rows, order, row groups and
+    revision), under a temporary name until complete. Returns (the signals' leg columns with
+    the revision, the sorted records, the file).
+    """
+    from clearing.fast import RangePricer  # numba kernels, as in clear_day
+
+    pricer = RangePricer(taps, tariffs, keep=SIGNAL_LEG_COLUMNS, range_taps=range_taps)
+    metadata = {REVISION_KEY: str(revision).encode()}
+    path = write_atomic_stream(pricer.legs(), LEG_SCHEMA.with_metadata(metadata),
+                               legs_path(data_dir, day),
+                               use_dictionary=list(LEG_DICTIONARY_COLUMNS))
+    return pricer.kept().replace_schema_metadata(metadata), pricer.records, path
 
 
 MAX_LISTED = 20  # taps named in a DAY_UNPRICEABLE message; the rest are counted

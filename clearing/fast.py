@@ -11,6 +11,7 @@ an exception. No Python object is made per tap.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from functools import partial
 
 import numpy as np
@@ -130,22 +131,87 @@ def _match_and_price(chunks: list[Chunk], tb: KernelTables, threads: int | None
     n = sum(len(c["card_id"]) for c in chunks)
     threads = thread_count(n) if threads is None else max(1, threads)
     records = sort_tap_records(chunks, threads=threads)
+    return _price_records(records, tb, chunks, threads), records
+
+
+def _price_records(records: np.ndarray, tb: KernelTables, chunks: list[Chunk], threads: int,
+                   into: dict[str, np.ndarray] | None = None, at: int = 0) -> pa.Table:
+    """The legs of sorted records that begin and end on card-day boundaries.
+
+    The records are cut at card-day boundaries into one part per thread: a card-day never
+    needs another's taps (ARCHITECTURE "Scale"), so each part is matched and priced alone,
+    into its own slice of the output columns. A column named in ``into`` is priced straight
+    into that array from row ``at`` on (``RangePricer``'s kept columns), the others into
+    arrays of their own.
+    """
+    n = records.shape[0]
     cuts = sorted({0, n, *(int(kernels.card_day_start(records, n * k // threads))
                            for k in range(1, threads))})
     parts = [records[a:b] for a, b in zip(cuts, cuts[1:], strict=False) if a < b]
     matched = run_parallel([partial(match_records, part, tb, chunks) for part in parts])
     n_legs = sum(m[0] for m in matched)
-    columns: list[np.ndarray] = [np.empty(n_legs, dtype=_LEG_DTYPES[c]) for c in LEG_COLUMNS]
+    into = into or {}
+    columns: list[np.ndarray] = [into[c][at:at + n_legs] if c in into
+                                 else np.empty(n_legs, dtype=_LEG_DTYPES[c]) for c in LEG_COLUMNS]
     jobs: list[partial[tuple[int, int]]] = []
-    at = 0
+    done = 0
     for part, (k, board, exit_, leg_status) in zip(parts, matched, strict=True):
-        piece = kernels.LegArrays(*(column[at:at + k] for column in columns))  # views: no copy
+        piece = kernels.LegArrays(*(column[done:done + k] for column in columns))  # views
         jobs.append(partial(kernels.price_legs, k, board, exit_, leg_status, part, tb, piece))
-        at += k
+        done += k
+    del matched
     for status, row in run_parallel(jobs):
         _check(status, row, chunks)
-    legs = pa.Table.from_arrays([pa.array(column) for column in columns], schema=LEG_SCHEMA)
-    return legs, records
+    return pa.Table.from_arrays([pa.array(column) for column in columns], schema=LEG_SCHEMA)
+
+
+RANGE_TAPS = 1 << 20  # taps priced at a time by ``RangePricer``: about 100 MB of legs
+
+
+class RangePricer:
+    """``match_and_price_sorted`` a range of whole card-days at a time (issue 13).
+
+    The day's taps are sorted once into records (card order, as ``match_and_price_sorted``);
+    ``legs()`` then matches and prices them ``range_taps`` taps at a time, each range cut at
+    the next card-day boundary (the boundaries the threaded path already cuts at: no chain,
+    transfer or daily cap crosses them), and yields each range's leg table. The ranges' legs
+    put end to end are ``match_and_price_sorted``'s legs, row for row, so a writer can stream
+    them and drop each range once written: only the ``keep`` columns of every leg stay, as one
+    table (``kept()``), written straight by the kernels into day-long arrays (allocated for a
+    leg per tap, they take memory only as far as they are filled).
+    """
+
+    def __init__(self, taps: pa.Table, tariffs: TariffSet, *, keep: tuple[str, ...] = (),
+                 range_taps: int | None = None, threads: int | None = None) -> None:
+        self._chunks = tap_chunks(taps)
+        self._tb = kernel_tables(tariffs)
+        n = sum(len(c["card_id"]) for c in self._chunks)
+        self._threads = thread_count(n) if threads is None else max(1, threads)
+        self.records = sort_tap_records(self._chunks, threads=self._threads)
+        self._range = max(1, RANGE_TAPS if range_taps is None else range_taps)
+        self._keep = {c: np.empty(n, dtype=_LEG_DTYPES[c]) for c in keep}
+        self.n_legs = 0
+
+    def legs(self) -> Iterator[pa.Table]:
+        """Each range's legs, in order; the ``keep`` columns are kept as they are priced."""
+        records = self.records
+        n = records.shape[0]
+        start = 0
+        while start < n:
+            end = n if start + self._range >= n else int(
+                kernels.card_day_start(records, start + self._range))
+            piece = _price_records(records[start:end], self._tb, self._chunks, self._threads,
+                                   self._keep, self.n_legs)
+            self.n_legs += piece.num_rows
+            start = end
+            yield piece
+
+    def kept(self) -> pa.Table:
+        """The ``keep`` columns of every leg priced so far (all of them once ``legs()`` ran
+        out), typed as in ``LEG_SCHEMA``; no copy."""
+        return pa.Table.from_arrays(
+            [pa.array(a[:self.n_legs]) for a in self._keep.values()],
+            schema=pa.schema([LEG_SCHEMA.field(c) for c in self._keep]))
 
 
 THREADS_ENV = "TONGKA_THREADS"
