@@ -330,6 +330,15 @@ def test_bench_risk_replay_history(benchmark, pytestconfig, clear_size: int,  # 
 _HISTORY_CHILD = _SHARE_CHILD.replace(
     "clearing_day.price_taps, risk_store.write_day_signals = priced, signals",
     "clearing_day.price_taps, risk_store.write_day_signals = priced, signals\n"
+    "if hasattr(risk_store, 'ReplayLookback'):  # the lookback's own thread, when clear_day\n"
+    "    _run = risk_store.ReplayLookback._run  # starts it (start_replay_lookback)\n"
+    "    def _timed(self, *a):\n"
+    "        t = time.perf_counter()\n"
+    "        try:\n"
+    "            return _run(self, *a)\n"
+    "        finally:\n"
+    "            spent['lookback_thread'] = time.perf_counter() - t\n"
+    "    risk_store.ReplayLookback._run = _timed\n"
     "if sys.argv[4] == 'streamed':\n"
     "    from clearing import risk_digest\n"
     "    risk_digest.trusted = lambda *a, **k: None").replace(
@@ -369,5 +378,7 @@ def test_bench_risk_clear_with_history(pytestconfig, clear_size: int, clear_taps
         record_note(f"clear_day {label} with {REPLAY_REACH_DAYS - 1} earlier days ({mode}): "
                     f"signals {min(sig):.2f} s best / {statistics.median(sig):.2f} s median; "
                     f"rest {min(rest):.2f} s / {statistics.median(rest):.2f} s; signals add "
-                    f"{added:.0f} %; load {os.getloadavg()}")
+                    f"{added:.0f} %; lookback thread (beside pricing, when clear_day starts "
+                    f"it) {[round(r.get('lookback_thread', 0.0), 2) for r in rs]} s; "
+                    f"load {os.getloadavg()}")
         record_timing(f"clear_day_history/signals_{mode}", clear_size, min(sig))

@@ -117,7 +117,7 @@ def clear_day(
                                   summary=summary)
     # numba kernels (tapstore +0.38 s, risk_store +0.44 s): clearing.day is imported by
     # every reader of legs (reports, the service), which never price
-    from clearing.risk_store import read_day_signals, write_day_signals
+    from clearing.risk_store import read_day_signals, start_replay_lookback, write_day_signals
     from clearing.tapstore import read_day_taps
 
     revision = day_revision_of(engine, day)  # read before the taps: a later batch bumps it
@@ -125,20 +125,25 @@ def clear_day(
     full = read_day_taps(data_dir, day, engine, optional=True)  # balance_fen for risk only
     taps = full.select(list(TAP_COLUMNS))  # pricing never sees balance_fen (SPEC v1.2 §3)
     check_day_priceable(data_dir, day, taps, tariffs, engine=engine)
-    records: np.ndarray | None = None  # pricing's taps in card order: the signals reuse them
-    if reference:
-        legs = price_taps(taps, tariffs, reference=True).replace_schema_metadata(
-            {REVISION_KEY: str(revision).encode()})
-        path = write_atomic(legs, legs_path(data_dir, day),
-                            use_dictionary=list(LEG_DICTIONARY_COLUMNS))
-    else:
-        legs, records, path = _price_and_write(data_dir, day, taps, tariffs, revision, range_taps)
-    _remove_local_runs(data_dir, day)  # a partitioned clear's parts are superseded now
-    n_taps, n_legs = taps.num_rows, legs.num_rows
-    del taps  # pricing's view of the taps: ``full`` alone goes on to the signals
-    # SPEC §10: signals come after pricing and never feed back into legs, fares or the ledger
-    write_day_signals(data_dir, day, full, legs, engine=engine, reference=reference,
-                      records=records)
+    # SPEC §10: CARD_SEQ_REPLAY's lookback needs only the taps: it runs on a thread while the
+    # day is priced and its legs written (risk_store.ReplayLookback), and stops if they fail
+    with start_replay_lookback(data_dir, day, full, engine=engine,
+                               reference=reference) as lookback:
+        records: np.ndarray | None = None  # pricing's taps in card order: the signals reuse them
+        if reference:
+            legs = price_taps(taps, tariffs, reference=True).replace_schema_metadata(
+                {REVISION_KEY: str(revision).encode()})
+            path = write_atomic(legs, legs_path(data_dir, day),
+                                use_dictionary=list(LEG_DICTIONARY_COLUMNS))
+        else:
+            legs, records, path = _price_and_write(data_dir, day, taps, tariffs, revision,
+                                                   range_taps)
+        _remove_local_runs(data_dir, day)  # a partitioned clear's parts are superseded now
+        n_taps, n_legs = taps.num_rows, legs.num_rows
+        del taps  # pricing's view of the taps: ``full`` alone goes on to the signals
+        # SPEC §10: signals come after pricing and never feed back into legs, fares or ledger
+        write_day_signals(data_dir, day, full, legs, engine=engine, reference=reference,
+                          records=records, lookback=lookback)
     del records, legs, full  # gone before the result is built
     signals = read_day_signals(data_dir, day)
     return ClearResult(day, n_taps, n_legs, path, revision,

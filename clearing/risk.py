@@ -483,8 +483,8 @@ def day_signals(day: dt.date, taps: pa.Table, legs: pa.Table | None = None, *,
                 earlier: Iterable[EarlierKeys | EarlierDigest] = (),
                 coords: Mapping[int, tuple[float, float]] | None = None,
                 reference: bool = False, order: np.ndarray | None = None,
-                records: np.ndarray | None = None, hashes: DayHashes | None = None
-                ) -> pa.Table:
+                records: np.ndarray | None = None, hashes: DayHashes | None = None,
+                replayed: Replays | None = None) -> pa.Table:
     """Every SPEC §10 signal of one cleared service day, as a ``SIGNAL_SCHEMA`` table.
 
     ``taps`` are the day's accepted taps (``balance_fen`` optional), ``legs`` its legs (for
@@ -495,7 +495,9 @@ def day_signals(day: dt.date, taps: pa.Table, legs: pa.Table | None = None, *,
     already put the taps in card order: ``records`` are its sorted records
     (``record_signals``), ``order`` the permutation (``card_signals``); with neither, the taps
     are sorted here. The result is the same. ``reference=True`` uses the plain twins (audits,
-    tests).
+    tests). ``replayed`` is the replay lookback already done (``replay_evidence`` of these
+    taps, e.g. on a thread while the day was priced: ``risk_store.start_replay_lookback``);
+    ``earlier`` is then not read.
     """
     coords = stop_coordinates() if coords is None else coords
     day_taps = _DayTaps(taps, None if reference else records, hashes)
@@ -509,7 +511,10 @@ def day_signals(day: dt.date, taps: pa.Table, legs: pa.Table | None = None, *,
     else:
         lat, lon = tap_coordinates(day_taps["stop"], coords)
         pairs = card_signals(day_taps.columns(), lat, lon, order=order)
-    replayed = _replay_evidence(day_taps, earlier, reference)
+    if replayed is None:
+        replayed = _replay_evidence(day_taps, earlier, reference)
+    else:  # the caller's own: evidence lists are sorted in place by _assemble
+        replayed = {i: list(e) for i, e in replayed.items()}
     if legs is None:
         devices: list[tuple[int, int, int, int]] = []
     elif reference:
@@ -539,7 +544,7 @@ class _DayTaps:
         """The day's card-key hashes, sorted (``risk_digest.DayHashes``), made once."""
         if self._hashes is None:
             self._hashes = (DayHashes.of(records=self.records) if self.records is not None
-                            else DayHashes.of(keys={c: self[c] for c in CARD_KEY}))
+                            else DayHashes.of_table(self.taps))
         return self._hashes
 
     def keys_of(self, rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -574,6 +579,18 @@ class _DayTaps:
                               self["card_id"], self["card_seq"])
         rows = np.flatnonzero(hit >= 0)
         return rows, hit[rows]
+
+
+Replays = dict[int, list[dict[str, Any]]]  # a replayed tap's row -> its earlier taps (evidence)
+
+
+def replay_evidence(taps: pa.Table, earlier: Iterable[EarlierKeys | EarlierDigest],
+                    hashes: DayHashes | None = None) -> Replays:
+    """The fast path's replay lookback of the day's ``taps`` alone: per replayed tap row, its
+    earlier taps (``day_signals(replayed=...)`` takes it). It needs none of pricing's output,
+    so it can run while the day is priced. ``hashes`` are the day's (``DayHashes``), made
+    here when an earlier digest needs them and none are given."""
+    return _replay_evidence(_DayTaps(taps, None, hashes), earlier, False)
 
 
 def _replay_evidence(day_taps: _DayTaps, earlier: Iterable[EarlierKeys | EarlierDigest],

@@ -98,6 +98,16 @@ def hash_columns(issuer: np.ndarray, card: np.ndarray, seq: np.ndarray, mask: np
     return h, rows
 
 
+@njit(cache=True, nogil=True)
+def hash_columns_into(issuer: np.ndarray, card: np.ndarray, seq: np.ndarray, mask: np.uint64,
+                      start: int, h: np.ndarray, rows: np.ndarray) -> None:  # pragma: no cover
+    """``hash_columns`` of a slice of the day's rows (the first at ``start``) into ``h`` and
+    ``rows`` at ``start``: a table in many chunks is hashed chunk by chunk, never copied."""
+    for i in range(len(card)):
+        h[start + i] = key_hash(int(issuer[i]), card[i], int(seq[i]), mask)
+        rows[start + i] = np.uint32(start + i)
+
+
 TOP_BITS = 10  # the first scatter's buckets: few enough write streams to stay in cache
 LANES = 8  # independent merges interleaved (see merge_equal)
 
@@ -266,6 +276,24 @@ class DayHashes:
                                    np.ascontiguousarray(keys["card_seq"]), mask)
         else:
             raise ValueError("DayHashes.of needs records or keys")
+        return cls(*sort_hashes(h, rows), HASH_BITS)
+
+    @classmethod
+    def of_table(cls, taps: pa.Table) -> DayHashes:
+        """From the card key columns of an Arrow table, a record batch at a time (no column
+        copied: at ten million taps read from many files, the three columns' copies are
+        140 MB). Equal to ``of(keys=...)`` of the same columns, and to ``of(records=...)`` of
+        their sorted records (the same hash of the same 32 bits of ``card_seq``)."""
+        mask = _mask(HASH_BITS)
+        n = taps.num_rows
+        h = np.empty(n, np.uint64)
+        rows = np.empty(n, np.uint32)
+        start = 0
+        for batch in taps.select(list(CARD_KEY)).to_batches():
+            issuer, card, seq = (np.ascontiguousarray(batch.column(c).to_numpy(
+                zero_copy_only=False)) for c in CARD_KEY)
+            hash_columns_into(issuer, card, seq, mask, start, h, rows)
+            start += batch.num_rows
         return cls(*sort_hashes(h, rows), HASH_BITS)
 
 
@@ -471,3 +499,4 @@ def warm_up() -> None:
                                    "card_seq": np.array([1, 2], np.int32)}
     day = DayHashes.of(keys=keys)
     merge_equal(day.hashes, day.hashes)
+    DayHashes.of_table(pa.table(keys))

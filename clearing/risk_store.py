@@ -9,7 +9,9 @@ or not.
 CARD_SEQ_REPLAY reads the card keys of the stored taps of the days a replay reaches
 (``earlier_keys``; ``risk.replay_days``: from ``REPLAY_REACH_DAYS`` back to two days back):
 each day's key digest (``clearing.risk_digest``, written by that day's clear) where it still
-describes the day's stored taps, the Parquet files themselves where not.
+describes the day's stored taps, the Parquet files themselves where not. The lookback needs
+only the day's taps: ``start_replay_lookback`` runs it on a thread while the day is priced
+and its legs written, and ``write_day_signals(lookback=...)`` joins it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import datetime as dt
 import fcntl
 import io
 import os
-import queue
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
@@ -42,13 +43,17 @@ from clearing.errors import StateError
 from clearing.legs_store import REVISION_KEY, SIGNALS_FIELD, legs_revision, parts_manifest
 from clearing.parquet_io import TMP_SUFFIX, write_atomic
 from clearing.partition import read_signal_parts
+from clearing.read_ahead import read_ahead
 from clearing.risk import (
     DENY_KINDS,
+    SIGNAL_COLUMNS,
     SIGNAL_SCHEMA,
     EarlierKeys,
+    Replays,
     RiskKind,
     day_signals,
     replay_days,
+    replay_evidence,
 )
 from clearing.risk_clearances import (
     CardKey,
@@ -157,43 +162,7 @@ def _read_ahead(chunks: Iterator[EarlierKeys | EarlierDigest]
     ``READ_AHEAD`` chunks wait; an error in the reader is raised here; a caller that stops
     early stops the reader at its next chunk.
     """
-    # a chunk, the reader's error, or None when the chunks are done
-    ready: queue.Queue[EarlierKeys | EarlierDigest | BaseException | None] = queue.Queue(
-        maxsize=READ_AHEAD)
-    stop = threading.Event()
-
-    def read() -> None:
-        try:
-            for chunk in chunks:
-                while not stop.is_set():
-                    try:
-                        ready.put(chunk, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            ready.put(None)
-        except BaseException as error:  # handed to the caller, raised there
-            ready.put(error)
-
-    reader = threading.Thread(target=read, name="risk-replay-keys", daemon=True)
-    reader.start()
-    try:
-        while True:
-            item = ready.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while reader.is_alive():  # unblock a reader waiting on a full queue, then join it
-            try:
-                ready.get_nowait()
-            except queue.Empty:
-                reader.join(timeout=0.1)
+    return read_ahead(chunks, depth=READ_AHEAD, name="risk-replay-keys")
 
 
 def _device_rows(path: Path, group: int, rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -203,13 +172,168 @@ def _device_rows(path: Path, group: int, rows: np.ndarray) -> dict[str, np.ndarr
 
 
 # ---------------------------------------------------------------------------------------------
+# The replay lookback on a thread of its own, while the day is priced
+
+
+class _Cancelled(Exception):
+    """Raised inside a cancelled lookback's thread between two earlier days: it stops there."""
+
+
+class ReplayLookback:
+    """CARD_SEQ_REPLAY's lookback for one day's taps, run on a thread of its own from the
+    moment they are read: the day's card keys hashed from the Arrow columns and sorted
+    (``DayHashes.of_table``), merged with every earlier day's digest or probed with its
+    streamed keys, hits resolved against the Parquet files (``risk.replay_evidence``).
+
+    It needs nothing pricing makes, and its kernels (numba ``nogil``), pyarrow's reads and
+    zstd release the GIL, so it runs beside pricing and the legs' Parquet write (which leave a
+    core idle for seconds at ten million taps); ``write_day_signals(lookback=...)`` then only
+    joins it. It reads and never writes. ``result`` raises whatever the thread raised;
+    ``cancel`` (or leaving it as a context manager) stops the thread at its next earlier day
+    and waits for it, so a clear that fails before its signals leaves no thread behind.
+    """
+
+    def __init__(self, data_dir: Path, day: dt.date, taps: pa.Table,
+                 engine: Engine | None, *, start: bool = True) -> None:
+        self.data_dir = Path(data_dir)
+        self.day = day
+        # the columns the lookback reads (and the day's signals keep): the clear may drop
+        # the others meanwhile, and this must not keep them alive
+        self.taps: pa.Table | None = taps.select(
+            [c for c in taps.column_names if c in (*SIGNAL_COLUMNS, "stop")])
+        self.engine = engine
+        self._stop = threading.Event()
+        self._done: tuple[DayHashes, Replays] | None = None
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if not start:  # the reference twin's clear: write_day_signals does it all itself
+            return
+        try:  # the listing (a database query) on the caller's thread, as without a lookback
+            earlier = earlier_keys(data_dir, day, engine, digests=True)
+        except Exception as error:  # raised where the lookback's result is asked for
+            self._error = error
+            return
+        self._thread = threading.Thread(target=self._run, args=(earlier,), daemon=True,
+                                        name=f"risk-replay-lookback-{day.isoformat()}")
+        self._thread.start()
+
+    def _run(self, earlier: Iterator[EarlierKeys | EarlierDigest]) -> None:
+        _lower_priority(LOOKBACK_NICE)
+        taps = self.taps
+        assert taps is not None  # released only once the thread has ended
+        try:
+            try:
+                hashes = DayHashes.of_table(taps)
+                replayed = replay_evidence(taps, self._until_cancelled(earlier), hashes)
+            finally:
+                close = getattr(earlier, "close", None)
+                if close is not None:  # stops the read-ahead thread of earlier_keys
+                    close()
+            self._done = (hashes, replayed)
+        except _Cancelled:
+            pass
+        except BaseException as error:  # handed to the caller by result()
+            self._error = error
+
+    def _until_cancelled(self, chunks: Iterator[EarlierKeys | EarlierDigest]
+                         ) -> Iterator[EarlierKeys | EarlierDigest]:
+        for chunk in chunks:
+            if self._stop.is_set():
+                raise _Cancelled
+            yield chunk
+        if self._stop.is_set():
+            raise _Cancelled
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def cancel(self) -> None:
+        """Stop the lookback (at its next earlier day) and wait for its thread; its result
+        and the taps it held are dropped. Nothing was written. Idempotent."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._done = None
+        self.taps = None
+
+    def result(self) -> tuple[DayHashes, Replays] | None:
+        """Wait for the lookback: (the day's sorted key hashes, the replay evidence), None if
+        it was cancelled or never started; the thread's error is raised here."""
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        return None if self._stop.is_set() else self._done
+
+    def serves(self, data_dir: Path, day: dt.date, taps: pa.Table,
+               engine: Engine | None) -> bool:
+        """Whether this lookback is of ``day``'s ``taps`` in ``data_dir``: the same rows with
+        the same card keys (normally the very same Arrow buffers, however the table was
+        re-selected since), the same day, data directory and database."""
+        mine = self.taps
+        if (mine is None or day != self.day
+                or Path(data_dir).resolve() != self.data_dir.resolve()
+                or engine is not self.engine or taps.num_rows != mine.num_rows):
+            return False
+        return all(_same_column(mine.column(c), taps.column(c)) for c in CARD_KEY)
+
+    def __enter__(self) -> ReplayLookback:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel()
+
+
+LOOKBACK_NICE = 10  # the lookback thread's niceness above the clear's (0: the same)
+
+
+def _lower_priority(nice: int) -> None:
+    """Make the calling thread (and the threads it starts, which inherit it) yield to the
+    clear's own: pricing keeps both cores while it runs, and the lookback takes what it
+    leaves idle (the legs' Parquet write). Linux schedules threads by their own nice value;
+    elsewhere, or when refused, nothing changes."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+    except OSError:
+        pass
+
+
+def _same_column(a: pa.ChunkedArray, b: pa.ChunkedArray) -> bool:
+    """Equal columns: the same buffers at the same offsets (a table re-selected or with
+    columns dropped shares them), else compared value by value."""
+    if a.num_chunks == b.num_chunks and all(
+            x.offset == y.offset and len(x) == len(y)
+            and [q.address if q is not None else 0 for q in x.buffers()]
+            == [q.address if q is not None else 0 for q in y.buffers()]
+            for x, y in zip(a.chunks, b.chunks, strict=True)):
+        return True
+    return bool(a.equals(b))
+
+
+def start_replay_lookback(data_dir: Path, day: dt.date, taps: pa.Table, *,
+                          engine: Engine | None = None,
+                          reference: bool = False) -> ReplayLookback:
+    """Start ``day``'s replay lookback over ``taps`` (the day's accepted taps as read, before
+    pricing) on a thread; hand it to ``write_day_signals(lookback=...)``. Use it as a context
+    manager (or ``cancel`` it) so that a failure in between stops it. ``reference`` starts
+    nothing: the reference twin streams the stored keys itself."""
+    return ReplayLookback(data_dir, day, taps, engine, start=not reference)
+
+
+# ---------------------------------------------------------------------------------------------
 # The day's signals
 
 
 def write_day_signals(data_dir: Path, day: dt.date, taps: pa.Table, legs: pa.Table, *,
                       engine: Engine | None = None, reference: bool = False,
                       order: np.ndarray | None = None,
-                      records: np.ndarray | None = None) -> Path:
+                      records: np.ndarray | None = None,
+                      lookback: ReplayLookback | None = None) -> Path:
     """Compute the day's signals (SPEC §10), store them beside its legs, and write the day's
     deny list; returns the signals file. Nothing here touches legs, fares or the ledger.
 
@@ -222,22 +346,68 @@ def write_day_signals(data_dir: Path, day: dt.date, taps: pa.Table, legs: pa.Tab
     carry (``_digest_files``); otherwise any old digest of the day is removed. The replay
     lookback reads earlier days' digests (``earlier_keys(digests=True)``), except for the
     reference twin, which streams their stored keys.
+
+    ``lookback`` (``start_replay_lookback``, started when the taps were read) has done the
+    replay lookback and the day's hashes meanwhile: they are joined here, its error raised
+    here. A lookback of other taps, or given to the reference twin, is cancelled and the
+    lookback done here, as without one. The result is the same either way.
     """
     covered = _digest_files(data_dir, day, engine, legs, taps.num_rows)
+    done = None
+    if lookback is not None:
+        if reference or not lookback.serves(data_dir, day, taps, engine):
+            lookback.cancel()
+        else:
+            done = lookback.result()
+            lookback.cancel()  # ended: only drops what it held
     hashes = None
-    if covered is not None:
+    replayed = None
+    if done is not None:
+        hashes, replayed = done
+    elif covered is not None:
         hashes = (DayHashes.of(records=records) if records is not None and not reference
                   else DayHashes.of(keys={c: taps.column(c).to_numpy() for c in CARD_KEY}))
-    signals = day_signals(day, taps, legs,
-                          earlier=earlier_keys(data_dir, day, engine, digests=not reference),
-                          reference=reference, order=order, records=records, hashes=hashes)
-    path = write_atomic(signals, signals_path(data_dir, day))
-    if covered is not None and hashes is not None:
-        risk_digest.write_digest(data_dir, day, hashes, covered[0], covered[1])
+    earlier = () if replayed is not None else earlier_keys(data_dir, day, engine,
+                                                           digests=not reference)
+    # the digest (120 MB at 10M taps, fsynced) is written while the day's own signals are
+    # computed: it depends on the stored taps alone, and is whole or absent whenever read
+    digest = (_Background(partial(risk_digest.write_digest, data_dir, day, hashes, *covered))
+              if covered is not None and hashes is not None else None)
+    try:
+        signals = day_signals(day, taps, legs, earlier=earlier, reference=reference,
+                              order=order, records=records, hashes=hashes, replayed=replayed)
+        path = write_atomic(signals, signals_path(data_dir, day))
+    except BaseException:
+        if digest is not None:
+            digest.wait(raise_error=False)  # this error goes on; no thread is left behind
+        raise
+    if digest is not None:
+        digest.wait()
     else:
         risk_digest.remove_digest(data_dir, day)
     write_denylists_from(data_dir, day, engine=engine)
     return path
+
+
+class _Background:
+    """A call run on a thread; ``wait`` joins it and raises its error."""
+
+    def __init__(self, call: Callable[[], object]) -> None:
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                call()
+            except BaseException as error:  # raised by wait()
+                self._error = error
+
+        self._thread = threading.Thread(target=run, name="risk-digest-write", daemon=True)
+        self._thread.start()
+
+    def wait(self, *, raise_error: bool = True) -> None:
+        self._thread.join()
+        if self._error is not None and raise_error:
+            raise self._error
 
 
 def _digest_files(data_dir: Path, day: dt.date, engine: Engine | None, legs: pa.Table,
