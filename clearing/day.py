@@ -32,7 +32,7 @@ from clearing.batches import Batch
 from clearing.days import day_revision
 from clearing.db import session_factory
 from clearing.errors import StateError
-from clearing.legs import LEG_DICTIONARY_COLUMNS, LEG_SCHEMA
+from clearing.legs import LEG_DICTIONARY_COLUMNS, LEG_SCHEMA, SIGNAL_LEG_COLUMNS
 from clearing.legs_store import (  # re-exported: the day's readers import them from here
     PARTS_KEY,
     REVISION_KEY,
@@ -148,14 +148,6 @@ def clear_day(
     signals = read_day_signals(data_dir, day)
     return ClearResult(day, n_taps, n_legs, path, revision,
                        signals.num_rows if signals is not None else 0)
-
-
-# The leg columns the SPEC §10 signals read (``clearing.risk.mismatch_devices`` and the
-# DEBIT_MISMATCH evidence): all ``write_day_signals`` is given of the day's legs.
-SIGNAL_LEG_COLUMNS: tuple[str, ...] = (
-    "operator", "board_device_id", "debit_kind", "charged_fen", "computed_fen", "status",
-    "issuer", "card_id", "board_card_seq",
-)
 
 
 def _price_and_write(data_dir: Path, day: dt.date, taps: pa.Table, tariffs: TariffSet,

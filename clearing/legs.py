@@ -121,6 +121,14 @@ LEG_DICTIONARY_COLUMNS: tuple[str, ...] = tuple(
     name for name in LEG_TYPES
     if name not in {"card_id", "board_ts_ms", "last_ts_ms", "board_card_seq"})
 
+# The leg columns the SPEC §10 signals read (``clearing.risk.mismatch_devices`` and the
+# DEBIT_MISMATCH evidence): ``risk.day_signals`` selects exactly these, so a column it reads
+# must be named here, and a clear keeps only these of every leg for the signals (issue 13).
+SIGNAL_LEG_COLUMNS: tuple[str, ...] = (
+    "operator", "board_device_id", "debit_kind", "charged_fen", "computed_fen", "status",
+    "issuer", "card_id", "board_card_seq",
+)
+
 # Canonical order of a day's legs: by card, then as SPEC §5 emits them.
 LEG_SORT_KEYS: tuple[str, ...] = ("card_id", "issuer", "board_ts_ms", "board_card_seq")
 

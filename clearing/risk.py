@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 from clearing import risk_reference as ref
 from clearing.errors import InputError
 from clearing.fast import thread_count
-from clearing.legs import PENALTY_STATUSES, DebitKind, legs_from_table
+from clearing.legs import PENALTY_STATUSES, SIGNAL_LEG_COLUMNS, DebitKind, legs_from_table
 from clearing.risk_digest import DayHashes, EarlierDigest, HashBuffer
 from clearing.risk_digest import warm_up as digest_warm_up
 from clearing.risk_kernels import (
@@ -520,6 +520,7 @@ def day_signals(day: dt.date, taps: pa.Table, legs: pa.Table | None = None, *,
     elif reference:
         devices = ref.mismatch_devices(legs_from_table(legs))
     else:
+        legs = legs.select(list(SIGNAL_LEG_COLUMNS))  # all it reads: a clear keeps only these
         devices = mismatch_devices(legs)
     return _assemble(day, day_taps, pairs, replayed, devices, legs)
 

@@ -23,10 +23,10 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine
 
 import clearing.parquet_io as parquet_io
-from clearing.day import SIGNAL_LEG_COLUMNS, clear_day
+from clearing.day import clear_day
 from clearing.fast import RangePricer, match_and_price_fast, match_and_price_sorted
 from clearing.ingest import ingest_file
-from clearing.legs import LEG_DICTIONARY_COLUMNS, LEG_SCHEMA
+from clearing.legs import LEG_DICTIONARY_COLUMNS, LEG_SCHEMA, SIGNAL_LEG_COLUMNS
 from clearing.parquet_io import write_atomic, write_atomic_stream
 from clearing.risk import day_signals
 from tariffs.load import TariffSet, load_tariff_set
