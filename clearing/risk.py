@@ -62,7 +62,7 @@ from clearing.sorting import (
     sort_taps,
 )
 from clearing.taps import TAP_SCHEMA, balances
-from clearing.tapstore import _CARD_SEED, CARD_KEY, DEVICE_KEY, _group_kernel
+from clearing.tapstore import CARD_KEY, CARD_SEED, DEVICE_KEY, group_kernel
 from tariffs.registry import DEFAULT_REGISTRY_DIR
 
 
@@ -348,7 +348,7 @@ class ReplayIndex:
         k0, k1, k2 = (np.ascontiguousarray(today[c]) for c in ("issuer", "card_id", "card_seq"))
         k = (k0, k1, k2)
         n = len(k[0])
-        table, group = _group_kernel(k[0], k[1], k[2], np.ones(n, np.bool_), _CARD_SEED)
+        table, group = group_kernel(k[0], k[1], k[2], np.ones(n, np.bool_), CARD_SEED)
         members: dict[int, list[int]] = {}
         # after de-duplication a day's card keys are unique and this stays empty
         for r in np.flatnonzero(group != np.arange(n)).tolist():

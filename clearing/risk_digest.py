@@ -42,7 +42,7 @@ from numba import njit
 
 from clearing.files import atomic_file, write_text
 from clearing.sorting import W_CARD, W_ROW, rec_card_seq, rec_issuer
-from clearing.tapstore import CARD_KEY, DEVICE_KEY, _mix
+from clearing.tapstore import CARD_KEY, DEVICE_KEY, mix_hash
 
 DIGEST_VERSION = 1  # the hash and layout; a digest of another version is never trusted
 HASH_BITS = 64  # bits of the key hash kept; tests lower it to force false hits (exactness)
@@ -68,7 +68,7 @@ def key_hash(issuer: int, card: int, seq: int, mask: np.uint64) -> np.uint64:  #
     # two splitmix rounds over (card_id) and (issuer, card_seq's 32 bits): card_seq is read as
     # int32 from Parquet and as the low 32 bits of a record, the same bits either way
     lo = (np.uint64(issuer) << np.uint64(32)) | (np.uint64(seq) & np.uint64(0xFFFFFFFF))
-    return _mix(_mix(_DIGEST_SEED, np.uint64(card)), lo) & mask
+    return mix_hash(mix_hash(_DIGEST_SEED, np.uint64(card)), lo) & mask
 
 
 @njit(cache=True, nogil=True)

@@ -27,7 +27,7 @@ from clearing.sorting import (
     rec_stop,
     rec_ts,
 )
-from clearing.tapstore import _CARD_SEED, _DEVICE_SEED, _mix, probe_key
+from clearing.tapstore import CARD_SEED, DEVICE_SEED, mix_hash, probe_key
 
 # ---------------------------------------------------------------------------------------------
 # Stop coordinates
@@ -285,7 +285,7 @@ def probe_filtered(bits: np.ndarray, shift: int, table: np.ndarray,  # pragma: n
         b = filter_hash(s0[i], s1[i], s2[i]) >> sh
         if (bits[b >> np.uint64(6)] >> (b & np.uint64(63))) & np.uint64(1) == 0:
             continue
-        out[i] = probe_key(table, k0, k1, k2, _CARD_SEED, s0[i], s1[i], s2[i])
+        out[i] = probe_key(table, k0, k1, k2, CARD_SEED, s0[i], s1[i], s2[i])
     return out
 
 
@@ -304,7 +304,7 @@ def probe_records(bits: np.ndarray, shift: int, table: np.ndarray,  # pragma: no
         b = filter_hash(s0, s1, s2) >> sh
         if (bits[b >> np.uint64(6)] >> (b & np.uint64(63))) & np.uint64(1) == 0:
             continue
-        out[i] = probe_key(table, k0, k1, k2, _CARD_SEED, s0, s1, s2)
+        out[i] = probe_key(table, k0, k1, k2, CARD_SEED, s0, s1, s2)
     return out
 
 # ---------------------------------------------------------------------------------------------
@@ -348,7 +348,7 @@ def count_devices(op: np.ndarray, dev: np.ndarray, bad: np.ndarray,  # pragma: n
 def device_hash(op: int, dev: int) -> np.uint64:  # pragma: no cover
     # one splitmix round over the packed key (device ids fit 48 bits in practice; a wider id
     # only collides more, the probe compares the full key)
-    return _mix(_DEVICE_SEED, (np.uint64(op) << np.uint64(48)) ^ np.uint64(dev))
+    return mix_hash(DEVICE_SEED, (np.uint64(op) << np.uint64(48)) ^ np.uint64(dev))
 
 
 @njit(cache=True, nogil=True)

@@ -381,7 +381,7 @@ class KeyIndex:
 
         def insert(kind: int) -> int:
             names = (DEVICE_KEY, CARD_KEY)[kind]
-            return int(_fp_insert_kernel(self._tables[kind], (_DEVICE_SEED, _CARD_SEED)[kind],  # type: ignore[call-arg]
+            return int(_fp_insert_kernel(self._tables[kind], (DEVICE_SEED, CARD_SEED)[kind],  # type: ignore[call-arg]
                                          self.mask, *(_np(keys, k) for k in names), rows,
                                          self._n))
 
@@ -484,7 +484,7 @@ class KeyIndex:
         cols = [[_np(batch, k) for k in names] for names in (DEVICE_KEY, CARD_KEY)]
 
         def probe(kind: int) -> tuple[np.ndarray, np.ndarray]:
-            return _fp_probe_kernel(self._tables[kind], (_DEVICE_SEED, _CARD_SEED)[kind],  # type: ignore[no-any-return, call-arg]
+            return _fp_probe_kernel(self._tables[kind], (DEVICE_SEED, CARD_SEED)[kind],  # type: ignore[no-any-return, call-arg]
                                     self.mask, *cols[kind], starts, file_days, lo, hi)
 
         candidates = _pair(lambda: probe(0), lambda: probe(1), batch.num_rows)
@@ -592,7 +592,7 @@ def warm_up() -> None:
     dedup([keys], keys, np.ones(1, dtype=bool))
     table = np.zeros(4, np.uint64)
     one = np.zeros(1, np.int64)
-    for seed, names in ((_DEVICE_SEED, DEVICE_KEY), (_CARD_SEED, CARD_KEY)):
+    for seed, names in ((DEVICE_SEED, DEVICE_KEY), (CARD_SEED, CARD_KEY)):
         cols = [_np(keys, k) for k in names]
         _fp_insert_kernel(table, seed, np.uint64(FULL_HASH), *cols, np.ones(1, np.bool_), 0)  # type: ignore[call-arg]
         _fp_probe_kernel(table, seed, np.uint64(FULL_HASH), *cols, one, one, 0, 0)  # type: ignore[call-arg]
@@ -627,8 +627,8 @@ def dedup(stored: Iterable[pa.Table | pa.RecordBatch], batch: pa.Table,
     d = [_np(batch, c) for c in DEVICE_KEY]
     c = [_np(batch, c) for c in CARD_KEY]
     (dtab, dgroup), (ctab, cgroup) = _pair(
-        lambda: _group_kernel(d[0], d[1], d[2], candidate, _DEVICE_SEED),
-        lambda: _group_kernel(c[0], c[1], c[2], candidate, _CARD_SEED), batch.num_rows)
+        lambda: group_kernel(d[0], d[1], d[2], candidate, DEVICE_SEED),
+        lambda: group_kernel(c[0], c[1], c[2], candidate, CARD_SEED), batch.num_rows)
     dhit = np.zeros(batch.num_rows, dtype=np.bool_)
     chit = np.zeros(batch.num_rows, dtype=np.bool_)
     if stored_hits is not None:
@@ -638,21 +638,23 @@ def dedup(stored: Iterable[pa.Table | pa.RecordBatch], batch: pa.Table,
     for chunk in stored:
         if chunk.num_rows:
             g = probe_groups(dtab, d[0], d[1], d[2], *(_np(chunk, k) for k in DEVICE_KEY),  # type: ignore[call-arg]
-                             _DEVICE_SEED)
+                             DEVICE_SEED)
             dhit[g[g >= 0]] = True
             g = probe_groups(ctab, c[0], c[1], c[2], *(_np(chunk, k) for k in CARD_KEY),  # type: ignore[call-arg]
-                             _CARD_SEED)
+                             CARD_SEED)
             chit[g[g >= 0]] = True
     decided: np.ndarray = _decide_kernel(candidate, dgroup, cgroup, dhit, chit)
     return decided
 
 
-_DEVICE_SEED = np.uint64(0x9E3779B97F4A7C15)
-_CARD_SEED = np.uint64(0x6A09E667F3BCC909)
+# Key hashing shared with the risk signals (clearing.risk, risk_kernels, risk_digest), which
+# probe and group card and device keys the way de-duplication does.
+DEVICE_SEED = np.uint64(0x9E3779B97F4A7C15)
+CARD_SEED = np.uint64(0x6A09E667F3BCC909)
 
 
 @njit(inline="always")
-def _mix(h: np.uint64, x: np.uint64) -> np.uint64:  # pragma: no cover - compiled
+def mix_hash(h: np.uint64, x: np.uint64) -> np.uint64:  # pragma: no cover - compiled
     # splitmix64 finaliser over each key field: spreads sequential ids across the table.
     h ^= x
     h *= np.uint64(0xBF58476D1CE4E5B9)
@@ -664,11 +666,11 @@ def _mix(h: np.uint64, x: np.uint64) -> np.uint64:  # pragma: no cover - compile
 
 @njit(inline="always")
 def _hash(seed, a, b, c):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
-    return _mix(_mix(_mix(seed, np.uint64(a)), np.uint64(b)), np.uint64(c))
+    return mix_hash(mix_hash(mix_hash(seed, np.uint64(a)), np.uint64(b)), np.uint64(c))
 
 
 @njit(cache=True, nogil=True)
-def _group_kernel(k0, k1, k2, candidate, seed):  # type: ignore[no-untyped-def]  # pragma: no cover
+def group_kernel(k0, k1, k2, candidate, seed):  # type: ignore[no-untyped-def]  # pragma: no cover
     """Open addressing (load <= 1/2) over the candidates' keys; a probe compares the full
     key, so groups are exact whatever the hash does. Returns the table (row indices, -1
     empty) and, per candidate, the first candidate row with the same key."""
@@ -712,7 +714,7 @@ def probe_groups(table, k0, k1, k2, s0, s1, s2, seed):  # type: ignore[no-untype
 @njit(cache=True, nogil=True, inline="always")
 def probe_key(table, k0, k1, k2, seed, a, b, c):  # type: ignore[no-untyped-def]  # pragma: no cover
     """The key group of ``table`` that the key (a, b, c) hits, -1 for none: the one probe of
-    the open-addressing table ``_group_kernel`` builds (de-duplication and replay use it)."""
+    the open-addressing table ``group_kernel`` builds (de-duplication and replay use it)."""
     mask = np.uint64(len(table) - 1)
     slot = _hash(seed, a, b, c) & mask
     while True:
