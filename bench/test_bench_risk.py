@@ -382,3 +382,68 @@ def test_bench_risk_clear_with_history(pytestconfig, clear_size: int, clear_taps
                     f"it) {[round(r.get('lookback_thread', 0.0), 2) for r in rs]} s; "
                     f"load {os.getloadavg()}")
         record_timing(f"clear_day_history/signals_{mode}", clear_size, min(sig))
+
+
+# ---------------------------------------------------------------------------------------------
+# What the signals cost a clear: clear_day with them against clear_day with none at all. The
+# time inside write_day_signals understates it once the lookback runs on a thread beside
+# pricing (the thread takes CPU from pricing and the legs write).
+
+_NO_SIGNALS_CHILD = """
+import datetime as dt, json, sys, time
+from pathlib import Path
+from clearing import day as clearing_day, risk_store
+from tariffs.load import load_tariff_set
+data_dir, day, mode = Path(sys.argv[1]), dt.date.fromisoformat(sys.argv[2]), sys.argv[3]
+tariffs = load_tariff_set()
+if mode == "none":
+    class _NoLookback:
+        def __enter__(self): return None
+        def __exit__(self, *exc): return False
+    risk_store.start_replay_lookback = lambda *a, **k: _NoLookback()
+    risk_store.write_day_signals = lambda *a, **k: None
+t = time.perf_counter()
+clearing_day.clear_day(data_dir, day, tariffs)
+print(json.dumps({"clear_day": time.perf_counter() - t}))
+"""
+COST_ROUNDS = 3  # fresh processes per mode and store at 10M (interleaved)
+
+
+def _clear_seconds(data_dir: Path, day: dt.date, mode: str) -> float:
+    out = subprocess.run([sys.executable, "-c", _NO_SIGNALS_CHILD, str(data_dir), day.isoformat(),
+                          mode], check=True, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    return float(json.loads(out.stdout.strip().splitlines()[-1])["clear_day"])
+
+
+def test_bench_risk_cost_against_no_signals(clear_size: int, clear_taps: pa.Table,  # type: ignore[no-untyped-def]
+                                            bench_day, history_dir: Path, tmp_path_factory,
+                                            record_timing, record_note) -> None:
+    """``clear_day`` in fresh processes with the signals and with none (both no-ops), on the
+    day alone and with 29 earlier days stored, interleaved: what the signals add to a clear
+    (issue #16's goal: at most 15 % at 10M). 20k as a smoke test, 10M with
+    ``TONGKA_BENCH_FULL=1``."""
+    full = os.environ.get("TONGKA_BENCH_FULL", "") == "1"
+    if (clear_size != 20_000) != full or (full and clear_size < 10_000_000):
+        pytest.skip("timed at 10M with TONGKA_BENCH_FULL=1; 20k in smoke runs")
+    alone = tmp_path_factory.mktemp("alone")
+    ops = np.asarray(clear_taps.column("operator").to_numpy())
+    for k, op in enumerate(np.unique(ops)):
+        write_batch_taps(alone, batch_relpath(bench_day, int(op), f"{k:064d}"),
+                         clear_taps.filter(pa.array(ops == op)), {META_DAY_SEQ: str(k).encode()})
+    stores = {"alone": alone, "history": history_dir}
+    times: dict[tuple[str, str], list[float]] = {}
+    for _ in range(COST_ROUNDS if full else 1):
+        for store, root in stores.items():
+            for mode in ("none", "signals"):
+                times.setdefault((store, mode), []).append(_clear_seconds(root, bench_day, mode))
+    label = size_label(clear_size)
+    for store in stores:
+        none, signals = times[(store, "none")], times[(store, "signals")]
+        added = 100 * (statistics.median(signals) / statistics.median(none) - 1)
+        record_note(f"clear_day {label}, {store}: no signals {min(none):.2f} s best / "
+                    f"{statistics.median(none):.2f} s median, signals {min(signals):.2f} s / "
+                    f"{statistics.median(signals):.2f} s: signals add {added:.0f} % (median; "
+                    f"goal <= 15 %); load {os.getloadavg()}")
+        record_timing(f"clear_day_cost/{store}_none", clear_size, min(none))
+        record_timing(f"clear_day_cost/{store}_signals", clear_size, min(signals))
