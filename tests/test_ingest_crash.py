@@ -15,21 +15,20 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, select
 
 from clearing.batches import Batch, QuarantinedRow
 from clearing.days import ServiceDay
-from clearing.db import transaction
 from clearing.ingest import ingest_file
 from clearing.service_day import local_ms
 from clearing.taps import TapType, taps_table
 from tariffs.registry import FLAT, load_registry
+from tests.store_support import reset_store
 
 REG = load_registry()
 DAY = dt.date(2026, 11, 24)
@@ -99,14 +98,6 @@ def write(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def reset(engine: Engine, data_dir: Path) -> None:
-    with transaction(engine) as s:
-        s.execute(delete(QuarantinedRow))
-        s.execute(delete(Batch))
-        s.execute(delete(ServiceDay))
-    shutil.rmtree(data_dir, ignore_errors=True)
-    data_dir.mkdir()
-
 
 def snapshot(engine: Engine, data_dir: Path) -> dict:
     """Everything ingestion stores, without surrogate ids and clock times."""
@@ -163,19 +154,19 @@ def test_sigkill_at_any_point_loses_nothing_and_counts_nothing_twice(
     rows += [dict(rows[i]) for i in range(1, 2000, 40)]  # resent within the batch
     second = write(tmp_path / "b.parquet", rows)
 
-    reset(engine, data_dir)
+    reset_store(engine, data_dir)
     ingest_file(engine, data_dir, first, REG)
     before = snapshot(engine, data_dir)
     report = ingest_file(engine, data_dir, second, REG)
     assert report.accepted and report.duplicates and report.quarantined
     never_crashed = snapshot(engine, data_dir)
 
-    reset(engine, data_dir)
+    reset_store(engine, data_dir)
     zygote = Zygote(db_url, data_dir, second)
     try:
         clean = []
         for _ in range(3):  # how long a clean ingestion in a forked child takes
-            reset(engine, data_dir)
+            reset_store(engine, data_dir)
             ingest_file(engine, data_dir, first, REG)
             result = zygote.run(delay=None)
             assert (result["signal"], result["exit"]) == (0, 0)
@@ -188,7 +179,7 @@ def test_sigkill_at_any_point_loses_nothing_and_counts_nothing_twice(
             {"checkpoint": None, "delay": span * k / TIMED_POINTS} for k in range(TIMED_POINTS)]
         outcomes = {"committed": 0, "not_committed": 0}
         for plan in plans:
-            reset(engine, data_dir)
+            reset_store(engine, data_dir)
             ingest_file(engine, data_dir, first, REG)
             result = zygote.run(**plan)
             assert result["exit"] in (None, 0), plan  # killed, or finished: never an error

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import shutil
 import uuid
 from pathlib import Path
 
@@ -16,11 +15,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, delete
+from sqlalchemy import Engine
+from tests.store_support import reset_store
 
-from clearing.batches import Batch, QuarantinedRow
-from clearing.days import ServiceDay
-from clearing.db import make_engine, session_factory, transaction
+from clearing.db import make_engine, session_factory
 from clearing.ingest import BatchReport, ingest_taps
 from clearing.service_day import local_ms
 from clearing.taps import TAP_SCHEMA, TapType, taps_table
@@ -62,14 +60,6 @@ def outcome(r: BatchReport) -> tuple:
     return r.status, r.received, r.accepted, r.duplicates, r.quarantined
 
 
-def reset(engine: Engine, data_dir: Path) -> None:
-    with transaction(engine) as s:
-        s.execute(delete(QuarantinedRow))
-        s.execute(delete(Batch))
-        s.execute(delete(ServiceDay))
-    shutil.rmtree(data_dir, ignore_errors=True)
-    data_dir.mkdir(parents=True)
-
 
 # (device, device seq, card, card seq, rejected): few values, so keys collide often
 row = st.tuples(st.integers(0, 2), st.integers(0, 4), st.integers(0, 2), st.integers(0, 4),
@@ -97,8 +87,8 @@ def test_the_call_index_dedups_as_streaming_does(engine: Engine, tmp_path: Path,
     ref = make_engine(f"sqlite:///{tmp_path / 'ref.sqlite'}")
     upgrade(ref)
     a_dir, b_dir = tmp_path / "a", tmp_path / "b"
-    reset(engine, a_dir)
-    reset(ref, b_dir)
+    reset_store(engine, a_dir)
+    reset_store(ref, b_dir)
     index = KeyIndex(a_dir, max_keys=max_keys, hash_mask=hash_mask, min_keys=min_keys)
     ids: list[tuple[int, int]] = []  # (batch id in A, in B) of each stored batch
     for n, step in enumerate(steps):

@@ -5,18 +5,16 @@ duplicates and invalid rows mixed in, store exactly the day's distinct valid tap
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, select
+from tests.store_support import reset_store
 
-from clearing.batches import Batch, QuarantinedRow
-from clearing.days import ServiceDay
-from clearing.db import transaction
+from clearing.batches import Batch
 from clearing.ingest import ingest_file
 from clearing.taps import TAP_COLUMNS
 from clearing.tapstore import read_day_taps
@@ -27,14 +25,6 @@ REG = load_registry()
 DAY = dt.date(2026, 11, 24)
 OPERATOR = 101
 
-
-def reset(engine: Engine, data_dir: Path) -> None:
-    with transaction(engine) as s:
-        s.execute(delete(QuarantinedRow))
-        s.execute(delete(Batch))
-        s.execute(delete(ServiceDay))
-    shutil.rmtree(data_dir, ignore_errors=True)
-    data_dir.mkdir()
 
 
 @st.composite
@@ -66,7 +56,7 @@ def test_any_split_any_order_any_resend_stores_the_same_taps(
     parts = data.draw(batches(noisy, max_batches=4))
     resend = data.draw(st.lists(st.integers(0, len(parts) - 1), max_size=2))
     data_dir = tmp_path / "store"
-    reset(engine, data_dir)
+    reset_store(engine, data_dir)
     files = []
     for i, part in enumerate(parts):
         path = tmp_path / f"part{i}.parquet"
