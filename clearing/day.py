@@ -118,57 +118,70 @@ def clear_day(
     # numba kernels (tapstore +0.38 s, risk_store +0.44 s): clearing.day is imported by
     # every reader of legs (reports, the service), which never price
     from clearing.risk_store import read_day_signals, start_replay_lookback, write_day_signals
-    from clearing.tapstore import read_day_taps
 
     revision = day_revision_of(engine, day)  # read before the taps: a later batch bumps it
+    if reference:
+        return _clear_reference(data_dir, day, tariffs, engine, revision)
+    from clearing.sorted_day import read_sorted_day  # numba kernels, as above
 
-    full = read_day_taps(data_dir, day, engine, optional=True)  # balance_fen for risk only
-    taps = full.select(list(TAP_COLUMNS))  # pricing never sees balance_fen (SPEC v1.2 §3)
-    check_day_priceable(data_dir, day, taps, tariffs, engine=engine)
+    # the day's taps go straight into pricing's sorted records, a row group at a time: no
+    # table of them is held beside the records (issue 13: 1.2 GB at fifteen million taps)
+    taps = read_sorted_day(data_dir, day, engine)
+    check_pairs_priceable(data_dir, day, taps.pairs, tariffs, engine=engine)
     # SPEC §10: CARD_SEQ_REPLAY's lookback needs only the taps: it runs on a thread while the
     # day is priced and its legs written (risk_store.ReplayLookback), and stops if they fail
-    with start_replay_lookback(data_dir, day, full, engine=engine,
-                               reference=reference) as lookback:
-        records: np.ndarray | None = None  # pricing's taps in card order: the signals reuse them
-        if reference:
-            legs = price_taps(taps, tariffs, reference=True).replace_schema_metadata(
-                {REVISION_KEY: str(revision).encode()})
-            path = write_atomic(legs, legs_path(data_dir, day),
-                                use_dictionary=list(LEG_DICTIONARY_COLUMNS))
-        else:
-            legs, records, path = _price_and_write(data_dir, day, taps, tariffs, revision,
-                                                   range_taps)
+    with start_replay_lookback(data_dir, day, taps, engine=engine) as lookback:
+        legs, path = _price_and_write(data_dir, day, taps.records, tariffs, revision,
+                                      range_taps)
         _remove_local_runs(data_dir, day)  # a partitioned clear's parts are superseded now
         n_taps, n_legs = taps.num_rows, legs.num_rows
-        del taps  # pricing's view of the taps: ``full`` alone goes on to the signals
         # SPEC §10: signals come after pricing and never feed back into legs, fares or ledger
-        write_day_signals(data_dir, day, full, legs, engine=engine, reference=reference,
-                          records=records, lookback=lookback)
-    del records, legs, full  # gone before the result is built
+        write_day_signals(data_dir, day, taps, legs, engine=engine, lookback=lookback)
+    del legs, taps  # gone before the result is built
     signals = read_day_signals(data_dir, day)
     return ClearResult(day, n_taps, n_legs, path, revision,
                        signals.num_rows if signals is not None else 0)
 
 
-def _price_and_write(data_dir: Path, day: dt.date, taps: pa.Table, tariffs: TariffSet,
-                     revision: int, range_taps: int | None
-                     ) -> tuple[pa.Table, np.ndarray, Path]:
-    """Price the day a range of cards at a time and stream the legs file (issue 13).
+def _clear_reference(data_dir: Path, day: dt.date, tariffs: TariffSet, engine: Engine | None,
+                     revision: int) -> ClearResult:
+    """``clear_day(reference=True)``: the plain twins on the day's taps read as one table."""
+    from clearing.risk_store import read_day_signals, write_day_signals  # as in clear_day
+    from clearing.tapstore import read_day_taps
+
+    full = read_day_taps(data_dir, day, engine, optional=True)  # balance_fen for risk only
+    taps = full.select(list(TAP_COLUMNS))  # pricing never sees balance_fen (SPEC v1.2 §3)
+    check_day_priceable(data_dir, day, taps, tariffs, engine=engine)
+    legs = price_taps(taps, tariffs, reference=True).replace_schema_metadata(
+        {REVISION_KEY: str(revision).encode()})
+    path = write_atomic(legs, legs_path(data_dir, day),
+                        use_dictionary=list(LEG_DICTIONARY_COLUMNS))
+    _remove_local_runs(data_dir, day)
+    write_day_signals(data_dir, day, full, legs, engine=engine, reference=True)
+    signals = read_day_signals(data_dir, day)
+    return ClearResult(day, taps.num_rows, legs.num_rows, path, revision,
+                       signals.num_rows if signals is not None else 0)
+
+
+def _price_and_write(data_dir: Path, day: dt.date, records: np.ndarray, tariffs: TariffSet,
+                     revision: int, range_taps: int | None) -> tuple[pa.Table, Path]:
+    """Price the day's sorted records a range of cards at a time and stream the legs file.
 
     Each range's legs are written as they come and dropped: the day's whole leg table (144
     bytes a leg) is never held, only ``SIGNAL_LEG_COLUMNS`` (42) for the signals. The file
     is the one ``write_atomic`` writes of the whole table (same rows, order, row groups and
     revision), under a temporary name until complete. Returns (the signals' leg columns with
-    the revision, the sorted records, the file).
+    the revision, the file).
     """
     from clearing.fast import RangePricer  # numba kernels, as in clear_day
 
-    pricer = RangePricer(taps, tariffs, keep=SIGNAL_LEG_COLUMNS, range_taps=range_taps)
+    pricer = RangePricer(None, tariffs, keep=SIGNAL_LEG_COLUMNS, range_taps=range_taps,
+                         records=records)
     metadata = {REVISION_KEY: str(revision).encode()}
     path = write_atomic_stream(pricer.legs(), LEG_SCHEMA.with_metadata(metadata),
                                legs_path(data_dir, day),
                                use_dictionary=list(LEG_DICTIONARY_COLUMNS))
-    return pricer.kept().replace_schema_metadata(metadata), pricer.records, path
+    return pricer.kept().replace_schema_metadata(metadata), path
 
 
 MAX_LISTED = 20  # taps named in a DAY_UNPRICEABLE message; the rest are counted
@@ -242,6 +255,20 @@ def check_day_priceable(
     found = tuple(UnpriceableTap(PRICING_CODES[int(status[i])], *where(int(i)), **r)
                   for i, r in zip(listed.tolist(), rows, strict=True))
     raise DayUnpriceableError(_unpriceable_message(day, found, len(bad)), found, len(bad))
+
+
+def check_pairs_priceable(data_dir: Path, day: dt.date, pairs: tuple[np.ndarray, np.ndarray],
+                          tariffs: TariffSet, *, engine: Engine | None = None) -> None:
+    """``check_day_priceable`` from the day's distinct (operator, line) pairs alone (a tap's
+    status is a function of its pair): only when one fails are the taps read, to name them."""
+    if len(pairs[0]) == 0:
+        return
+    if not day_rules(tariffs, day).status(np.asarray(pairs[0]), np.asarray(pairs[1])).any():
+        return
+    from clearing.tapstore import read_day_taps  # numba kernels (+0.38 s), as in clear_day
+
+    check_day_priceable(data_dir, day, read_day_taps(data_dir, day, engine), tariffs,
+                        engine=engine)
 
 
 def _unpriceable_message(day: dt.date, taps: tuple[UnpriceableTap, ...], count: int) -> str:

@@ -21,7 +21,7 @@ from clearing import kernels
 from clearing.errors import InputError, TongkaError
 from clearing.kernel_tables import KernelTables, kernel_tables
 from clearing.legs import LEG_COLUMNS, LEG_SCHEMA, LEG_TYPES
-from clearing.sorting import run_parallel, sort_tap_records
+from clearing.sorting import W_ROW, record_tap, run_parallel, sort_tap_records
 from clearing.taps import TAP_SCHEMA
 from tariffs.load import TariffSet
 
@@ -64,6 +64,8 @@ def match_and_price_sorted(taps: pa.Table, tariffs: TariffSet) -> tuple[pa.Table
 
 
 Chunk = dict[str, np.ndarray]  # one consecutive piece of the input: column -> numpy array
+Source = list[Chunk] | np.ndarray  # where a failing input row's values are found: the chunks,
+# or only the sorted records (a day read straight into them, clearing.sorted_day)
 
 
 def tap_chunks(taps: pa.Table) -> list[Chunk]:
@@ -134,7 +136,7 @@ def _match_and_price(chunks: list[Chunk], tb: KernelTables, threads: int | None
     return _price_records(records, tb, chunks, threads), records
 
 
-def _price_records(records: np.ndarray, tb: KernelTables, chunks: list[Chunk], threads: int,
+def _price_records(records: np.ndarray, tb: KernelTables, chunks: Source, threads: int,
                    into: dict[str, np.ndarray] | None = None, at: int = 0) -> pa.Table:
     """The legs of sorted records that begin and end on card-day boundaries.
 
@@ -181,13 +183,23 @@ class RangePricer:
     leg per tap, they take memory only as far as they are filled).
     """
 
-    def __init__(self, taps: pa.Table, tariffs: TariffSet, *, keep: tuple[str, ...] = (),
-                 range_taps: int | None = None, threads: int | None = None) -> None:
-        self._chunks = tap_chunks(taps)
+    def __init__(self, taps: pa.Table | None, tariffs: TariffSet, *, keep: tuple[str, ...] = (),
+                 range_taps: int | None = None, threads: int | None = None,
+                 records: np.ndarray | None = None) -> None:
+        if (taps is None) == (records is None):
+            raise ValueError("RangePricer prices a table of taps or their sorted records")
         self._tb = kernel_tables(tariffs)
-        n = sum(len(c["card_id"]) for c in self._chunks)
-        self._threads = thread_count(n) if threads is None else max(1, threads)
-        self.records = sort_tap_records(self._chunks, threads=self._threads)
+        if records is not None:  # sorted already (clearing.sorted_day): the table is gone
+            self._source: list[Chunk] | np.ndarray = records
+            n = records.shape[0]
+            self._threads = thread_count(n) if threads is None else max(1, threads)
+            self.records = records
+        else:
+            chunks = tap_chunks(taps)
+            self._source = chunks
+            n = sum(len(c["card_id"]) for c in chunks)
+            self._threads = thread_count(n) if threads is None else max(1, threads)
+            self.records = sort_tap_records(chunks, threads=self._threads)
         self._range = max(1, RANGE_TAPS if range_taps is None else range_taps)
         self._keep = {c: np.empty(n, dtype=_LEG_DTYPES[c]) for c in keep}
         self.n_legs = 0
@@ -200,7 +212,7 @@ class RangePricer:
         while start < n:
             end = n if start + self._range >= n else int(
                 kernels.card_day_start(records, start + self._range))
-            piece = _price_records(records[start:end], self._tb, self._chunks, self._threads,
+            piece = _price_records(records[start:end], self._tb, self._source, self._threads,
                                    self._keep, self.n_legs)
             self.n_legs += piece.num_rows
             start = end
@@ -229,7 +241,7 @@ def thread_count(n_taps: int) -> int:
                else (os.cpu_count() or 1))
 
 
-def match_records(records: np.ndarray, tb: KernelTables, chunks: list[Chunk]
+def match_records(records: np.ndarray, tb: KernelTables, chunks: Source
                   ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
     """SPEC §5 on tap records in card order: (n_legs, boarding and exit record positions, the
     exit -1 when the leg has none, LegStatus)."""
@@ -259,10 +271,14 @@ _HINTS = {
 }
 
 
-def _check(status: int, row: int, chunks: list[Chunk]) -> None:
+def _check(status: int, row: int, chunks: Source) -> None:
     if status == kernels.OK:
         return
     tap: dict[str, int] = {}
+    if isinstance(chunks, np.ndarray):  # only the sorted records: the row's own record
+        found = np.flatnonzero(chunks[:, W_ROW] == np.uint64(row))
+        tap = record_tap(chunks, int(found[0])) if len(found) else {}
+        chunks = []
     at = row
     for chunk in chunks:  # the input row's values, for the message
         size = len(chunk["card_id"])

@@ -50,6 +50,7 @@ from clearing.risk_kernels import (
     record_cut,
     walk,
 )
+from clearing.sorted_day import SortedDay
 from clearing.sorting import (
     RECORD_COLUMNS,
     TAP_WORDS,
@@ -479,7 +480,7 @@ class EarlierKeys:
         return {c: np.asarray(self.keys[c])[rows] for c in DEVICE_KEY}
 
 
-def day_signals(day: dt.date, taps: pa.Table, legs: pa.Table | None = None, *,
+def day_signals(day: dt.date, taps: pa.Table | SortedDay, legs: pa.Table | None = None, *,
                 earlier: Iterable[EarlierKeys | EarlierDigest] = (),
                 coords: Mapping[int, tuple[float, float]] | None = None,
                 reference: bool = False, order: np.ndarray | None = None,
@@ -487,7 +488,9 @@ def day_signals(day: dt.date, taps: pa.Table, legs: pa.Table | None = None, *,
                 replayed: Replays | None = None) -> pa.Table:
     """Every SPEC §10 signal of one cleared service day, as a ``SIGNAL_SCHEMA`` table.
 
-    ``taps`` are the day's accepted taps (``balance_fen`` optional), ``legs`` its legs (for
+    ``taps`` are the day's accepted taps (``balance_fen`` optional), or the day read straight
+    into pricing's records (``clearing.sorted_day.SortedDay``: its records serve as
+    ``records``, and the few rows the signals name are read back), ``legs`` its legs (for
     DEBIT_MISMATCH; None skips it), ``earlier`` the stored keys of the days a replay reaches
     (``clearing.risk_store.earlier_keys``, for CARD_SEQ_REPLAY): stored key chunks, or an
     earlier day's digest (``clearing.risk_digest``), probed with the day's sorted key hashes
@@ -500,14 +503,19 @@ def day_signals(day: dt.date, taps: pa.Table, legs: pa.Table | None = None, *,
     ``earlier`` is then not read.
     """
     coords = stop_coordinates() if coords is None else coords
+    if reference and isinstance(taps, SortedDay):
+        raise InputError("the reference twin of the signals reads the day's taps as a table "
+                         "(clearing.tapstore.read_day_taps), not a SortedDay",
+                         code="RISK_REFERENCE_NEEDS_TABLE")
     day_taps = _DayTaps(taps, None if reference else records, hashes)
     if reference:
         cols = day_taps.columns()
         lat, lon = tap_coordinates(day_taps["stop"], coords)
         pairs = ref.card_signals(cols, lat, lon)
-    elif records is not None:
-        _check_records_name_taps(records, taps)
-        pairs = record_signals(records, day_taps.balance(), coords)
+    elif day_taps.records is not None:
+        if day_taps.sorted is None:
+            _check_records_name_taps(day_taps.records, taps)
+        pairs = record_signals(day_taps.records, day_taps.balance(), coords)
     else:
         lat, lon = tap_coordinates(day_taps["stop"], coords)
         pairs = card_signals(day_taps.columns(), lat, lon, order=order)
@@ -530,12 +538,16 @@ class _DayTaps:
     (a day read from many files is in many chunks, and each conversion copies ten million
     values); and pricing's sorted records, when given, which spare most of them."""
 
-    def __init__(self, taps: pa.Table, records: np.ndarray | None,
+    def __init__(self, taps: pa.Table | SortedDay, records: np.ndarray | None,
                  hashes: DayHashes | None = None) -> None:
-        missing = [c for c in (*SIGNAL_COLUMNS, "stop") if c not in taps.column_names]
-        if missing:
-            raise InputError(f"taps have no column {missing[0]!r}: give every TAP_SCHEMA "
-                             "column", code="TAPS_MISSING_COLUMN")
+        self.sorted = taps if isinstance(taps, SortedDay) else None
+        if isinstance(taps, SortedDay):  # the records are the taps: no table to check
+            records = taps.records
+        else:
+            missing = [c for c in (*SIGNAL_COLUMNS, "stop") if c not in taps.column_names]
+            if missing:
+                raise InputError(f"taps have no column {missing[0]!r}: give every TAP_SCHEMA "
+                                 "column", code="TAPS_MISSING_COLUMN")
         self.taps = taps
         self.records = records
         self._hashes = hashes
@@ -549,12 +561,28 @@ class _DayTaps:
         return self._hashes
 
     def keys_of(self, rows: np.ndarray) -> dict[str, np.ndarray]:
-        """The card key columns of some rows (a few: one ``take``)."""
-        got = self.taps.select(list(CARD_KEY)).take(pa.array(rows, pa.int64()))
-        return {c: np.asarray(got.column(c).to_numpy()) for c in CARD_KEY}
+        """The card key columns of some rows (a few: one ``take``, or their records)."""
+        if self.sorted is not None:
+            return self.sorted.card_keys(rows)
+        return self.take(rows, CARD_KEY)
+
+    def take(self, rows: np.ndarray, columns: Iterable[str]) -> dict[str, np.ndarray]:
+        """Some rows' columns: the signals name a few hundred taps of millions."""
+        rows = np.asarray(rows, np.int64)
+        if self.sorted is not None:
+            return self.sorted.take(rows, list(columns))
+        assert isinstance(self.taps, pa.Table)
+        got = self.taps.select(list(columns)).take(pa.array(rows, pa.int64()))
+        return {c: np.asarray(got.column(c).to_numpy()) for c in got.column_names}
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self._cols:
+            if self.sorted is not None:  # only the card key is ever read whole from records
+                if name not in CARD_KEY:
+                    raise KeyError(f"a sorted day gives whole columns of {CARD_KEY} only")
+                self._cols.update(self.sorted.key_columns())
+                return self._cols[name]
+            assert isinstance(self.taps, pa.Table)
             self._cols[name] = (np.ascontiguousarray(balances(self.taps)) if name == "balance_fen"
                                 else np.ascontiguousarray(self.taps.column(name).to_numpy()))
         return self._cols[name]
@@ -565,6 +593,9 @@ class _DayTaps:
 
     def balance(self) -> np.ndarray | None:
         """``balance_fen`` in table order, None when no tap has one (no column, or all -1)."""
+        if self.sorted is not None:
+            return self.sorted.balance
+        assert isinstance(self.taps, pa.Table)
         if "balance_fen" not in self.taps.column_names:
             return None
         top = pc.max(self.taps.column("balance_fen")).as_py()
@@ -585,7 +616,7 @@ class _DayTaps:
 Replays = dict[int, list[dict[str, Any]]]  # a replayed tap's row -> its earlier taps (evidence)
 
 
-def replay_evidence(taps: pa.Table, earlier: Iterable[EarlierKeys | EarlierDigest],
+def replay_evidence(taps: pa.Table | SortedDay, earlier: Iterable[EarlierKeys | EarlierDigest],
                     hashes: DayHashes | None = None) -> Replays:
     """The fast path's replay lookback of the day's ``taps`` alone: per replayed tap row, its
     earlier taps (``day_signals(replayed=...)`` takes it). It needs none of pricing's output,
@@ -643,14 +674,13 @@ def _assemble(day: dt.date, day_taps: _DayTaps, pairs: np.ndarray,
     Only the taps that signals name are read (one ``take``): converting whole columns of a
     day read from many files would copy every tap to build a few hundred rows.
     """
-    taps = day_taps.taps
     evidence_of = (_mismatch_evidence(day_taps, legs, devices)
                    if devices and legs is not None else [])
     named = np.unique(np.concatenate([
         pairs[:, 1:].ravel(), np.fromiter(replayed, np.int64, len(replayed)),
         *(np.asarray(e, np.int64) for e in evidence_of)]).astype(np.int64))
-    picked = taps.select(["operator", "device_id", "device_seq", "issuer", "card_id", "city",
-                          "ts_ms"]).take(pa.array(named)).to_pydict()
+    picked = {c: v.tolist() for c, v in day_taps.take(named, (
+        "operator", "device_id", "device_seq", "issuer", "card_id", "city", "ts_ms")).items()}
     at = {r: k for k, r in enumerate(named.tolist())}  # a table row -> its place in picked
     # one evidence entry per named tap, shared by the signals that name it (read, not changed)
     entries = [{"service_day": day, "operator": o, "device_id": d, "device_seq": q}
@@ -739,11 +769,11 @@ def _mismatch_evidence(day_taps: _DayTaps, legs: pa.Table,
     found = board >= 0
     board, sel = board[found], sel[found]
     # only a tap read by the leg's boarding device boards it
-    t = day_taps.taps.select(["operator", "device_id", "ts_ms"]).take(pa.array(board))
-    same = ((np.asarray(t.column("operator").to_numpy(), np.int64) == op[sel])
-            & (np.asarray(t.column("device_id").to_numpy(), np.int64) == dev[sel]))
+    t = day_taps.take(board, ("operator", "device_id", "ts_ms"))
+    same = ((t["operator"].astype(np.int64) == op[sel])
+            & (t["device_id"].astype(np.int64) == dev[sel]))
     board, device = board[same], at[sel[same]]
-    ts = np.asarray(t.column("ts_ms").to_numpy())[same]
+    ts = t["ts_ms"][same]
     by = np.lexsort((board, ts, device))  # per device, in time order (then row)
     board, device = board[by], device[by]
     cuts = np.searchsorted(device, np.arange(len(devices) + 1))

@@ -63,6 +63,7 @@ from clearing.risk_clearances import (
     is_cleared,
 )
 from clearing.risk_digest import DayFile, DayHashes, EarlierDigest
+from clearing.sorted_day import SortedDay
 from clearing.tapstore import CARD_KEY, DEVICE_KEY, read_day_taps
 
 DENY_WINDOW_DAYS = 30  # SPEC §10: signals of days [D-29, D]
@@ -193,14 +194,14 @@ class ReplayLookback:
     and waits for it, so a clear that fails before its signals leaves no thread behind.
     """
 
-    def __init__(self, data_dir: Path, day: dt.date, taps: pa.Table,
+    def __init__(self, data_dir: Path, day: dt.date, taps: pa.Table | SortedDay,
                  engine: Engine | None, *, start: bool = True) -> None:
         self.data_dir = Path(data_dir)
         self.day = day
         # the columns the lookback reads (and the day's signals keep): the clear may drop
         # the others meanwhile, and this must not keep them alive
-        self.taps: pa.Table | None = taps.select(
-            [c for c in taps.column_names if c in (*SIGNAL_COLUMNS, "stop")])
+        self.taps: pa.Table | SortedDay | None = taps if isinstance(taps, SortedDay) else (
+            taps.select([c for c in taps.column_names if c in (*SIGNAL_COLUMNS, "stop")]))
         self.engine = engine
         self._stop = threading.Event()
         self._done: tuple[DayHashes, Replays] | None = None
@@ -223,7 +224,8 @@ class ReplayLookback:
         assert taps is not None  # released only once the thread has ended
         try:
             try:
-                hashes = DayHashes.of_table(taps)
+                hashes = (DayHashes.of(records=taps.records) if isinstance(taps, SortedDay)
+                          else DayHashes.of_table(taps))
                 replayed = replay_evidence(taps, self._until_cancelled(earlier), hashes)
             finally:
                 close = getattr(earlier, "close", None)
@@ -267,16 +269,19 @@ class ReplayLookback:
             raise error
         return None if self._stop.is_set() else self._done
 
-    def serves(self, data_dir: Path, day: dt.date, taps: pa.Table,
+    def serves(self, data_dir: Path, day: dt.date, taps: pa.Table | SortedDay,
                engine: Engine | None) -> bool:
         """Whether this lookback is of ``day``'s ``taps`` in ``data_dir``: the same rows with
         the same card keys (normally the very same Arrow buffers, however the table was
-        re-selected since), the same day, data directory and database."""
+        re-selected since; a sorted day must be the very same), the same day, data directory
+        and database."""
         mine = self.taps
         if (mine is None or day != self.day
                 or Path(data_dir).resolve() != self.data_dir.resolve()
                 or engine is not self.engine or taps.num_rows != mine.num_rows):
             return False
+        if isinstance(mine, SortedDay) or isinstance(taps, SortedDay):
+            return mine is taps
         return all(_same_column(mine.column(c), taps.column(c)) for c in CARD_KEY)
 
     def __enter__(self) -> ReplayLookback:
@@ -315,7 +320,7 @@ def _same_column(a: pa.ChunkedArray, b: pa.ChunkedArray) -> bool:
     return bool(a.equals(b))
 
 
-def start_replay_lookback(data_dir: Path, day: dt.date, taps: pa.Table, *,
+def start_replay_lookback(data_dir: Path, day: dt.date, taps: pa.Table | SortedDay, *,
                           engine: Engine | None = None,
                           reference: bool = False) -> ReplayLookback:
     """Start ``day``'s replay lookback over ``taps`` (the day's accepted taps as read, before
@@ -329,7 +334,7 @@ def start_replay_lookback(data_dir: Path, day: dt.date, taps: pa.Table, *,
 # The day's signals
 
 
-def write_day_signals(data_dir: Path, day: dt.date, taps: pa.Table, legs: pa.Table, *,
+def write_day_signals(data_dir: Path, day: dt.date, taps: pa.Table | SortedDay, legs: pa.Table, *,
                       engine: Engine | None = None, reference: bool = False,
                       order: np.ndarray | None = None,
                       records: np.ndarray | None = None,
@@ -365,8 +370,11 @@ def write_day_signals(data_dir: Path, day: dt.date, taps: pa.Table, legs: pa.Tab
     if done is not None:
         hashes, replayed = done
     elif covered is not None:
-        hashes = (DayHashes.of(records=records) if records is not None and not reference
-                  else DayHashes.of(keys={c: taps.column(c).to_numpy() for c in CARD_KEY}))
+        if isinstance(taps, SortedDay):
+            hashes = DayHashes.of(records=taps.records)
+        else:
+            hashes = (DayHashes.of(records=records) if records is not None and not reference
+                      else DayHashes.of(keys={c: taps.column(c).to_numpy() for c in CARD_KEY}))
     earlier = () if replayed is not None else earlier_keys(data_dir, day, engine,
                                                            digests=not reference)
     # the digest (120 MB at 10M taps, fsynced) is written while the day's own signals are

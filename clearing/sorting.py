@@ -24,7 +24,7 @@ and made pricing ten times slower.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TypeVar
@@ -128,6 +128,72 @@ def sort_tap_records(chunks: Sequence[Mapping[str, np.ndarray]], threads: int = 
     run_parallel([partial(_refine_range, records, plan, top[lo:hi + 1])
                   for lo, hi in _split_buckets(top, threads)])
     return records
+
+
+def sort_tap_records_streamed(card_ids: Sequence[np.ndarray], tmin: int, tmax: int,
+                              chunks: Iterable[Mapping[str, np.ndarray]], threads: int = 1
+                              ) -> np.ndarray:
+    """``sort_tap_records`` of chunks that are read one at a time, never all held (issue 13).
+
+    The counting sort needs every tap's top bucket before it places the first record, and the
+    ts offset (``tmin``) for every record it writes: the caller reads those first, the
+    ``card_ids`` of every chunk and the whole input's ``tmin``/``tmax`` (two columns of the
+    twelve). ``chunks`` then yields each chunk's ``RECORD_COLUMNS`` in the same order, and each
+    is scattered and dropped before the next, so memory holds the records and one chunk, not
+    the whole input beside its records. The records are those of ``sort_tap_records`` on the
+    chunks (byte for byte: same plan, same offsets, same scatter); a chunk whose card ids are
+    not the ones counted raises ``ValueError`` (the input changed between the reads).
+    """
+    n = sum(len(c) for c in card_ids)
+    if n and tmax - tmin >= 1 << TS_BITS:  # the lexsort fallback needs the whole input
+        return sort_tap_records(list(chunks), threads=threads)
+    records = np.empty((n, TAP_WORDS), dtype=np.uint64)
+    if n == 0:
+        for _ in chunks:
+            pass
+        return records
+    plan = _plan([c for c in card_ids if len(c)])
+    threads = max(1, threads)
+    # each chunk's rows cut into ``threads`` slices, counted side by side
+    slices = [[(len(c) * k // threads, len(c) * (k + 1) // threads) for k in range(threads)]
+              for c in card_ids]
+    counts = [run_parallel([partial(_slice_counts, c, a, b, plan) for a, b in cut])
+              for c, cut in zip(card_ids, slices, strict=True)]
+    top = np.cumsum(np.sum([c for sliced in counts for c in sliced], axis=0))
+    fill = top[:-1].copy()
+    fills: list[list[np.ndarray]] = []
+    for sliced in counts:  # a slice writes each bucket after the slices before it: stable
+        fills.append([])
+        for count in sliced:
+            fills[-1].append(fill.copy())
+            fill += count[1:]
+    row0 = 0
+    seen = 0
+    for k, chunk in enumerate(chunks):
+        if k >= len(card_ids):
+            raise ValueError("sort_tap_records_streamed: more chunks than card_ids")
+        cols = [np.ascontiguousarray(chunk[name]) for name in RECORD_COLUMNS]
+        if not np.array_equal(cols[0], card_ids[k]):
+            raise ValueError(f"sort_tap_records_streamed: chunk {k}'s card ids are not the "
+                             "ones counted (the input changed between the reads)")
+        run_parallel([partial(_scatter_taps, *(col[a:b] for col in cols), plan, f, row0 + a,
+                              tmin, records)
+                      for (a, b), f in zip(slices[k], fills[k], strict=True) if a < b])
+        row0 += len(cols[0])
+        seen += 1
+        del cols
+    if seen != len(card_ids):
+        raise ValueError("sort_tap_records_streamed: fewer chunks than card_ids")
+    run_parallel([partial(_refine_range, records, plan, top[lo:hi + 1])
+                  for lo, hi in _split_buckets(top, threads)])
+    return records
+
+
+def _slice_counts(card_id: np.ndarray, lo: int, hi: int, plan: np.ndarray) -> np.ndarray:
+    top = np.zeros((1 << int(plan[2])) + 1, dtype=np.int64)
+    if lo < hi:
+        _count_tops(card_id[lo:hi], plan, top)
+    return top
 
 
 def run_parallel(jobs: Sequence[Callable[[], _T]]) -> list[_T]:
@@ -294,6 +360,17 @@ def rec_media(rec: np.ndarray, i: int) -> int:
 @njit(cache=True, nogil=True, inline="always")
 def rec_ts(rec: np.ndarray, i: int) -> int:
     return np.int64(rec[i, W_TS])
+
+
+def record_tap(records: np.ndarray, i: int) -> dict[str, int]:
+    """Record ``i``'s tap fields by their ``RECORD_COLUMNS`` names, in the order of
+    ``clearing.fast.NEEDED_COLUMNS`` (error messages that name the tap pricing failed on)."""
+    fields = {"operator": rec_operator, "device_id": rec_device, "card_id": None,
+              "card_seq": rec_card_seq, "issuer": rec_issuer, "product": rec_product,
+              "media": rec_media, "ts_ms": rec_ts, "line": rec_line, "stop": rec_stop,
+              "tap_type": rec_tap_type, "debited_fen": rec_debit}
+    return {name: int(records[i, W_CARD]) if get is None else int(get(records, i))
+            for name, get in fields.items()}
 
 
 # ---------------------------------------------------------------------------------------------

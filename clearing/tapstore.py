@@ -224,6 +224,59 @@ def day_files_on_disk(data_dir: Path, day: dt.date) -> list[Path]:
     return [f for _, _, f in sorted(found)]
 
 
+def day_tap_paths(data_dir: Path, day: dt.date, engine: Engine | None = None) -> list[Path]:
+    """The files ``read_day_taps`` reads for ``day``, in acceptance order: the live committed
+    batches' files (with a database), else the files on disk in their recorded order."""
+    root = Path(data_dir)
+    if engine is None:
+        return day_files_on_disk(root, day)
+    with session_factory(engine)() as session:
+        return [root / rel for _, _, rel in _committed_files(session, [day])]
+
+
+def read_tap_file(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
+    """A stored tap file (those columns of it); a missing file is ``TAPSTORE_MISSING``."""
+    return _read(path, columns)
+
+
+def read_stored_rows(files: Sequence[tuple[Path, int]], rows: np.ndarray,
+                     columns: Sequence[str]) -> dict[str, np.ndarray]:
+    """Some rows of a day's stored taps, ``files`` being (file, its rows) in acceptance order
+    and ``rows`` counted across them: the columns' values in the order of ``rows``, in their
+    stored types. Only the row groups holding them are decoded (a few rows of ten million)."""
+    rows = np.asarray(rows, np.int64)
+    ends = np.cumsum([0, *(n for _, n in files)])
+    if len(rows) and (int(rows.min()) < 0 or int(rows.max()) >= int(ends[-1])):
+        raise ValueError(f"rows outside the day's {int(ends[-1])} stored taps")
+    which = np.searchsorted(ends, rows, side="right") - 1
+    out: dict[str, np.ndarray] = {}
+    for k in np.unique(which).tolist():
+        at = np.flatnonzero(which == k)
+        local = rows[at] - int(ends[k])
+        path = files[k][0]
+        if not path.is_file():
+            _read(path)  # raises TAPSTORE_MISSING
+        stored = pq.ParquetFile(path)
+        meta = stored.metadata
+        starts = np.cumsum([0] + [meta.row_group(g).num_rows for g in range(meta.num_row_groups)])
+        group = np.searchsorted(starts, local, side="right") - 1
+        for g in np.unique(group).tolist():
+            sel = np.flatnonzero(group == g)
+            table = with_optional_columns(stored.read_row_group(g)) if any(
+                c not in stored.schema_arrow.names for c in columns
+            ) else stored.read_row_group(g, columns=list(columns))
+            take = pa.array(local[sel] - starts[g])
+            for c in columns:
+                values = np.asarray(table.column(c).take(take).to_numpy())
+                if c not in out:
+                    out[c] = np.zeros(len(rows), values.dtype)
+                out[c][at[sel]] = values
+    for c in columns:  # no rows asked: empty columns of the stored types
+        if c not in out:
+            out[c] = np.zeros(0, FULL_TAP_SCHEMA.field(c).type.to_pandas_dtype())
+    return out
+
+
 def read_day_taps(data_dir: Path, day: dt.date, engine: Engine | None = None, *,
                   optional: bool = False) -> pa.Table:
     """A service day's accepted taps, every operator, in acceptance order (SPEC §4).
@@ -237,12 +290,7 @@ def read_day_taps(data_dir: Path, day: dt.date, engine: Engine | None = None, *,
     authoritative answer); without one, the files on disk are read in the order recorded in
     their metadata, which includes the orphan of a crash until the next ingestion removes it.
     """
-    root = Path(data_dir)
-    if engine is not None:
-        with session_factory(engine)() as session:
-            paths = [root / rel for _, _, rel in _committed_files(session, [day])]
-    else:
-        paths = day_files_on_disk(root, day)
+    paths = day_tap_paths(data_dir, day, engine)
     # files stored before v1.2 have no balance_fen: they read as -1 (SPEC v1.2 §3)
     tables = [with_optional_columns(_read(p)) for p in paths]
     schema = FULL_TAP_SCHEMA if optional else TAP_SCHEMA
