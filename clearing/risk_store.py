@@ -63,8 +63,8 @@ from clearing.risk_clearances import (
     is_cleared,
 )
 from clearing.risk_digest import DayFile, DayHashes, EarlierDigest
-from clearing.sorted_day import SortedDay
-from clearing.tapstore import CARD_KEY, DEVICE_KEY, read_day_taps
+from clearing.sorted_day import SortedDay, read_sorted_day
+from clearing.tapstore import CARD_KEY, DEVICE_KEY
 
 DENY_WINDOW_DAYS = 30  # SPEC §10: signals of days [D-29, D]
 DENYLIST_DIR = "denylist"
@@ -676,8 +676,9 @@ def risk_summary(data_dir: Path, day: dt.date, engine: Engine | None = None
     signals = read_day_signals(data_dir, day)
     if signals is None:
         legs = read_day_legs(data_dir, day)  # raises DAY_NOT_CLEARED
-        taps = read_day_taps(data_dir, day, engine, optional=True)
-        write_day_signals(data_dir, day, taps, legs, engine=engine)
+        # straight into sorted records, as the clear reads them (clearing.sorted_day)
+        write_day_signals(data_dir, day, read_sorted_day(data_dir, day, engine), legs,
+                          engine=engine)
         signals = read_day_signals(data_dir, day)
         if signals is None:  # pragma: no cover - written just above
             raise StateError(f"signals of {day} could not be stored", code="RISK_NOT_STORED")

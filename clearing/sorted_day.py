@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from numba import njit
 from sqlalchemy import Engine
 
+from clearing.fast import thread_count
 from clearing.read_ahead import read_ahead
 from clearing.sorting import (
     RECORD_COLUMNS,
@@ -97,12 +98,13 @@ class SortedDay:
 
 
 def read_sorted_day(data_dir: Path, day: dt.date, engine: Engine | None = None,
-                    threads: int = 1) -> SortedDay:
+                    threads: int | None = None) -> SortedDay:
     """The day's stored taps (``read_day_taps``'s files) as a ``SortedDay``.
 
     Memory: the records, the balances, the card ids (until the sort ends) and one file's
     columns at a time. A file that changes between the two reads (it never should: a stored
     batch file is immutable) raises ``ValueError`` from the sort, not wrong records.
+    ``threads`` sort side by side (default: as pricing, ``clearing.fast.thread_count``).
     """
     paths = day_tap_paths(data_dir, day, engine)
     groups = [(p, g) for p in paths for g in range(_row_groups(p))]  # the sort's chunks
@@ -135,6 +137,7 @@ def read_sorted_day(data_dir: Path, day: dt.date, engine: Engine | None = None,
             yield {c: table.column(c).to_numpy() for c in RECORD_COLUMNS}
 
     tmin, tmax = span or [0, 0]
+    threads = thread_count(n_taps) if threads is None else max(1, threads)
     records = sort_tap_records_streamed(card_ids, tmin, tmax, chunks(), threads=threads)
     del card_ids
     pa.default_memory_pool().release_unused()  # the reads' buffers, kept by the allocator
