@@ -16,6 +16,7 @@ never fail on a time.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 import statistics
@@ -183,3 +184,71 @@ def test_bench_pipeline(request: pytest.FixtureRequest, tmp_path: Path, record_n
     for line in lines:
         record_note(line)
     print("\n" + "\n".join(lines))
+
+
+# ---------------------------------------------------------------------------------------------
+# `tongka clear` in a fresh process against clear_day warm in one (issue 13: within 2x; and the
+# fresh process's first pricing within 1.5x of a warm one)
+
+_WARM_CHILD = """
+import datetime as dt, json, sys, time
+t0 = time.perf_counter()
+from pathlib import Path
+from clearing import day as clearing_day
+from clearing.db import make_engine
+from tariffs.load import load_tariff_set
+data_dir, day, rounds = Path(sys.argv[1]), dt.date.fromisoformat(sys.argv[2]), int(sys.argv[3])
+engine = make_engine(sys.argv[4])
+tariffs = load_tariff_set()
+started = time.perf_counter() - t0
+priced = []
+inner = clearing_day._price_and_write  # pricing and the legs write, the clear's largest part
+def timed(*args, **kwargs):
+    t = time.perf_counter()
+    out = inner(*args, **kwargs)
+    priced.append(time.perf_counter() - t)
+    return out
+clearing_day._price_and_write = timed
+calls = []
+for _ in range(rounds):
+    t = time.perf_counter()
+    clearing_day.clear_day(data_dir, day, tariffs, engine=engine)
+    calls.append(time.perf_counter() - t)
+print(json.dumps({"start": started, "calls": calls, "priced": priced}))
+"""
+WARM_CALLS = 3  # clear_day calls in one process: the first is the fresh one, the rest warm
+
+
+def test_bench_clear_fresh_against_warm(request: pytest.FixtureRequest, tmp_path: Path,
+                                        record_note) -> None:  # type: ignore[no-untyped-def]
+    """`tongka clear` as a fresh process, and ``clear_day`` called again and again in one
+    process: the fresh wall against the warm call, and the first call's pricing (with its
+    legs write) against a warm one's. 20k in the suite, 1M with ``make bench``, 10M with
+    ``TONGKA_BENCH_FULL=1`` (the issue's size)."""
+    n = pipeline_size(request.config)
+    n = 10_000_000 if n == FULL else n
+    data_dir = tmp_path / "day"
+    run_step("ingest", [str(p) for p in day_batches(n)], data_dir)
+    fresh = [run_step("clear", ["--date", BENCH_DAY.isoformat()], data_dir)
+             for _ in range(1 if n == SMOKE else 2)]
+    url = f"sqlite:///{(data_dir / 'tongka.sqlite').resolve()}"
+    out = subprocess.run([sys.executable, "-c", _WARM_CHILD, str(data_dir), BENCH_DAY.isoformat(),
+                          str(WARM_CALLS), url], check=True, capture_output=True, text=True,
+                         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    warm = min(got["calls"][1:])
+    warm_priced = min(got["priced"][1:])
+    best = min(r.seconds for r in fresh)
+    lines = [
+        f"tongka clear {size_label(n)}: fresh process {best:.2f} s best of {len(fresh)} "
+        f"({max(r.peak_rss_mb for r in fresh):.0f} MB peak); clear_day in one process: first "
+        f"call {got['calls'][0]:.2f} s, warm {warm:.2f} s best of {len(got['calls']) - 1} "
+        f"(start-up {got['start']:.2f} s): fresh / warm {best / warm:.2f}x (goal <= 2)",
+        f"  pricing and legs write: first call {got['priced'][0]:.2f} s, warm {warm_priced:.2f} s:"
+        f" first / warm {got['priced'][0] / warm_priced:.2f}x (goal <= 1.5); load "
+        f"{os.getloadavg()}",
+    ]
+    for line in lines:
+        record_note(line)
+    print("\n" + "\n".join(lines))
+    assert len(got["calls"]) == WARM_CALLS and warm > 0
