@@ -277,7 +277,7 @@ def _check(status: int, row: int, chunks: Source) -> None:
     tap: dict[str, int] = {}
     if isinstance(chunks, np.ndarray):  # only the sorted records: the row's own record
         found = np.flatnonzero(chunks[:, W_ROW] == np.uint64(row))
-        tap = record_tap(chunks, int(found[0])) if len(found) else {}
+        tap = record_tap(chunks, int(found[0]), NEEDED_COLUMNS) if len(found) else {}
         chunks = []
     at = row
     for chunk in chunks:  # the input row's values, for the message

@@ -34,14 +34,12 @@ from clearing.fast import thread_count
 from clearing.read_ahead import read_ahead
 from clearing.sorting import (
     RECORD_COLUMNS,
-    W_CARD,
-    W_KEY,
     W_ROW,
-    W_SEQ_STOP,
+    record_fields,
     sort_tap_records_streamed,
 )
 from clearing.taps import BALANCE_UNKNOWN
-from clearing.tapstore import day_tap_paths, read_stored_rows, read_tap_file
+from clearing.tapstore import CARD_KEY, day_tap_paths, read_stored_rows, read_tap_file
 
 # what the first read takes of each file: the sort's bucket counts and ts offset, and the
 # distinct (operator, line) pairs the priceability check needs (clearing.day)
@@ -72,17 +70,25 @@ class SortedDay:
         return int(self.records.shape[0])
 
     def take(self, rows: np.ndarray, columns: Sequence[str]) -> dict[str, np.ndarray]:
-        """Some rows' columns (any ``FULL_TAP_SCHEMA`` column), read from the stored files."""
-        return read_stored_rows(self.files, np.asarray(rows, np.int64), columns)
+        """Some rows' columns (any ``FULL_TAP_SCHEMA`` column): what a record holds from the
+        records, ``balance_fen`` from the balances, the rest (``city``, ``device_seq``) read
+        back from the stored files, only the row groups holding the rows."""
+        rows = np.asarray(rows, np.int64)
+        held = [c for c in columns if c in RECORD_COLUMNS]
+        out = read_stored_rows(self.files, rows, [c for c in columns if c not in held
+                                                  and c != "balance_fen"])
+        if held:
+            out.update(record_fields(self.records[self._positions()[rows].astype(np.int64)],
+                                     held))
+        if "balance_fen" in columns:
+            out["balance_fen"] = (np.full(len(rows), BALANCE_UNKNOWN, np.int64)
+                                  if self.balance is None else self.balance[rows])
+        return {c: out[c] for c in columns}
 
     def card_keys(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         """The card key (issuer, card_id, card_seq) of some rows, from their records: the
         replay lookback asks this once per earlier day, so no file is read for it."""
-        at = self._positions()[np.asarray(rows, np.int64)].astype(np.int64)
-        return {"issuer": (self.records[at, W_KEY] >> np.uint64(48)).astype(np.uint16),
-                "card_id": self.records[at, W_CARD].copy(),
-                "card_seq": (self.records[at, W_SEQ_STOP] & np.uint64(0xFFFFFFFF)
-                             ).astype(np.uint32).view(np.int32)}
+        return self.take(rows, CARD_KEY)
 
     def key_columns(self) -> dict[str, np.ndarray]:
         """The card key columns of every tap in acceptance order (the replay lookback of a day

@@ -362,15 +362,46 @@ def rec_ts(rec: np.ndarray, i: int) -> int:
     return np.int64(rec[i, W_TS])
 
 
-def record_tap(records: np.ndarray, i: int) -> dict[str, int]:
-    """Record ``i``'s tap fields by their ``RECORD_COLUMNS`` names, in the order of
-    ``clearing.fast.NEEDED_COLUMNS`` (error messages that name the tap pricing failed on)."""
-    fields = {"operator": rec_operator, "device_id": rec_device, "card_id": None,
-              "card_seq": rec_card_seq, "issuer": rec_issuer, "product": rec_product,
-              "media": rec_media, "ts_ms": rec_ts, "line": rec_line, "stop": rec_stop,
-              "tap_type": rec_tap_type, "debited_fen": rec_debit}
-    return {name: int(records[i, W_CARD]) if get is None else int(get(records, i))
-            for name, get in fields.items()}
+def record_fields(records: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The tap columns ``names`` (any of ``RECORD_COLUMNS``) of some records, in their
+    TAP_SCHEMA dtypes: what the record layout above packed, unpacked a column at a time."""
+    u64 = np.uint64
+    low32, low16, byte = u64(0xFFFFFFFF), u64(0xFFFF), u64(0xFF)
+
+    def field(name: str) -> np.ndarray:
+        if name == "card_id":
+            return records[:, W_CARD].copy()
+        if name == "issuer":
+            return (records[:, W_KEY] >> u64(48)).astype(np.uint16)
+        if name == "ts_ms":
+            return records[:, W_TS].view(np.int64).copy()
+        if name == "card_seq":
+            return (records[:, W_SEQ_STOP] & low32).astype(np.uint32).view(np.int32)
+        if name == "stop":
+            return (records[:, W_SEQ_STOP] >> u64(32)).astype(np.uint32)
+        if name == "device_id":
+            return records[:, W_DEVICE].view(np.int64).copy()
+        if name == "operator":
+            return (records[:, W_LINE] & low16).astype(np.uint16)
+        if name == "tap_type":
+            return ((records[:, W_LINE] >> u64(16)) & byte).astype(np.uint8)
+        if name == "product":
+            return ((records[:, W_LINE] >> u64(24)) & byte).astype(np.uint8)
+        if name == "line":
+            return (records[:, W_LINE] >> u64(32)).astype(np.uint32)
+        if name == "debited_fen":
+            return (records[:, W_DEBIT] & low32).astype(np.uint32).view(np.int32)
+        if name == "media":
+            return ((records[:, W_DEBIT] >> u64(32)) & byte).astype(np.uint8)
+        raise KeyError(f"a tap record holds no column {name!r}: {RECORD_COLUMNS}")
+
+    return {name: field(name) for name in names}
+
+
+def record_tap(records: np.ndarray, i: int, names: Sequence[str] = RECORD_COLUMNS
+               ) -> dict[str, int]:
+    """Record ``i``'s tap fields (error messages that name the tap pricing failed on)."""
+    return {name: int(v[0]) for name, v in record_fields(records[i:i + 1], names).items()}
 
 
 # ---------------------------------------------------------------------------------------------

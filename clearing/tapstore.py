@@ -244,6 +244,8 @@ def read_stored_rows(files: Sequence[tuple[Path, int]], rows: np.ndarray,
     """Some rows of a day's stored taps, ``files`` being (file, its rows) in acceptance order
     and ``rows`` counted across them: the columns' values in the order of ``rows``, in their
     stored types. Only the row groups holding them are decoded (a few rows of ten million)."""
+    if not columns:
+        return {}
     rows = np.asarray(rows, np.int64)
     ends = np.cumsum([0, *(n for _, n in files)])
     if len(rows) and (int(rows.min()) < 0 or int(rows.max()) >= int(ends[-1])):
