@@ -74,6 +74,8 @@ class SortedDay:
         records, ``balance_fen`` from the balances, the rest (``city``, ``device_seq``) read
         back from the stored files, only the row groups holding the rows."""
         rows = np.asarray(rows, np.int64)
+        if len(rows) and (int(rows.min()) < 0 or int(rows.max()) >= self.num_rows):
+            raise ValueError(f"rows outside the day's {self.num_rows} taps")
         held = [c for c in columns if c in RECORD_COLUMNS]
         out = read_stored_rows(self.files, rows, [c for c in columns if c not in held
                                                   and c != "balance_fen"])

@@ -24,7 +24,7 @@ and made pricing ten times slower.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TypeVar
@@ -145,6 +145,7 @@ def sort_tap_records_streamed(card_ids: Sequence[np.ndarray], tmin: int, tmax: i
     not the ones counted raises ``ValueError`` (the input changed between the reads).
     """
     n = sum(len(c) for c in card_ids)
+    chunks = _as_counted(chunks, card_ids)
     if n and tmax - tmin >= 1 << TS_BITS:  # the lexsort fallback needs the whole input
         return sort_tap_records(list(chunks), threads=threads)
     records = np.empty((n, TAP_WORDS), dtype=np.uint64)
@@ -168,25 +169,32 @@ def sort_tap_records_streamed(card_ids: Sequence[np.ndarray], tmin: int, tmax: i
             fills[-1].append(fill.copy())
             fill += count[1:]
     row0 = 0
-    seen = 0
     for k, chunk in enumerate(chunks):
-        if k >= len(card_ids):
-            raise ValueError("sort_tap_records_streamed: more chunks than card_ids")
         cols = [np.ascontiguousarray(chunk[name]) for name in RECORD_COLUMNS]
-        if not np.array_equal(cols[0], card_ids[k]):
-            raise ValueError(f"sort_tap_records_streamed: chunk {k}'s card ids are not the "
-                             "ones counted (the input changed between the reads)")
         run_parallel([partial(_scatter_taps, *(col[a:b] for col in cols), plan, f, row0 + a,
                               tmin, records)
                       for (a, b), f in zip(slices[k], fills[k], strict=True) if a < b])
         row0 += len(cols[0])
-        seen += 1
         del cols
-    if seen != len(card_ids):
-        raise ValueError("sort_tap_records_streamed: fewer chunks than card_ids")
     run_parallel([partial(_refine_range, records, plan, top[lo:hi + 1])
                   for lo, hi in _split_buckets(top, threads)])
     return records
+
+
+def _as_counted(chunks: Iterable[Mapping[str, np.ndarray]], card_ids: Sequence[np.ndarray]
+                ) -> Iterator[Mapping[str, np.ndarray]]:
+    """``chunks``, each checked to hold the card ids counted for it, and as many as counted:
+    records placed by counts of other taps would be wrong without any error."""
+    k = -1
+    for k, chunk in enumerate(chunks):
+        if k >= len(card_ids):
+            raise ValueError("sort_tap_records_streamed: more chunks than card_ids")
+        if not np.array_equal(np.asarray(chunk["card_id"]), card_ids[k]):
+            raise ValueError(f"sort_tap_records_streamed: chunk {k}'s card ids are not the "
+                             "ones counted (the input changed between the reads)")
+        yield chunk
+    if k + 1 != len(card_ids):
+        raise ValueError("sort_tap_records_streamed: fewer chunks than card_ids")
 
 
 def _slice_counts(card_id: np.ndarray, lo: int, hi: int, plan: np.ndarray) -> np.ndarray:

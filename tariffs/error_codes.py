@@ -463,6 +463,9 @@ class ErrorCode(enum.StrEnum):
     TAPS_RAGGED = ("TAPS_RAGGED", _PRICING, 2, 400, "the taps columns differ in length")
     RISK_BAD_ORDER = ("RISK_BAD_ORDER", _PRICING, 2, 400,
                       "the tap order given to the risk signals is not a card order of the taps")
+    RISK_REFERENCE_NEEDS_TABLE = ("RISK_REFERENCE_NEEDS_TABLE", _PRICING, 2, 400,
+                                  "the reference twin of the risk signals reads the day's taps "
+                                  "as a table, not as sorted records")
 
     # ----------------------------------------------------------- what-if, tariff, GTFS
     WHATIF_RANGE = ("WHATIF_RANGE", _TARIFF_COMMANDS, 2, 400,
