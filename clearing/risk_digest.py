@@ -10,10 +10,13 @@ costs 20-35 s at ten million taps a day. Instead, each clear writes beside its l
     legs/day=D/rows-<token>.npy  each hash's tap row in the day's files, in acceptance order
                                  (uint32)
 
-and a later clear intersects its own sorted hashes with each earlier digest (one streaming
-merge, ``merge_equal``). A hash is not a key: only the hits (real replays, and the rare false
-hit) are read back from the stored Parquet files, and the exact keys decide, so the signals are
-those of streaming every key (``EarlierDigest.replays``).
+and a later clear intersects its own sorted hashes with each earlier digest: a filter of the
+day's hashes, built once per clear (``DayProbe``), is tested by every hash of the earlier
+digest in one pass straight over its memory map, and the rare candidates are looked up in the
+day's sorted hashes (``probe_equal``; ``merge_equal`` is the two-pointer merge it replaced,
+the same pairs). A hash is not a key: only the hits (real replays, and the rare false hit) are
+read back from the stored Parquet files, and the exact keys decide, so the signals are those
+of streaming every key (``EarlierDigest.replays``).
 
 A digest is trusted only when it still describes the day's stored taps: its ``keys.json``
 names the legs revision it was written with (``clearing.legs_store.REVISION_KEY``) and every
@@ -29,6 +32,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
+import os
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,6 +44,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from numba import njit
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 from clearing.files import atomic_file, write_text
 from clearing.sorting import W_CARD, W_ROW, rec_card_seq, rec_issuer
@@ -250,6 +256,164 @@ def merge_equal(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]: 
     return out_i[:found], out_j[:found]
 
 
+# The day's filter (``DayProbe``): one 64-bit word per bucket of the top ``wbits`` bits of the
+# hash, in which each of the day's hashes in the bucket sets FILTER_BITS bits chosen by the
+# hash bits just below (a one-word blocked Bloom filter). The earlier digest is sorted, so its
+# hashes read the words in order: the test is a load, a few shifts and no branch, and the loop
+# vectorises (gathers); the two-pointer merge waits on each comparison to pick its next load.
+FILTER_BITS = 3  # bits set per hash: ~0.25 % false candidates at ~2.4 day hashes a word
+FILTER_HASHES_PER_WORD = 2.5  # the words: about n / 2.5 (26 bits a day hash)
+FILTER_MAX_BITS = 24  # at most 2^24 words (128 MB): 40 million day hashes
+START_COARSER = 2  # the start index has a quarter as many buckets as the filter words
+SCAN_BLOCK = 32  # hashes tested per step of the scan (one bit each in a 64-bit mask)
+RESOLVE_BATCH = 256  # candidates whose day buckets are loaded together (their misses overlap)
+
+
+def filter_bits(n: int) -> int:
+    """The filter's word count (as bits of the hash) for a day of ``n`` hashes."""
+    return max(1, min(FILTER_MAX_BITS, math.ceil(math.log2(max(n, 1) / FILTER_HASHES_PER_WORD))))
+
+
+@njit(inline="always")
+def _filter_mask(x: np.uint64, below: np.uint64) -> np.uint64:  # pragma: no cover
+    # FILTER_BITS == 3 positions in the word, from the 18 hash bits below the word's index
+    return ((np.uint64(1) << ((x >> below) & np.uint64(63)))
+            | (np.uint64(1) << ((x >> (below - np.uint64(6))) & np.uint64(63)))
+            | (np.uint64(1) << ((x >> (below - np.uint64(12))) & np.uint64(63))))
+
+
+@njit(cache=True, nogil=True)
+def day_filter(a: np.ndarray, wbits: int, sbits: int
+               ) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+    """The filter words of sorted hashes ``a`` (2^``wbits`` of them) and where each bucket of
+    the top ``sbits`` bits starts in ``a`` (2^``sbits`` + 1 offsets, the last ``len(a)``)."""
+    n = len(a)
+    words = np.zeros(1 << wbits, np.uint64)
+    shift = np.uint64(64 - wbits)
+    below = np.uint64(64 - wbits - 6)
+    for i in range(n):
+        x = a[i]
+        words[x >> shift] |= _filter_mask(x, below)
+    groups = 1 << sbits
+    start = np.full(groups + 1, n, np.uint32)
+    s = np.uint64(64 - sbits)
+    for i in range(n - 1, -1, -1):  # the last write of a bucket is its first hash
+        start[a[i] >> s] = i
+    for g in range(groups - 1, -1, -1):  # an empty bucket starts where the next one does
+        start[g] = min(start[g], start[g + 1])
+    return words, start
+
+
+@njit(cache=True, nogil=True)
+def probe_equal(a: np.ndarray, words: np.ndarray, start: np.ndarray, wbits: int, sbits: int,
+                b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+    """Every (i, j) with ``a[i] == b[j]``, both sorted, ``words`` and ``start`` being
+    ``day_filter(a, wbits, sbits)``: the pairs of ``merge_equal(a, b)``, in order of j, then i.
+
+    One pass over ``b`` tests each hash against the filter, ``SCAN_BLOCK`` at a time into a
+    bit mask (no branch per hash: the loop vectorises); only the candidates (every equal hash,
+    and the filter's few false ones) are looked up in ``a``, from their bucket's start.
+    """
+    shift = np.uint64(64 - wbits)
+    below = np.uint64(64 - wbits - 6)
+    s = np.uint64(64 - sbits)
+    nb = len(b)
+    cj = np.empty(1024, np.int64)  # the candidates: their index in b, and their hash
+    cx = np.empty(1024, np.uint64)
+    c = 0
+    full = nb - nb % SCAN_BLOCK
+    for lo in range(0, nb, SCAN_BLOCK):
+        hits = np.uint64(0)
+        if lo < full:  # a whole block: a loop of constant length, vectorised whole
+            for t in range(SCAN_BLOCK):
+                x = b[lo + t]
+                m = _filter_mask(x, below)
+                hits |= np.uint64((words[x >> shift] & m) == m) << np.uint64(t)
+        else:
+            for t in range(nb - lo):
+                x = b[lo + t]
+                m = _filter_mask(x, below)
+                hits |= np.uint64((words[x >> shift] & m) == m) << np.uint64(t)
+        if hits == 0:
+            continue
+        if c + SCAN_BLOCK > len(cj):
+            cj = np.concatenate((cj, np.empty(len(cj), np.int64)))
+            cx = np.concatenate((cx, np.empty(len(cx), np.uint64)))
+        while hits != 0:
+            at = lo + np.int64(trailing_zeros(hits))  # type: ignore[call-arg]  # an intrinsic
+            cj[c] = at
+            cx[c] = b[at]
+            c += 1
+            hits &= hits - np.uint64(1)
+    out_i = np.empty(64, np.int64)
+    out_j = np.empty(64, np.int64)
+    found = 0
+    first = np.empty(RESOLVE_BATCH, np.int64)
+    end = np.empty(RESOLVE_BATCH, np.int64)
+    head = np.empty(RESOLVE_BATCH, np.uint64)
+    for c0 in range(0, c, RESOLVE_BATCH):
+        c1 = min(c0 + RESOLVE_BATCH, c)
+        # a batch's bucket offsets, then their first hashes, are loaded before any is searched:
+        # independent loads, whose cache misses overlap
+        for t in range(c0, c1):
+            g = np.int64(cx[t] >> s)
+            first[t - c0] = start[g]
+            end[t - c0] = start[g + 1]
+        for t in range(c1 - c0):
+            head[t] = a[first[t]] if first[t] < end[t] else np.uint64(0)
+        for t in range(c0, c1):
+            x = cx[t]
+            lo, hi = first[t - c0], end[t - c0]
+            if lo == hi or head[t - c0] > x:  # an empty bucket, or all of it above x
+                continue
+            top = hi
+            while top - lo > 8:  # a bucket this large only when a test cuts the hashes short
+                mid = (lo + top) >> 1
+                if a[mid] < x:
+                    lo = mid + 1
+                else:
+                    top = mid
+            while lo < hi and a[lo] < x:
+                lo += 1
+            while lo < hi and a[lo] == x:
+                if found == len(out_i):
+                    out_i = np.concatenate((out_i, np.empty(found, np.int64)))
+                    out_j = np.concatenate((out_j, np.empty(found, np.int64)))
+                out_i[found] = lo
+                out_j[found] = cj[t]
+                found += 1
+                lo += 1
+    return out_i[:found], out_j[:found]
+
+
+@dataclass(frozen=True, slots=True)
+class DayProbe:
+    """The day's filter and bucket starts (``day_filter``) over its sorted hashes: built once
+    per clear, then tested by every earlier digest (``pairs``). ~26 bits a day hash."""
+
+    hashes: np.ndarray  # the day's, sorted (the very array: HashBuffer checks it is the same)
+    words: np.ndarray  # uint64
+    start: np.ndarray  # uint32
+    wbits: int
+    sbits: int
+
+    @classmethod
+    def of(cls, hashes: np.ndarray) -> DayProbe:
+        if len(hashes) >= 1 << 32:
+            raise ValueError("a day's digest holds fewer than 2^32 hashes (rows are uint32)")
+        a = np.ascontiguousarray(hashes, np.uint64)
+        wbits = filter_bits(len(a))
+        sbits = max(1, wbits - START_COARSER)
+        return cls(hashes, *day_filter(a, wbits, sbits), wbits, sbits)
+
+    def pairs(self, earlier: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every (i, j) with ``hashes[i] == earlier[j]`` (``earlier`` sorted, e.g. a memory
+        map of a digest: read once, in order)."""
+        return probe_equal(np.ascontiguousarray(self.hashes, np.uint64), self.words,
+                           self.start, self.wbits, self.sbits,
+                           np.ascontiguousarray(earlier, np.uint64))
+
+
 # ---------------------------------------------------------------------------------------------
 # The day's hashes
 
@@ -395,8 +559,28 @@ def trusted(data_dir: Path, day: dt.date, rels: Sequence[str], legs_revision: in
     if (hashes.dtype != np.uint64 or rows.dtype != np.uint32 or hashes.shape != (n,)
             or rows.shape != (n,) or sum(f.rows for f in files) != n):
         return None
+    _will_read(folder / f"keys-{meta['token']}.npy")
     return EarlierDigest(day, hashes, rows, Path(data_dir), tuple(files),
                          folder / f"keys-{meta['token']}.npy", int(getattr(hashes, "offset", 0)))
+
+
+def _will_read(path: Path) -> None:
+    """Ask the kernel to read ``path`` ahead: ``trusted`` runs on the lookback's read-ahead
+    thread, so a digest not in the page cache is read from disk while the day before it is
+    scanned (the scan reads the memory map in order). Free when it is cached; a hint only."""
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is None:
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        advise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -404,15 +588,25 @@ def trusted(data_dir: Path, day: dt.date, rels: Sequence[str], legs_revision: in
 
 
 class HashBuffer:
-    """One array reused for every earlier day's hashes, grown to the largest day."""
+    """What one clear's lookback reuses from one earlier day to the next: the day's probe
+    (``DayProbe``, built on the first digest, ~26 bits a day hash), and an array grown to the
+    largest day for ``EarlierDigest.read_hashes`` (which the lookback no longer calls: it
+    scans the memory maps). Dropped with the lookback, and its memory with it."""
 
     def __init__(self) -> None:
         self._array = np.empty(0, np.uint64)
+        self._probe: DayProbe | None = None
 
     def take(self, n: int) -> np.ndarray:
         if len(self._array) < n:
             self._array = np.empty(n, np.uint64)
         return self._array[:n]
+
+    def probe(self, today: DayHashes) -> DayProbe:
+        """``today``'s probe, built once (again only if asked for another day's hashes)."""
+        if self._probe is None or self._probe.hashes is not today.hashes:
+            self._probe = DayProbe.of(today.hashes)
+        return self._probe
 
 
 @dataclass(frozen=True, slots=True)
@@ -421,7 +615,7 @@ class EarlierDigest:
     stored files they index, where the exact keys of the hits are read."""
 
     day: dt.date
-    hashes: np.ndarray  # memory-mapped (read whole by read_hashes)
+    hashes: np.ndarray  # memory-mapped (scanned once, in order, by replays)
     rows: np.ndarray  # memory-mapped: only the hits' rows are read
     data_dir: Path
     files: tuple[DayFile, ...]
@@ -430,8 +624,9 @@ class EarlierDigest:
 
     def read_hashes(self, buffer: HashBuffer | None = None) -> np.ndarray:
         """The digest's hashes in memory: read whole into ``buffer`` (reused from day to day,
-        so memory is one digest's), or a fresh array. A memory map would take a page fault
-        every 4 KB, which cost the merge more than the merge itself."""
+        so memory is one digest's), or a fresh array. ``replays`` no longer needs it: its one
+        in-order pass reads the memory map, where the copy cost more than the faults (issue
+        #16, ten million hashes: 7-12 ms a day of copying, against ~1 ms of faults)."""
         n = len(self.hashes)
         out = np.empty(n, np.uint64) if buffer is None else buffer.take(n)
         if n == 0:
@@ -453,9 +648,12 @@ class EarlierDigest:
         whose card key equals a tap of today's: hash hits, confirmed on the exact keys.
 
         ``today_keys(rows)`` gives the card key columns of some of today's rows; ``buffer``
-        holds the digest's hashes while they are merged (``read_hashes``).
+        keeps the day's probe (``DayProbe``) from one earlier day to the next: without one,
+        it is built here for this day alone. The hash pairs are ``merge_equal``'s
+        (``probe_equal``), found in one pass over the digest's memory map.
         """
-        i, j = merge_equal(today.hashes, self.read_hashes(buffer))
+        probe = DayProbe.of(today.hashes) if buffer is None else buffer.probe(today)
+        i, j = probe.pairs(np.asarray(self.hashes))
         if len(i) == 0:
             return np.zeros(0, np.int64), {c: np.zeros(0, np.int64) for c in DEVICE_KEY}
         mine = today.rows[i].astype(np.int64)
@@ -499,4 +697,9 @@ def warm_up() -> None:
                                    "card_seq": np.array([1, 2], np.int32)}
     day = DayHashes.of(keys=keys)
     merge_equal(day.hashes, day.hashes)
+    probe = DayProbe.of(day.hashes)
+    mapped = day.hashes.copy()
+    mapped.setflags(write=False)  # a digest's memory map is read-only: its own specialisation
+    probe.pairs(day.hashes)
+    probe.pairs(mapped)
     DayHashes.of_table(pa.table(keys))

@@ -27,7 +27,16 @@ from clearing.legs import LEG_SCHEMA
 from clearing.legs_store import REVISION_KEY, legs_path, legs_revision
 from clearing.parquet_io import write_atomic
 from clearing.risk import RiskKind, day_signals
-from clearing.risk_digest import DayHashes, EarlierDigest, merge_equal, sort_hashes
+from clearing.risk_digest import (
+    DayHashes,
+    DayProbe,
+    EarlierDigest,
+    HashBuffer,
+    day_filter,
+    merge_equal,
+    probe_equal,
+    sort_hashes,
+)
 from clearing.risk_store import earlier_keys, read_day_signals, write_day_signals
 from clearing.sorting import sort_tap_records
 from clearing.tapstore import read_day_taps
@@ -68,6 +77,103 @@ def test_merge_equal_finds_every_equal_pair(na: int, nb: int, bits: int, seed: i
     i, j = merge_equal(a, b)
     want = {(p, q) for p in range(na) for q in range(nb) if a[p] == b[q]}
     assert set(zip(i.tolist(), j.tolist(), strict=True)) == want and len(i) == len(want)
+
+
+def equal_pairs(a: np.ndarray, b: np.ndarray) -> set[tuple[int, int]]:
+    """The plain twin: every (i, j) with a[i] == b[j], from the values both hold."""
+    return {(i, j) for v in np.intersect1d(a, b)
+            for i in np.flatnonzero(a == v).tolist() for j in np.flatnonzero(b == v).tolist()}
+
+
+def some_hashes(rng: np.random.Generator, n: int, pool: np.ndarray, share: float,
+                mask: np.uint64) -> np.ndarray:
+    """``n`` sorted hashes cut to ``mask``: a ``share`` of them drawn from ``pool`` (equal
+    hashes on both sides, and runs of one hash), the others fresh."""
+    fresh = rng.integers(0, 2**64 - 1, n, dtype=np.uint64, endpoint=True)
+    if len(pool):
+        fresh = np.where(rng.random(n) < share, rng.choice(pool, n), fresh)
+    return np.sort(fresh & mask)
+
+
+@settings(max_examples=150, deadline=None)
+@given(na=st.integers(0, 600), nb=st.integers(0, 600), pool=st.integers(0, 40),
+       share=st.sampled_from([0.0, 0.05, 0.5]), bits=st.sampled_from([1, 2, 5, 13, 24, 64]),
+       wbits=st.integers(1, 14), coarser=st.integers(0, 13), seed=st.integers(0, 2**32 - 1),
+       mapped=st.booleans())
+def test_probe_finds_the_pairs_of_the_merge(na: int, nb: int, pool: int, share: float,
+                                            bits: int, wbits: int, coarser: int, seed: int,
+                                            mapped: bool) -> None:
+    """The filter probe gives the merge's pairs, and the plain twin's, whatever the filter's
+    size against the day's (a filter far larger than the day, as at ten million taps,
+    rejects nearly everything; hashes cut short pass nearly everything), with equal hashes
+    in runs on either side, against a read-only array as a digest's memory map is."""
+    rng = np.random.default_rng(seed)
+    mask = risk_digest._mask(bits)
+    common = rng.integers(0, 2**64 - 1, pool, dtype=np.uint64, endpoint=True)
+    a = some_hashes(rng, na, common, share, mask)
+    b = some_hashes(rng, nb, common, share, mask)
+    if mapped:
+        b.setflags(write=False)
+    sbits = max(1, wbits - coarser)
+    i, j = probe_equal(a, *day_filter(a, wbits, sbits), wbits, sbits, b)
+    got = list(zip(i.tolist(), j.tolist(), strict=True))
+    mi, mj = merge_equal(a, b)
+    want = equal_pairs(a, b)
+    assert set(got) == want == set(zip(mi.tolist(), mj.tolist(), strict=True))
+    assert len(got) == len(want) == len(mi)  # each pair once
+    assert got == sorted(got, key=lambda p: (p[1], p[0]))  # in order of j, then i
+    probe = DayProbe.of(a)  # the size a clear picks for a day of na hashes
+    pi, pj = probe.pairs(b)
+    assert set(zip(pi.tolist(), pj.tolist(), strict=True)) == want and len(pi) == len(want)
+
+
+def test_probe_reads_a_stored_digest_through_its_memory_map(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    a = np.sort(rng.integers(0, 2**64 - 1, 50_000, dtype=np.uint64))
+    b = rng.integers(0, 2**64 - 1, 60_000, dtype=np.uint64)
+    b[rng.choice(len(b), 300, replace=False)] = rng.choice(a, 300)
+    b[:5] = a[10]  # a run of one hash in the digest, equal to one of the day's
+    np.save(tmp_path / "keys.npy", np.sort(b))
+    stored = np.load(tmp_path / "keys.npy", mmap_mode="r")
+    i, j = DayProbe.of(a).pairs(stored)
+    assert set(zip(i.tolist(), j.tolist(), strict=True)) == equal_pairs(a, np.asarray(stored))
+    assert len(i) >= 300
+
+
+def test_day_filter_passes_every_day_hash_and_few_others() -> None:
+    """No false negative (each day hash finds its own bits set), and the point of the filter:
+    at the size a clear picks, well under 1 % of unrelated 64-bit hashes get through."""
+    rng = np.random.default_rng(3)
+    a = np.sort(rng.integers(0, 2**64 - 1, 200_000, dtype=np.uint64))
+    probe = DayProbe.of(a)
+    assert len(probe.words) * risk_digest.FILTER_HASHES_PER_WORD >= len(a)
+
+    def passes(x: np.ndarray) -> np.ndarray:
+        below = 64 - probe.wbits - 6
+        m = np.zeros(len(x), np.uint64)
+        for k in range(risk_digest.FILTER_BITS):
+            m |= np.uint64(1) << ((x >> np.uint64(below - 6 * k)) & np.uint64(63))
+        word = probe.words[(x >> np.uint64(64 - probe.wbits)).astype(np.int64)]
+        return np.asarray((word & m) == m)
+
+    assert passes(a).all()
+    other = rng.integers(0, 2**64 - 1, 200_000, dtype=np.uint64)
+    assert passes(other).mean() < 0.01
+    starts = probe.start.astype(np.int64)
+    groups = (a >> np.uint64(64 - probe.sbits)).astype(np.int64)
+    assert np.array_equal(starts[groups], np.searchsorted(groups, groups))  # bucket starts
+    assert starts[-1] == len(a) and np.all(np.diff(starts) >= 0)
+
+
+def test_hash_buffer_builds_the_day_probe_once() -> None:
+    rng = np.random.default_rng(5)
+    day = DayHashes(np.sort(rng.integers(0, 2**64 - 1, 1000, dtype=np.uint64)),
+                    rng.permutation(1000).astype(np.uint32), 64)
+    other = DayHashes(day.hashes.copy(), day.rows, 64)
+    buffer = HashBuffer()
+    first = buffer.probe(day)
+    assert buffer.probe(day) is first  # reused for every earlier day of the clear
+    assert buffer.probe(other) is not first and buffer.probe(other).hashes is other.hashes
 
 
 def test_hashes_from_records_and_from_columns_agree() -> None:
