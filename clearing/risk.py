@@ -485,7 +485,8 @@ def day_signals(day: dt.date, taps: pa.Table | SortedDay, legs: pa.Table | None 
                 coords: Mapping[int, tuple[float, float]] | None = None,
                 reference: bool = False, order: np.ndarray | None = None,
                 records: np.ndarray | None = None, hashes: DayHashes | None = None,
-                replayed: Replays | None = None) -> pa.Table:
+                replayed: Replays | None = None, walked: np.ndarray | None = None
+                ) -> pa.Table:
     """Every SPEC §10 signal of one cleared service day, as a ``SIGNAL_SCHEMA`` table.
 
     ``taps`` are the day's accepted taps (``balance_fen`` optional), or the day read straight
@@ -500,7 +501,9 @@ def day_signals(day: dt.date, taps: pa.Table | SortedDay, legs: pa.Table | None 
     are sorted here. The result is the same. ``reference=True`` uses the plain twins (audits,
     tests). ``replayed`` is the replay lookback already done (``replay_evidence`` of these
     taps, e.g. on a thread while the day was priced: ``risk_store.start_replay_lookback``);
-    ``earlier`` is then not read.
+    ``earlier`` is then not read. ``walked`` are the per-card signal rows already walked
+    (``record_signals`` of these taps' records, by the same thread: ``risk_store`` walks them
+    beside pricing); the fast path then does not walk them again.
     """
     coords = stop_coordinates() if coords is None else coords
     if reference and isinstance(taps, SortedDay):
@@ -515,7 +518,8 @@ def day_signals(day: dt.date, taps: pa.Table | SortedDay, legs: pa.Table | None 
     elif day_taps.records is not None:
         if day_taps.sorted is None:
             _check_records_name_taps(day_taps.records, taps)
-        pairs = record_signals(day_taps.records, day_taps.balance(), coords)
+        pairs = (walked if walked is not None
+                 else record_signals(day_taps.records, day_taps.balance(), coords))
     else:
         lat, lon = tap_coordinates(day_taps["stop"], coords)
         pairs = card_signals(day_taps.columns(), lat, lon, order=order)

@@ -52,8 +52,10 @@ from clearing.risk import (
     Replays,
     RiskKind,
     day_signals,
+    record_signals,
     replay_days,
     replay_evidence,
+    stop_coordinates,
 )
 from clearing.risk_clearances import (
     CardKey,
@@ -205,6 +207,9 @@ class ReplayLookback:
         self.engine = engine
         self._stop = threading.Event()
         self._done: tuple[DayHashes, Replays] | None = None
+        # the day's per-card signals (risk.record_signals), walked on this thread too when the
+        # taps are a SortedDay: they need only its records, so they run beside pricing
+        self.walked: np.ndarray | None = None
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         if not start:  # the reference twin's clear: write_day_signals does it all itself
@@ -231,6 +236,10 @@ class ReplayLookback:
                 close = getattr(earlier, "close", None)
                 if close is not None:  # stops the read-ahead thread of earlier_keys
                     close()
+            if isinstance(taps, SortedDay) and not self._stop.is_set():
+                # on as many threads as pricing: they inherit this thread's priority, so they
+                # take the cores pricing leaves idle, and both once the clear waits for them
+                self.walked = record_signals(taps.records, taps.balance, stop_coordinates())
             self._done = (hashes, replayed)
         except _Cancelled:
             pass
@@ -257,6 +266,7 @@ class ReplayLookback:
         if self._thread is not None:
             self._thread.join()
         self._done = None
+        self.walked = None
         self.taps = None
 
     def result(self) -> tuple[DayHashes, Replays] | None:
@@ -359,11 +369,13 @@ def write_day_signals(data_dir: Path, day: dt.date, taps: pa.Table | SortedDay, 
     """
     covered = _digest_files(data_dir, day, engine, legs, taps.num_rows)
     done = None
+    walked = None
     if lookback is not None:
         if reference or not lookback.serves(data_dir, day, taps, engine):
             lookback.cancel()
         else:
             done = lookback.result()
+            walked = lookback.walked if done is not None else None
             lookback.cancel()  # ended: only drops what it held
     hashes = None
     replayed = None
@@ -383,7 +395,8 @@ def write_day_signals(data_dir: Path, day: dt.date, taps: pa.Table | SortedDay, 
               if covered is not None and hashes is not None else None)
     try:
         signals = day_signals(day, taps, legs, earlier=earlier, reference=reference,
-                              order=order, records=records, hashes=hashes, replayed=replayed)
+                              order=order, records=records, hashes=hashes, replayed=replayed,
+                              walked=walked)
         path = write_atomic(signals, signals_path(data_dir, day))
     except BaseException:
         if digest is not None:
