@@ -25,7 +25,7 @@ from clearing.day import clear_day
 from clearing.fast import match_and_price_sorted, tap_chunks
 from clearing.legs_store import REVISION_KEY, legs_path
 from clearing.parquet_io import write_atomic
-from clearing.risk import RiskKind
+from clearing.risk import RiskKind, record_signals, stop_coordinates
 from clearing.risk_digest import DayHashes, EarlierDigest
 from clearing.risk_store import (
     ReplayLookback,
@@ -35,6 +35,7 @@ from clearing.risk_store import (
     start_replay_lookback,
     write_day_signals,
 )
+from clearing.sorted_day import read_sorted_day
 from clearing.sorting import sort_tap_records
 from clearing.taps import TAP_COLUMNS
 from clearing.tapstore import read_day_taps
@@ -306,3 +307,31 @@ def test_the_digest_written_beside_the_signals_raises_its_errors(
         write_day_signals(tmp_path, DAY, taps, legs, records=records)
     assert written.is_set()  # waited for, not left running
     assert not any(t.name == "risk-digest-write" for t in threading.enumerate())
+
+
+def test_a_sorted_day_lookback_walks_the_cards_beside_pricing_with_the_same_outputs(
+        tmp_path: Path) -> None:
+    """``clear_day``'s own way: the lookback started on the day read straight into records
+    (``clearing.sorted_day``) also walks the per-card signals, and the day's signals, deny
+    list and digest are those of the table path with no lookback."""
+    p = planted(n=3000)  # card signals of every kind planted, and replays from earlier_day
+    store_day(tmp_path, DAY, p.taps, 3)
+    store_day(tmp_path, p.earlier_day, p.earlier, 2)
+    clear_signals_only(tmp_path, p.earlier_day)  # a digest of the earlier day
+    day_taps = read_day_taps(tmp_path, DAY, optional=True)
+    without = clear_like(tmp_path, day_taps, lookback=False, records=True)
+    assert REPLAY in set(without["signals"].column("kind").to_pylist())
+    signals_path(tmp_path, DAY).unlink()
+    day = read_sorted_day(tmp_path, DAY)
+    with start_replay_lookback(tmp_path, DAY, day) as lb:
+        legs, _ = match_and_price_sorted(day_taps.select(list(TAP_COLUMNS)), T)
+        legs = legs.replace_schema_metadata({REVISION_KEY: b"0"})
+        write_atomic(legs, legs_path(tmp_path, DAY))
+        assert lb.result() is not None
+        walked = lb.walked
+        assert walked is not None and len(walked) > 0
+        assert np.array_equal(walked, record_signals(day.records, day.balance,
+                                                     stop_coordinates()))
+        write_day_signals(tmp_path, DAY, day, legs, lookback=lb)
+    assert lb.walked is None  # dropped with the lookback
+    assert same(outputs(tmp_path, DAY), without)
