@@ -1,21 +1,24 @@
 """Acceptance checks of canonical taps (SPEC §4), vectorised over a whole batch.
 
-Every check is one numpy expression over a column; the registry is compiled once into sorted
-lookup arrays, so ten million rows cost a few dozen array passes and no Python per row. Only
-the rejected rows become Python values (``RowError``), because they are few and an operator
-reads each of them.
+The registry is compiled once into lookup arrays, and one kernel (``_first_failures``) reads
+each row once, in the SPEC's order of checks, stopping at its first failure: ten million rows
+cost one pass and no Python per row. Only the rejected rows become Python values
+(``RowError``), because they are few and an operator reads each of them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
+from itertools import repeat
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from numba import njit
 
 from clearing.errors import RowError
 from clearing.service_day import day_bounds_ms
@@ -83,6 +86,16 @@ class _Index:
             self.table = np.full(int(self.keys[-1]) + 2, -1, dtype=np.int32)
             self.table[self.keys.astype(np.int64)] = np.arange(len(self.keys), dtype=np.int32)
 
+    def resolve(self, values: np.ndarray | Callable[[], np.ndarray]
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """(table, positions) for ``_first_failures``: the direct-address table when there is
+        one (the kernel looks each value up), else each value's position found here, -1 when
+        absent (``values``, if a function, is only called then)."""
+        if self.table is not None:
+            return self.table, np.zeros(0, dtype=np.int32)
+        idx, known = self.find(values() if callable(values) else values)
+        return np.zeros(0, dtype=np.int32), np.where(known, idx, -1).astype(np.int32)
+
     def find(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(index into the keys, or 0 when absent; whether present)."""
         if len(self.keys) == 0:
@@ -139,6 +152,8 @@ def _lookup(registry: Registry) -> _Lookup:
                    if 0 <= ln.operator < 1 << 16 and operator_known[ln.operator])
     stop_ids = np.array(sorted(registry.stops), dtype=np.uint64)
     stops = _Index(stop_ids)
+    cities = _Index(np.array(sorted(registry.cities), dtype=np.uint64))
+    lines = _Index(np.array([k for k, _ in keyed], dtype=np.uint64))
     on_line = np.zeros((max(len(keyed), 1), max(len(stop_ids), 1)), dtype=bool)
     for i, (_, ln) in enumerate(keyed):
         if ln.stops:
@@ -149,9 +164,9 @@ def _lookup(registry: Registry) -> _Lookup:
         operator_city=operator_city,
         operator_index=operator_index,
         issuer_known=issuer_known,
-        cities=_Index(np.array(sorted(registry.cities), dtype=np.uint64)),
+        cities=cities,
         line_stride=stride,
-        lines=_Index(np.array([k for k, _ in keyed], dtype=np.uint64)),
+        lines=lines,
         line_network=np.array([ln.network for _, ln in keyed], dtype=np.int64),
         stops=stops,
         stop_city=np.array([registry.stops[int(s)].city for s in stop_ids], dtype=np.uint32),
@@ -203,16 +218,17 @@ class DayRules:
     def status(self, operator: np.ndarray, line: np.ndarray) -> np.ndarray:
         """int8 per tap: PRICEABLE, NO_TARIFF_VERSION or UNPRICEABLE_LINE (first that fails).
 
-        An operator the tariff set's registry lacks is a line no tariff covers.
+        An operator the tariff set's registry lacks is a line no tariff covers. One kernel
+        pass (``_status_kernel``) over the columns, as int64 like ``dense`` reads them: a
+        whole day's taps (``clearing.partition``) make no temporaries of their length.
         """
-        o, lines = self.dense(operator, line)
-        area = np.where(o >= 0, self.operator_area[np.maximum(o, 0)], NO_INDEX)
-        in_force = (area >= 0) & self.area_in_force[np.maximum(area, 0)]
-        covered = (lines >= 0) & self.line_priceable[np.maximum(lines, 0)]
-        out = np.full(len(o), PRICEABLE, dtype=np.int8)
-        out[~covered] = UNPRICEABLE_LINE
-        out[(area >= 0) & ~in_force] = NO_TARIFF_VERSION
-        return out
+        return _status_kernel(np.asarray(operator, dtype=np.int64),
+                              np.asarray(line, dtype=np.int64), *self.tables())
+
+    def tables(self) -> tuple[np.ndarray, ...]:
+        """The arrays ``_status_kernel`` and ``_first_failures`` read, in their order."""
+        return (self.operator_index, self.line_index, self.operator_area,
+                self.area_in_force, self.line_priceable, self.area_max_leg)
 
     def max_leg(self, operator: np.ndarray) -> np.ndarray:
         """int64 per tap: the most one leg can cost in its operator's area; -1 when unknown."""
@@ -226,6 +242,168 @@ def _gather(index: np.ndarray, values: np.ndarray) -> np.ndarray:
     v = np.asarray(values, dtype=np.int64)
     inside = (v >= 0) & (v < len(index))
     return np.where(inside, index[np.where(inside, v, 0)], NO_INDEX).astype(np.int64)
+
+
+# --------------------------------------------------------------------------- one pass per batch
+# The checks as per-row kernels: ``check_taps`` once ran each check as numpy expressions over
+# the whole batch (a dozen temporaries of ten million rows each, most of the time at 10M);
+# these read each row once and stop at its first failing check. The numpy form stays in
+# tests/test_ingest_speed_equivalence.py, as the twin the kernels are compared with.
+
+
+@njit(cache=True, nogil=True)
+def _status_kernel(operator: np.ndarray, line: np.ndarray, operator_index: np.ndarray,
+                   line_index: np.ndarray, operator_area: np.ndarray, area_in_force: np.ndarray,
+                   line_priceable: np.ndarray, area_max_leg: np.ndarray) -> np.ndarray:
+    """``DayRules.status`` of int64 columns, a row at a time (``area_max_leg`` unread: the
+    arguments are ``DayRules.tables``).
+
+    The same steps as the pricing guarantee in ``_first_failures``, written out in both:
+    numba does not inline a call with array arguments, and the call's reference counting
+    costs more than the row's checks.
+    """
+    out = np.empty(len(operator), dtype=np.int8)
+    width = line_index.shape[1]
+    for i in range(len(operator)):
+        op, ln = operator[i], line[i]
+        o = operator_index[op] if 0 <= op < len(operator_index) else NO_INDEX
+        if o < 0:  # no area and no line: a line no tariff covers
+            out[i] = UNPRICEABLE_LINE
+            continue
+        area = operator_area[o]
+        if area >= 0 and not area_in_force[area]:
+            out[i] = NO_TARIFF_VERSION
+            continue
+        dense_line = line_index[o, ln] if 0 <= ln < width else NO_INDEX
+        out[i] = (UNPRICEABLE_LINE if dense_line < 0 or not line_priceable[dense_line]
+                  else PRICEABLE)
+    return out
+
+
+# The order of the checks in ``_first_failures``; the import fails if it is not CHECKS'.
+_KERNEL_ORDER = (
+    ErrorCode.MISSING_VALUE, ErrorCode.UNKNOWN_OPERATOR, ErrorCode.UNKNOWN_ISSUER,
+    ErrorCode.UNKNOWN_CITY, ErrorCode.UNKNOWN_LINE, ErrorCode.UNKNOWN_STOP,
+    ErrorCode.BAD_TAP_TYPE, ErrorCode.BAD_PRODUCT, ErrorCode.BAD_MEDIA,
+    ErrorCode.OUTSIDE_SERVICE_DAY, ErrorCode.STOP_NOT_ON_LINE, ErrorCode.STOP_ZERO_ON_NETWORK,
+    ErrorCode.BAD_DEBIT, ErrorCode.CITY_MISMATCH, ErrorCode.TAP_TYPE_LINE_MISMATCH,
+    ErrorCode.NO_TARIFF_VERSION, ErrorCode.UNPRICEABLE_LINE, ErrorCode.DEBIT_TOO_HIGH,
+)
+if _KERNEL_ORDER != CODES:
+    raise RuntimeError("clearing.accept: _first_failures checks in another order than CHECKS")
+_FLAT_TAP = int(TapType.FLAT)
+
+
+@njit(cache=True, nogil=True)
+def _first_failures(
+    missing: np.ndarray, op: np.ndarray, issuer: np.ndarray, city: np.ndarray,
+    line: np.ndarray, stop: np.ndarray, tap_type: np.ndarray, product: np.ndarray,
+    media: np.ndarray, ts: np.ndarray, debit: np.ndarray,
+    operator_known: np.ndarray, issuer_known: np.ndarray, operator_index: np.ndarray,
+    operator_city: np.ndarray, stride: int, line_network: np.ndarray, stop_city: np.ndarray,
+    on_line: np.ndarray, valid_tap: np.ndarray, valid_product: np.ndarray,
+    valid_media: np.ndarray, start: int, end: int,
+    city_table: np.ndarray, city_positions: np.ndarray, line_table: np.ndarray,
+    line_positions: np.ndarray, stop_table: np.ndarray, stop_positions: np.ndarray,
+    r_operator_index: np.ndarray, r_line_index: np.ndarray, r_operator_area: np.ndarray,
+    r_area_in_force: np.ndarray, r_line_priceable: np.ndarray, r_area_max_leg: np.ndarray,
+) -> np.ndarray:
+    """int8 per row: 0 when accepted, else 1 + the index in CHECKS of its first failure.
+
+    Null values were filled with 0 by the caller: a row with one fails MISSING_VALUE first,
+    and every later check reads only rows that passed the earlier ones (a known operator,
+    line and stop), as the whole-column expressions' first failure did.
+    """
+    n = len(op)
+    first = np.zeros(n, dtype=np.int8)
+    for i in range(n):
+        code = np.int64(op[i])
+        if missing[i]:
+            first[i] = 1
+            continue
+        if not operator_known[code]:
+            first[i] = 2
+            continue
+        if not issuer_known[issuer[i]]:
+            first[i] = 3
+            continue
+        c = int(city[i])
+        # an _Index: its direct-address table, else the positions numpy found (_Index.resolve)
+        pos = city_table[min(c, len(city_table) - 1)] if len(city_table) else city_positions[i]
+        if pos < 0:
+            first[i] = 4
+            continue
+        raw_line = int(line[i])
+        key = operator_index[code] * stride + min(raw_line, stride - 1)
+        line_idx = np.int64(line_table[min(key, len(line_table) - 1)] if len(line_table)
+                            else line_positions[i])
+        if line_idx < 0:
+            first[i] = 5
+            continue
+        s = int(stop[i])
+        stop_idx = np.int64(stop_table[min(s, len(stop_table) - 1)] if len(stop_table)
+                            else stop_positions[i])
+        if s != 0 and stop_idx < 0:
+            first[i] = 6
+            continue
+        t = tap_type[i]
+        if not valid_tap[t]:
+            first[i] = 7
+            continue
+        if not valid_product[product[i]]:
+            first[i] = 8
+            continue
+        if not valid_media[media[i]]:
+            first[i] = 9
+            continue
+        if ts[i] < start or ts[i] >= end:
+            first[i] = 10
+            continue
+        if s != 0 and not on_line[line_idx, stop_idx]:  # a known line and a known stop
+            first[i] = 11
+            continue
+        flat_line = line_network[line_idx] == FLAT
+        if s == 0 and not flat_line:
+            first[i] = 12
+            continue
+        d = np.int64(debit[i])
+        if d < ACCOUNT_BASED:
+            first[i] = 13
+            continue
+        # SPEC §4: the tap's city is its stop's city; for stop 0 the city of the line's operator
+        expected_city = np.int64(operator_city[code] if s == 0 else stop_city[stop_idx])
+        if c != expected_city:
+            first[i] = 14
+            continue
+        if (t != _FLAT_TAP) if flat_line else (t == _FLAT_TAP):
+            first[i] = 15
+            continue
+        # DayRules.status, as _status_kernel: the operator has an area, or no tariff covers it
+        o = r_operator_index[code] if code < len(r_operator_index) else NO_INDEX
+        area = r_operator_area[o] if o >= 0 else NO_INDEX
+        if area >= 0 and not r_area_in_force[area]:
+            first[i] = 16
+            continue
+        dense_line = (r_line_index[o, raw_line] if o >= 0 and raw_line < r_line_index.shape[1]
+                      else NO_INDEX)
+        if dense_line < 0 or not r_line_priceable[dense_line]:
+            first[i] = 17
+            continue
+        # SPEC §4: a stored-value tap (debit >= 0) may debit at most one leg's worst case
+        # (DayRules.max_leg: -1 when the operator has no area)
+        if d >= 0 and d > (r_area_max_leg[area] if area >= 0 else -1):
+            first[i] = 18
+    return first
+
+
+def _valid(members: type[enum.IntEnum]) -> np.ndarray:
+    """bool[256]: which uint8 values are members (the tap's tap_type, product, media)."""
+    out = np.zeros(256, dtype=bool)
+    out[[int(m) for m in members if 0 <= int(m) < 256]] = True
+    return out
+
+
+_VALID_TAP, _VALID_PRODUCT, _VALID_MEDIA = _valid(TapType), _valid(Product), _valid(Media)
 
 
 @lru_cache(maxsize=64)  # a tariff set is hashed by identity; batches of a day share one entry
@@ -273,15 +451,29 @@ def day_rules(tariffs: TariffSet, day: dt.date) -> DayRules:
     )
 
 
-def _column(table: pa.Table, name: str, dtype: type) -> tuple[np.ndarray, np.ndarray]:
-    """A column as a numpy array of its storage width, and the mask of its nulls."""
-    col = table.column(name)
+def _line_keys(lk: _Lookup, cols: dict[str, np.ndarray]) -> np.ndarray:
+    """Each row's key among ``lk.lines``: its dense operator and its line, packed."""
+    stride = lk.line_stride
+    keys: np.ndarray = ((lk.operator_index[cols["operator"]] * stride).astype(np.uint64)
+                        + np.minimum(cols["line"], stride - 1).astype(np.uint64))
+    return keys
+
+
+# The kernel's columns at their storage width; the other tap columns are only checked for nulls.
+_WIDTHS: dict[str, type] = {
+    "operator": np.uint16, "issuer": np.uint16, "product": np.uint8, "media": np.uint8,
+    "ts_ms": np.int64, "city": np.uint32, "line": np.uint32, "stop": np.uint32,
+    "tap_type": np.uint8, "debited_fen": np.int32,
+}
+
+
+def _column(col: pa.Array, dtype: type) -> np.ndarray:
+    """A column of one record batch as a numpy array of its storage width, nulls as 0: no
+    copy when it has no nulls and that width (the canonical schema's)."""
     if col.null_count:
-        nulls = col.is_null().to_numpy(zero_copy_only=False)
         col = col.fill_null(0)
-    else:
-        nulls = np.zeros(len(col), dtype=bool)
-    return np.asarray(col.to_numpy(), dtype=dtype), nulls
+    out: np.ndarray = np.asarray(col.to_numpy(zero_copy_only=False), dtype=dtype)
+    return out
 
 
 def check_taps(
@@ -302,68 +494,31 @@ def check_taps(
         raise ValueError(f"check_taps needs the canonical tap columns; missing {missing}")
     lk = _lookup(registry)
     rules = day_rules(tariffs if tariffs is not None else load_tariff_set(), service_day)
-    null_any = np.zeros(n, dtype=bool)
-    null_field = np.full(n, -1, dtype=np.int64)  # index in TAP_COLUMNS of the first null
-    cols: dict[str, np.ndarray] = {}
-    widths = {
-        "operator": np.uint16, "device_id": np.int64, "device_seq": np.int64,
-        "card_id": np.uint64, "card_seq": np.int32, "issuer": np.uint16, "product": np.uint8,
-        "media": np.uint8, "ts_ms": np.int64, "city": np.uint32, "line": np.uint32,
-        "stop": np.uint32, "tap_type": np.uint8, "debited_fen": np.int32,
-    }
-    for i, name in enumerate(TAP_COLUMNS):
-        cols[name], nulls = _column(table, name, widths[name])
-        null_field[nulls & ~null_any] = i
-        null_any |= nulls
-
-    op, stop, city = cols["operator"], cols["stop"], cols["city"]
-    tap_type = cols["tap_type"]
-    stride = lk.line_stride
-    line_key = (lk.operator_index[op] * stride).astype(np.uint64) + np.minimum(
-        cols["line"], stride - 1).astype(np.uint64)
-    line_idx, line_known = lk.lines.find(line_key)
-    network = np.where(line_known, lk.line_network[line_idx], FLAT)
-    stop_idx, stop_known = lk.stops.find(stop)
-    on_line = lk.on_line[line_idx, stop_idx] & stop_known
-    _, city_known = lk.cities.find(city)
     start, end = day_bounds_ms(service_day)
-    ts = cols["ts_ms"]
-    zero = stop == 0
-    # SPEC §4: the tap's city is its stop's city; for stop 0 the city of the line's operator.
-    expected_city = np.where(zero, lk.operator_city[op], lk.stop_city[stop_idx])
-    flat_line = network == FLAT
-    pricing = rules.status(op, cols["line"])
-    debit = cols["debited_fen"]
-
-    failing: dict[ErrorCode, Callable[[], np.ndarray]] = {
-        ErrorCode.MISSING_VALUE: lambda: null_any,
-        ErrorCode.UNKNOWN_OPERATOR: lambda: ~lk.operator_known[op],
-        ErrorCode.UNKNOWN_ISSUER: lambda: ~lk.issuer_known[cols["issuer"]],
-        ErrorCode.UNKNOWN_CITY: lambda: ~city_known,
-        ErrorCode.UNKNOWN_LINE: lambda: ~line_known,
-        ErrorCode.UNKNOWN_STOP: lambda: ~zero & ~stop_known,
-        ErrorCode.BAD_TAP_TYPE: lambda: ~np.isin(tap_type, [int(t) for t in TapType]),
-        ErrorCode.BAD_PRODUCT: lambda: ~np.isin(cols["product"], [int(p) for p in Product]),
-        ErrorCode.BAD_MEDIA: lambda: ~np.isin(cols["media"], [int(m) for m in Media]),
-        ErrorCode.OUTSIDE_SERVICE_DAY: lambda: (ts < start) | (ts >= end),
-        ErrorCode.STOP_NOT_ON_LINE: lambda: ~zero & ~on_line,
-        ErrorCode.STOP_ZERO_ON_NETWORK: lambda: zero & ~flat_line,
-        ErrorCode.BAD_DEBIT: lambda: cols["debited_fen"] < ACCOUNT_BASED,
-        ErrorCode.CITY_MISMATCH: lambda: city != expected_city,
-        ErrorCode.TAP_TYPE_LINE_MISMATCH: lambda: np.where(
-            flat_line, tap_type != TapType.FLAT, tap_type == TapType.FLAT
-        ),
-        ErrorCode.NO_TARIFF_VERSION: lambda: pricing == NO_TARIFF_VERSION,
-        ErrorCode.UNPRICEABLE_LINE: lambda: pricing == UNPRICEABLE_LINE,
-        # SPEC §4: a stored-value tap (debit >= 0) may debit at most one leg's worst case.
-        ErrorCode.DEBIT_TOO_HIGH: lambda: (debit >= 0) & (debit > rules.max_leg(op)),
-    }
-    first = np.zeros(n, dtype=np.int8)  # 0 = accepted, k = 1 + index in CHECKS of the failure
-    undecided = np.ones(n, dtype=bool)
-    for k, check in enumerate(CHECKS, start=1):
-        fails = failing[check.code]() & undecided
-        first[fails] = k
-        undecided &= ~fails
+    first = np.zeros(n, dtype=np.int8)
+    null_field = np.full(n, -1, dtype=np.int8)  # index in TAP_COLUMNS of the first null
+    offset = 0
+    # a record batch at a time: its columns are numpy views of arrow's buffers, where a whole
+    # column would be concatenated from its chunks (a copy of every column of the batch)
+    for batch in table.select(list(TAP_COLUMNS)).to_batches():
+        m = batch.num_rows
+        null_any = np.zeros(m, dtype=bool)
+        here = null_field[offset:offset + m]
+        for i, col in enumerate(batch.columns):
+            if col.null_count:
+                nulls = col.is_null().to_numpy(zero_copy_only=False)
+                here[nulls & ~null_any] = i
+                null_any |= nulls
+        cols = {name: _column(batch.column(name), dtype) for name, dtype in _WIDTHS.items()}
+        first[offset:offset + m] = _first_failures(
+            null_any, cols["operator"], cols["issuer"], cols["city"], cols["line"],
+            cols["stop"], cols["tap_type"], cols["product"], cols["media"], cols["ts_ms"],
+            cols["debited_fen"], lk.operator_known, lk.issuer_known, lk.operator_index,
+            lk.operator_city, lk.line_stride, lk.line_network, lk.stop_city, lk.on_line,
+            _VALID_TAP, _VALID_PRODUCT, _VALID_MEDIA, int(start), int(end),
+            *lk.cities.resolve(cols["city"]), *lk.lines.resolve(partial(_line_keys, lk, cols)),
+            *lk.stops.resolve(cols["stop"]), *rules.tables())
+        offset += m
     accepted = first == 0
     return accepted, _row_errors(table, first, null_field, lk, rules)
 
@@ -385,28 +540,50 @@ def _row_errors(
     if len(bad) == 0:
         return []
     sub = table.select(list(TAP_COLUMNS)).take(pa.array(bad))
-    values = {name: sub.column(name).to_pylist() for name in TAP_COLUMNS}
-    records = [dict(zip(TAP_COLUMNS, row, strict=True))
-               for row in zip(*values.values(), strict=True)]
+    values = [sub.column(name).to_pylist() for name in TAP_COLUMNS]
+    # one dict per row, every step a C iterator (a comprehension's frame per row was most
+    # of the time of a bad batch's records)
+    records = list(map(dict, map(zip, repeat(TAP_COLUMNS), zip(*values, strict=True))))
     kind = first[bad]
-    fields: list[str] = [""] * len(bad)
-    messages: list[str] = [""] * len(bad)
-    for k in np.unique(kind).tolist():
-        at = np.flatnonzero(kind == k)
-        check = CHECKS[k - 1]
+    # the rows grouped by their check (stably, so in row order within each), formatted a
+    # check at a time, then put back in row order by one permutation
+    order = np.argsort(kind, kind="stable")
+    grouped = kind[order]
+    cuts = np.flatnonzero(np.diff(grouped)) + 1
+    fields: list[str] = []
+    messages: list[str] = []
+    for at in np.split(order, cuts):
+        check = CHECKS[int(kind[at[0]]) - 1]
         if check.field:
             field_of = [check.field] * len(at)
         else:
-            field_of = [TAP_COLUMNS[f] for f in null_field[bad[at]].tolist()]
+            field_of = list(map(TAP_COLUMNS.__getitem__, null_field[bad[at]].tolist()))
         at_list = at.tolist()
-        texts = _messages(check.code, {name: [v[i] for i in at_list]
-                                       for name, v in values.items()}, field_of, lk, rules)
-        for i, f, m in zip(at_list, field_of, texts, strict=True):
-            fields[i] = f
-            messages[i] = m
-    codes = [CHECKS[k - 1].code for k in kind.tolist()]
-    return [RowError(code, row, f, m, record) for code, row, f, m, record
-            in zip(codes, bad.tolist(), fields, messages, records, strict=True)]
+        columns = _Columns(values, at_list, len(at_list) == len(bad))
+        fields += field_of
+        messages += _messages(check.code, columns, field_of, lk, rules)
+    back = np.empty(len(order), dtype=np.int64)
+    back[order] = np.arange(len(order))
+    back_list = back.tolist()
+    fields = list(map(fields.__getitem__, back_list))
+    messages = list(map(messages.__getitem__, back_list))
+    codes = list(map(CODES.__getitem__, (kind.astype(np.int64) - 1).tolist()))
+    return list(map(RowError, codes, bad.tolist(), fields, messages, records))
+
+
+class _Columns(dict[str, list[Any]]):
+    """The record values of one check's rows, by column, each column taken when first read:
+    a message names two or three of the fourteen."""
+
+    def __init__(self, values: list[list[Any]], at: list[int], every_row: bool) -> None:
+        super().__init__()
+        self._values, self._at, self._every_row = values, at, every_row
+
+    def __missing__(self, name: str) -> list[Any]:
+        column = self._values[TAP_COLUMNS.index(name)]
+        taken = column if self._every_row else list(map(column.__getitem__, self._at))
+        self[name] = taken
+        return taken
 
 
 _TAP_TYPE_NAMES = {int(t): t.name for t in TapType}

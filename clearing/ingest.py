@@ -26,8 +26,10 @@ import hashlib
 import json
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain, compress, repeat
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import cast
 
@@ -260,7 +262,7 @@ def ingest_taps(
         raws = raw_records([e.row for e in row_errors])
         row_errors = [e if e.raw else dataclasses.replace(e, raw=raw)
                       for e, raw in zip(row_errors, raws, strict=True)]
-    errors = sorted([*adapter_errors, *row_errors], key=lambda e: e.row)
+    errors = sorted([*adapter_errors, *row_errors], key=attrgetter("row"))
     window = [service_day + dt.timedelta(days=k) for k in range(-reach_days, reach_days + 1)]
     written: list[Path] = []
     committing = False  # past this point a failure may hide a commit: never delete the file
@@ -293,7 +295,8 @@ def ingest_taps(
                 status=BatchStatus.ACCEPTED, late=day_status(s, service_day) is DayStatus.SETTLED,
                 received=taps.num_rows + len(adapter_errors), accepted=accepted,
                 duplicates=duplicates, quarantined=len(errors), tap_path=rel, dup_path=dup_rel,
-                errors_json=json.dumps(dict(sorted(Counter(e.code for e in errors).items()))),
+                errors_json=json.dumps(dict(sorted(Counter(map(attrgetter("code"), errors))
+                                                   .items()))),
                 received_at=received_at, accepted_at=_now(),
             )
             s.add(batch)
@@ -440,7 +443,50 @@ def _record_json(record: Mapping[str, object]) -> str:
 
 _QUARANTINE_COLUMNS = ("batch_id", "row", "code", "field", "message", "record", "status",
                        "resubmitted_batch_id", "raw_sealed")
+_QUARANTINE_CHUNK = 20_000  # rows per executemany
 _MARKERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}  # positional, per DB-API style
+
+
+def _records_json(records: Sequence[Mapping[str, object]], *, sort_keys: bool = False
+                  ) -> list[str]:
+    """``_record_json`` of each record (``sort_keys``: ``_raw_bytes``' text, decoded), the
+    canonical ones a chunk at a time.
+
+    A canonical batch's rejected rows all have canonical records (the tap columns in order,
+    every value an int): their values are formatted by one ``%`` over one template repeated
+    per record, so no Python runs per record; any other record goes through ``_record_json``
+    (or ``_raw_bytes``' ``json.dumps``) as before. An int's text has no newline, so the
+    records' texts are the lines of the formatted string.
+    """
+    keyed = list(map(TAP_COLUMNS.__eq__, map(tuple, records)))
+    canonical = list(compress(records, keyed))
+    fast: list[str] | None = None
+    if canonical and set(map(type, canonical)) == {dict}:
+        dicts = cast(list[dict[str, object]], canonical)
+        # each record's values in its template's order: the tap columns', or sorted (json's)
+        values = tuple(chain.from_iterable(map(_SORTED_TAP_VALUES, dicts) if sort_keys
+                                           else map(dict.values, dicts)))
+        if set(map(type, values)) == {int}:  # not bool, not an IntEnum, not None
+            template = _SORTED_TAP_RECORD_JSON if sort_keys else _TAP_RECORD_JSON
+            fast = ((template + "\n") * len(canonical) % values).split("\n")[:-1]
+    slow = _sorted_record_json if sort_keys else _record_json
+    if fast is None:
+        return list(map(slow, records))
+    if len(fast) == len(records):
+        return fast
+    texts = iter(fast)
+    return [next(texts) if k else slow(r) for k, r in zip(keyed, records, strict=True)]
+
+
+# A canonical record as ``_raw_bytes`` writes it (json.dumps with sort_keys), and its values
+# in that order
+_SORTED_TAP_RECORD_JSON = "{" + ", ".join(f"{json.dumps(c)}: %d" for c in sorted(TAP_COLUMNS)) + "}"
+_SORTED_TAP_VALUES = itemgetter(*sorted(TAP_COLUMNS))
+
+
+def _sorted_record_json(record: Mapping[str, object]) -> str:
+    """``_raw_bytes``' text of a record that has no raw bytes."""
+    return json.dumps(record, default=str, ensure_ascii=False, sort_keys=True)
 
 
 def _quarantine(s: Session, batch_id: int, errors: Sequence[RowError], batch_sha256: str,
@@ -451,8 +497,10 @@ def _quarantine(s: Session, batch_id: int, errors: Sequence[RowError], batch_sha
     The rows go to the driver's ``executemany`` as tuples, in the session's transaction:
     SQLAlchemy's per-row parameter handling (dicts, bind processors; none of these columns
     has one) was most of the time. A driver with another parameter style gets Core's insert.
+    The tuples are zipped from columns, and the record texts made a chunk at a time
+    (``_records_json``): a canonical batch's rows run no Python of their own.
     """
-    chunk = 20_000
+    chunk = _QUARANTINE_CHUNK
     sealer = Sealer(seal_key) if seal_key is not None else None
     conn = s.connection()
     table = cast(Table, QuarantinedRow.__table__)
@@ -462,18 +510,30 @@ def _quarantine(s: Session, batch_id: int, errors: Sequence[RowError], batch_sha
            f"({', '.join(quote(c) for c in _QUARANTINE_COLUMNS)}) "
            f"VALUES ({', '.join([marker or ''] * len(_QUARANTINE_COLUMNS))})")
     for start in range(0, len(errors), chunk):
-        rows = [
-            (batch_id, e.row, str(e.code), e.field, e.message, _record_json(e.record),
-             QuarantineStatus.OPEN, None,
-             None if sealer is None else sealer.seal(
-                 _raw_bytes(e), context=quarantine_context(batch_sha256, e.row)))
-            for e in errors[start:start + chunk]
-        ]
+        part = errors[start:start + chunk]
+        rows_of = list(map(attrgetter("row"), part))
+        records = list(map(attrgetter("record"), part))
+        sealed: Iterable[bytes | None] = repeat(None)
+        if sealer is not None:
+            sealed = [sealer.seal(raw, context=quarantine_context(batch_sha256, row))
+                      for raw, row in zip(_raws(part, records), rows_of, strict=True)]
+        rows = list(zip(repeat(batch_id), rows_of, map(str, map(attrgetter("code"), part)),
+                        map(attrgetter("field"), part), map(attrgetter("message"), part),
+                        _records_json(records), repeat(QuarantineStatus.OPEN), repeat(None),
+                        sealed))
         if marker is not None:
             conn.exec_driver_sql(sql, rows)
         else:
             conn.execute(insert(table), [dict(zip(_QUARANTINE_COLUMNS, r, strict=True))
                                          for r in rows])
+
+
+def _raws(errors: Sequence[RowError], records: list[dict[str, object]]) -> list[bytes]:
+    """``_raw_bytes`` of each error, the records of those without raw bytes a chunk at a
+    time (``_records_json``)."""
+    missing = [not e.raw for e in errors]
+    texts = iter(_records_json(list(compress(records, missing)), sort_keys=True))
+    return [next(texts).encode() if m else e.raw for m, e in zip(missing, errors, strict=True)]
 
 
 def _now() -> dt.datetime:
