@@ -131,13 +131,14 @@ def clear_day(
     # SPEC §10: CARD_SEQ_REPLAY's lookback needs only the taps: it runs on a thread while the
     # day is priced and its legs written (risk_store.ReplayLookback), and stops if they fail
     with start_replay_lookback(data_dir, day, taps, engine=engine) as lookback:
-        legs, path = _price_and_write(data_dir, day, taps.records, tariffs, revision,
-                                      range_taps)
+        legs, boards, path = _price_and_write(data_dir, day, taps.records, tariffs, revision,
+                                              range_taps)
         _remove_local_runs(data_dir, day)  # a partitioned clear's parts are superseded now
         n_taps, n_legs = taps.num_rows, legs.num_rows
         # SPEC §10: signals come after pricing and never feed back into legs, fares or ledger
-        write_day_signals(data_dir, day, taps, legs, engine=engine, lookback=lookback)
-    del legs, taps  # gone before the result is built
+        write_day_signals(data_dir, day, taps, legs, engine=engine, lookback=lookback,
+                          boards=boards)
+    del legs, boards, taps  # gone before the result is built
     signals = read_day_signals(data_dir, day)
     return ClearResult(day, n_taps, n_legs, path, revision,
                        signals.num_rows if signals is not None else 0)
@@ -164,14 +165,15 @@ def _clear_reference(data_dir: Path, day: dt.date, tariffs: TariffSet, engine: E
 
 
 def _price_and_write(data_dir: Path, day: dt.date, records: np.ndarray, tariffs: TariffSet,
-                     revision: int, range_taps: int | None) -> tuple[pa.Table, Path]:
+                     revision: int, range_taps: int | None
+                     ) -> tuple[pa.Table, np.ndarray, Path]:
     """Price the day's sorted records a range of cards at a time and stream the legs file.
 
     Each range's legs are written as they come and dropped: the day's whole leg table (144
     bytes a leg) is never held, only ``SIGNAL_LEG_COLUMNS`` (42) for the signals. The file
     is the one ``write_atomic`` writes of the whole table (same rows, order, row groups and
     revision), under a temporary name until complete. Returns (the signals' leg columns with
-    the revision, the file).
+    the revision, each leg's boarding record (``RangePricer.boards``), the file).
     """
     from clearing.fast import RangePricer  # numba kernels, as in clear_day
 
@@ -181,7 +183,7 @@ def _price_and_write(data_dir: Path, day: dt.date, records: np.ndarray, tariffs:
     path = write_atomic_stream(pricer.legs(), LEG_SCHEMA.with_metadata(metadata),
                                legs_path(data_dir, day),
                                use_dictionary=list(LEG_DICTIONARY_COLUMNS))
-    return pricer.kept().replace_schema_metadata(metadata), path
+    return pricer.kept().replace_schema_metadata(metadata), pricer.boards(), path
 
 
 MAX_LISTED = 20  # taps named in a DAY_UNPRICEABLE message; the rest are counted

@@ -137,18 +137,21 @@ def _match_and_price(chunks: list[Chunk], tb: KernelTables, threads: int | None
 
 
 def _price_records(records: np.ndarray, tb: KernelTables, chunks: Source, threads: int,
-                   into: dict[str, np.ndarray] | None = None, at: int = 0) -> pa.Table:
+                   into: dict[str, np.ndarray] | None = None, at: int = 0,
+                   boards: np.ndarray | None = None, base: int = 0) -> pa.Table:
     """The legs of sorted records that begin and end on card-day boundaries.
 
     The records are cut at card-day boundaries into one part per thread: a card-day never
     needs another's taps (ARCHITECTURE "Scale"), so each part is matched and priced alone,
     into its own slice of the output columns. A column named in ``into`` is priced straight
     into that array from row ``at`` on (``RangePricer``'s kept columns), the others into
-    arrays of their own.
+    arrays of their own. ``boards``, when given, gets each leg's boarding record (its position
+    in the day's records: ``base`` + its place in ``records``) from row ``at`` on.
     """
     n = records.shape[0]
     cuts = sorted({0, n, *(int(kernels.card_day_start(records, n * k // threads))
                            for k in range(1, threads))})
+    starts = [a for a, b in zip(cuts, cuts[1:], strict=False) if a < b]
     parts = [records[a:b] for a, b in zip(cuts, cuts[1:], strict=False) if a < b]
     matched = run_parallel([partial(match_records, part, tb, chunks) for part in parts])
     n_legs = sum(m[0] for m in matched)
@@ -157,8 +160,10 @@ def _price_records(records: np.ndarray, tb: KernelTables, chunks: Source, thread
                                  else np.empty(n_legs, dtype=_LEG_DTYPES[c]) for c in LEG_COLUMNS]
     jobs: list[partial[tuple[int, int]]] = []
     done = 0
-    for part, (k, board, exit_, leg_status) in zip(parts, matched, strict=True):
+    for a, part, (k, board, exit_, leg_status) in zip(starts, parts, matched, strict=True):
         piece = kernels.LegArrays(*(column[done:done + k] for column in columns))  # views
+        if boards is not None:
+            boards[at + done:at + done + k] = board + (base + a)
         jobs.append(partial(kernels.price_legs, k, board, exit_, leg_status, part, tb, piece))
         done += k
     del matched
@@ -202,6 +207,9 @@ class RangePricer:
             self.records = sort_tap_records(chunks, threads=self._threads)
         self._range = max(1, RANGE_TAPS if range_taps is None else range_taps)
         self._keep = {c: np.empty(n, dtype=_LEG_DTYPES[c]) for c in keep}
+        # each leg's boarding record (a leg per tap at most), kept with the kept columns: the
+        # signals find a leg's boarding tap there instead of probing the records for its key
+        self._boards = np.empty(n if keep else 0, dtype=np.int32 if n < 2**31 else np.int64)
         self.n_legs = 0
 
     def legs(self) -> Iterator[pa.Table]:
@@ -213,10 +221,16 @@ class RangePricer:
             end = n if start + self._range >= n else int(
                 kernels.card_day_start(records, start + self._range))
             piece = _price_records(records[start:end], self._tb, self._source, self._threads,
-                                   self._keep, self.n_legs)
+                                   self._keep, self.n_legs,
+                                   self._boards if len(self._boards) else None, start)
             self.n_legs += piece.num_rows
             start = end
             yield piece
+
+    def boards(self) -> np.ndarray:
+        """Each leg priced so far: the position of its boarding tap's record in ``records``
+        (kept only when some columns are); no copy."""
+        return self._boards[:self.n_legs]
 
     def kept(self) -> pa.Table:
         """The ``keep`` columns of every leg priced so far (all of them once ``legs()`` ran

@@ -58,6 +58,7 @@ from clearing.sorting import (
     W_KEY,
     W_ROW,
     W_SEQ_STOP,
+    record_fields,
     run_parallel,
     sort_tap_records,
     sort_taps,
@@ -485,8 +486,8 @@ def day_signals(day: dt.date, taps: pa.Table | SortedDay, legs: pa.Table | None 
                 coords: Mapping[int, tuple[float, float]] | None = None,
                 reference: bool = False, order: np.ndarray | None = None,
                 records: np.ndarray | None = None, hashes: DayHashes | None = None,
-                replayed: Replays | None = None, walked: np.ndarray | None = None
-                ) -> pa.Table:
+                replayed: Replays | None = None, walked: np.ndarray | None = None,
+                boards: np.ndarray | None = None) -> pa.Table:
     """Every SPEC §10 signal of one cleared service day, as a ``SIGNAL_SCHEMA`` table.
 
     ``taps`` are the day's accepted taps (``balance_fen`` optional), or the day read straight
@@ -503,7 +504,9 @@ def day_signals(day: dt.date, taps: pa.Table | SortedDay, legs: pa.Table | None 
     taps, e.g. on a thread while the day was priced: ``risk_store.start_replay_lookback``);
     ``earlier`` is then not read. ``walked`` are the per-card signal rows already walked
     (``record_signals`` of these taps' records, by the same thread: ``risk_store`` walks them
-    beside pricing); the fast path then does not walk them again.
+    beside pricing); the fast path then does not walk them again. ``boards`` are each leg's
+    boarding record in ``records`` (``clearing.fast.RangePricer.boards``): DEBIT_MISMATCH's
+    evidence is read there instead of probing every record for the legs' card keys.
     """
     coords = stop_coordinates() if coords is None else coords
     if reference and isinstance(taps, SortedDay):
@@ -534,7 +537,8 @@ def day_signals(day: dt.date, taps: pa.Table | SortedDay, legs: pa.Table | None 
     else:
         legs = legs.select(list(SIGNAL_LEG_COLUMNS))  # all it reads: a clear keeps only these
         devices = mismatch_devices(legs)
-    return _assemble(day, day_taps, pairs, replayed, devices, legs)
+    return _assemble(day, day_taps, pairs, replayed, devices, legs,
+                     None if reference else boards)
 
 
 class _DayTaps:
@@ -672,13 +676,13 @@ def _replay_evidence(day_taps: _DayTaps, earlier: Iterable[EarlierKeys | Earlier
 
 def _assemble(day: dt.date, day_taps: _DayTaps, pairs: np.ndarray,
               replayed: dict[int, list[dict[str, Any]]], devices: list[tuple[int, int, int, int]],
-              legs: pa.Table | None) -> pa.Table:
+              legs: pa.Table | None, boards: np.ndarray | None = None) -> pa.Table:
     """Rows of SIGNAL_SCHEMA, sorted by (kind, issuer, card, time): one per signal.
 
     Only the taps that signals name are read (one ``take``): converting whole columns of a
     day read from many files would copy every tap to build a few hundred rows.
     """
-    evidence_of = (_mismatch_evidence(day_taps, legs, devices)
+    evidence_of = (_mismatch_evidence(day_taps, legs, devices, boards)
                    if devices and legs is not None else [])
     named = np.unique(np.concatenate([
         pairs[:, 1:].ravel(), np.fromiter(replayed, np.int64, len(replayed)),
@@ -746,13 +750,16 @@ def _group_of(index: ReplayIndex, n: int) -> np.ndarray:
 
 
 def _mismatch_evidence(day_taps: _DayTaps, legs: pa.Table,
-                       devices: list[tuple[int, int, int, int]]) -> list[list[int]]:
+                       devices: list[tuple[int, int, int, int]],
+                       boards: np.ndarray | None = None) -> list[list[int]]:
     """Per flagged device, the tap rows boarding its mismatching legs, in time order.
 
     A leg names its boarding tap by card key (issuer, card_id, board_card_seq), unique in a
     day after de-duplication (SPEC §4), and the tap was read by the leg's boarding device.
     The mismatching legs of flagged devices (a few per cent of the legs at most) go into a
-    hash table that every tap's card key probes once (``_DayTaps.probe``).
+    hash table that every tap's card key probes once (``_DayTaps.probe``). Given ``boards``
+    (each leg's boarding record, from pricing) the records say it directly; they are checked
+    to hold each leg's card key and device, and the probe decides when one does not.
     """
     op, dev, bad = _mismatch_columns(legs)
     sel = np.flatnonzero(bad)  # a few per cent of the legs: look only these up
@@ -761,6 +768,11 @@ def _mismatch_evidence(day_taps: _DayTaps, legs: pa.Table,
     sel = sel[at[sel] >= 0]
     if len(sel) == 0:
         return [[] for _ in devices]
+    boarding = (_boarding_rows(day_taps.records, boards, legs, sel, op, dev)
+                if boards is not None and day_taps.records is not None
+                and len(boards) == legs.num_rows else None)
+    if boarding is not None:
+        return _by_device(boarding[0], at[sel], boarding[1], len(devices))
     index = ReplayIndex.of({"issuer": np.asarray(legs.column("issuer").to_numpy())[sel],
                             "card_id": np.asarray(legs.column("card_id").to_numpy())[sel],
                             "card_seq": np.asarray(legs.column("board_card_seq").to_numpy())[sel]})
@@ -776,12 +788,30 @@ def _mismatch_evidence(day_taps: _DayTaps, legs: pa.Table,
     t = day_taps.take(board, ("operator", "device_id", "ts_ms"))
     same = ((t["operator"].astype(np.int64) == op[sel])
             & (t["device_id"].astype(np.int64) == dev[sel]))
-    board, device = board[same], at[sel[same]]
-    ts = t["ts_ms"][same]
-    by = np.lexsort((board, ts, device))  # per device, in time order (then row)
+    return _by_device(board[same], at[sel[same]], t["ts_ms"][same], len(devices))
+
+
+def _by_device(board: np.ndarray, device: np.ndarray, ts: np.ndarray, devices: int
+               ) -> list[list[int]]:
+    """Per device index, its boarding tap rows in time order (then row)."""
+    by = np.lexsort((board, ts, device))
     board, device = board[by], device[by]
-    cuts = np.searchsorted(device, np.arange(len(devices) + 1))
-    return [board[cuts[k]:cuts[k + 1]].tolist() for k in range(len(devices))]
+    cuts = np.searchsorted(device, np.arange(devices + 1))
+    return [board[cuts[k]:cuts[k + 1]].tolist() for k in range(devices)]
+
+
+def _boarding_rows(records: np.ndarray, boards: np.ndarray, legs: pa.Table, sel: np.ndarray,
+                   op: np.ndarray, dev: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(the tap rows boarding legs ``sel``, their times), read from their boarding records;
+    None unless every record holds its leg's card key (issuer, card_id, board_card_seq) and
+    device."""
+    rec = records[boards[sel].astype(np.int64)]
+    f = record_fields(rec, ("issuer", "card_id", "card_seq", "operator", "device_id", "ts_ms"))
+    ok = ((f["operator"].astype(np.int64) == op[sel]) & (f["device_id"] == dev[sel])
+          & (f["card_id"] == np.asarray(legs.column("card_id").to_numpy())[sel])
+          & (f["issuer"] == np.asarray(legs.column("issuer").to_numpy())[sel])
+          & (f["card_seq"] == np.asarray(legs.column("board_card_seq").to_numpy())[sel]))
+    return (rec[:, W_ROW].astype(np.int64), f["ts_ms"]) if bool(ok.all()) else None
 
 
 def replay_days(day: dt.date) -> tuple[dt.date, dt.date]:

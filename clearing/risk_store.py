@@ -348,7 +348,8 @@ def write_day_signals(data_dir: Path, day: dt.date, taps: pa.Table | SortedDay, 
                       engine: Engine | None = None, reference: bool = False,
                       order: np.ndarray | None = None,
                       records: np.ndarray | None = None,
-                      lookback: ReplayLookback | None = None) -> Path:
+                      lookback: ReplayLookback | None = None,
+                      boards: np.ndarray | None = None) -> Path:
     """Compute the day's signals (SPEC §10), store them beside its legs, and write the day's
     deny list; returns the signals file. Nothing here touches legs, fares or the ledger.
 
@@ -396,7 +397,7 @@ def write_day_signals(data_dir: Path, day: dt.date, taps: pa.Table | SortedDay, 
     try:
         signals = day_signals(day, taps, legs, earlier=earlier, reference=reference,
                               order=order, records=records, hashes=hashes, replayed=replayed,
-                              walked=walked)
+                              walked=walked, boards=boards)
         path = write_atomic(signals, signals_path(data_dir, day))
     except BaseException:
         if digest is not None:

@@ -224,3 +224,36 @@ def test_a_planted_stale_reader_is_found_on_a_planted_day() -> None:
     assert truth_of(found) == set(p.truth)
     [stale] = found.filter(pc.equal(found.column("kind"), "DEBIT_MISMATCH")).to_pylist()
     assert (stale["device_id"], len(stale["evidence"])) == (STALE_DEVICE_ID, STALE_READER_LEGS)
+
+
+def test_evidence_from_pricing_boarding_records_equals_the_probed_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """DEBIT_MISMATCH's evidence read from each leg's boarding record (``RangePricer.boards``)
+    is the evidence found by probing every tap for the legs' card keys; boarding records that
+    do not hold their legs' keys are not trusted (the probe decides), nor boards of other legs."""
+    from clearing.fast import RangePricer
+    from clearing.legs import SIGNAL_LEG_COLUMNS
+
+    g = generate(DAY, 30_000, 5, T, price=match_and_price_fast)
+    p = plant(DAY, g.table.filter(g.accepted_mask), 5)
+    pricer = RangePricer(p.taps, T, keep=SIGNAL_LEG_COLUMNS, range_taps=997)
+    for _ in pricer.legs():
+        pass
+    legs, boards = pricer.kept(), pricer.boards()
+    assert len(boards) == legs.num_rows
+    probed = day_signals(DAY, p.taps, legs, records=pricer.records)
+    assert "DEBIT_MISMATCH" in set(probed.column("kind").to_pylist())
+    from clearing import risk
+
+    read: list[bool] = []  # whether the boarding records were trusted, call by call
+    inner = risk._boarding_rows
+    monkeypatch.setattr(risk, "_boarding_rows",
+                        lambda *a: read.append((got := inner(*a)) is not None) or got)
+    assert day_signals(DAY, p.taps, legs, records=pricer.records, boards=boards).equals(probed)
+    assert read == [True]
+    shifted = (boards + 1) % len(pricer.records)  # every leg pointing at a neighbour's tap
+    assert day_signals(DAY, p.taps, legs, records=pricer.records,
+                       boards=shifted.astype(boards.dtype)).equals(probed)
+    assert day_signals(DAY, p.taps, legs, records=pricer.records,
+                       boards=boards[:-1]).equals(probed)
+    assert read == [True, False]  # the shifted ones refused; the short ones never read
