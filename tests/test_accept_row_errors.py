@@ -114,15 +114,15 @@ def as_tuples(errors: list[RowError]) -> list[tuple[Any, ...]]:
 # --------------------------------------------------------------------------- generated rows
 
 
-def _pool(valid: list[int], invalid: list[int]) -> st.SearchStrategy[int]:
+def value_pool(valid: list[int], invalid: list[int]) -> st.SearchStrategy[int]:
     return st.one_of(st.sampled_from(valid), st.sampled_from(invalid))
 
 
-OPERATORS = _pool(sorted({ln.operator for ln in LINES}), [0, 999, 65535])
-LINE_IDS = _pool(sorted({ln.line for ln in LINES}), [0, 777, 2**32 - 1])
-STOPS = _pool(sorted(REG.stops)[:50], [0, 0, 99_999_999])
-CITIES = _pool(sorted(REG.cities), [0, 123])
-ISSUERS = _pool(sorted(REG.issuers), [0, 65_000])
+OPERATORS = value_pool(sorted({ln.operator for ln in LINES}), [0, 999, 65535])
+LINE_IDS = value_pool(sorted({ln.line for ln in LINES}), [0, 777, 2**32 - 1])
+STOPS = value_pool(sorted(REG.stops)[:50], [0, 0, 99_999_999])
+CITIES = value_pool(sorted(REG.cities), [0, 123])
+ISSUERS = value_pool(sorted(REG.issuers), [0, 65_000])
 
 
 @st.composite

@@ -23,6 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, Table, insert, select
+from test_accept_row_errors import as_tuples, value_pool
 
 from clearing import accept, ingest
 from clearing.accept import CHECKS, DayRules, _Lookup, day_rules
@@ -178,24 +179,14 @@ def reference_check_taps(table: pa.Table, day: dt.date, tariffs: TariffSet
     return first == 0, reference_row_errors(table, first, null_field, lk, rules)
 
 
-def as_tuples(errors: Sequence[RowError]) -> list[tuple[Any, ...]]:
-    """Everything quarantine stores of a row error, with the types (a str enum is a str)."""
-    return [(type(e.code), str(e.code), e.row, e.field, e.message,
-             [(k, type(v), v) for k, v in e.record.items()], e.raw) for e in errors]
-
-
 # --------------------------------------------------------------------------- generated batches
 
 
-def _pool(valid: list[int], invalid: list[int]) -> st.SearchStrategy[int]:
-    return st.one_of(st.sampled_from(valid), st.sampled_from(invalid))
-
-
-OPERATORS = _pool(sorted({ln.operator for ln in LINES}), [0, 999, 65535])
-LINE_IDS = _pool(sorted({ln.line for ln in LINES}), [0, 777, 2**32 - 1])
-STOPS = _pool(sorted(REG.stops), [0, 99_999_999, 2**32 - 1])
-CITIES = _pool(sorted(REG.cities), [0, 123, 2**32 - 1])
-ISSUERS = _pool(sorted(REG.issuers), [0, 65_000])
+OPERATORS = value_pool(sorted({ln.operator for ln in LINES}), [0, 999, 65535])
+LINE_IDS = value_pool(sorted({ln.line for ln in LINES}), [0, 777, 2**32 - 1])
+STOPS = value_pool(sorted(REG.stops), [0, 99_999_999, 2**32 - 1])
+CITIES = value_pool(sorted(REG.cities), [0, 123, 2**32 - 1])
+ISSUERS = value_pool(sorted(REG.issuers), [0, 65_000])
 
 
 def _with_versions(ts: TariffSet, area: int, change: Callable[[Any], Any],
