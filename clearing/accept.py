@@ -205,16 +205,6 @@ class DayRules:
     line_priceable: np.ndarray  # bool[L]: the version in force prices a leg on line l
     area_max_leg: np.ndarray  # int64[A]: the most one leg can cost in area a that day; -1: none
 
-    def dense(self, operator: np.ndarray, line: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(dense operator, dense line) of raw columns; -1 where the tariff set has none."""
-        o = _gather(self.operator_index, operator)
-        width = self.line_index.shape[1]
-        ln = np.asarray(line, dtype=np.int64)
-        inside = (o >= 0) & (ln >= 0) & (ln < width)
-        lines = np.where(inside, self.line_index[np.maximum(o, 0), np.where(inside, ln, 0)],
-                         NO_INDEX)
-        return o, lines
-
     def status(self, operator: np.ndarray, line: np.ndarray) -> np.ndarray:
         """int8 per tap: PRICEABLE, NO_TARIFF_VERSION or UNPRICEABLE_LINE (first that fails).
 

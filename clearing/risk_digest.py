@@ -560,8 +560,7 @@ def trusted(data_dir: Path, day: dt.date, rels: Sequence[str], legs_revision: in
             or rows.shape != (n,) or sum(f.rows for f in files) != n):
         return None
     _will_read(folder / f"keys-{meta['token']}.npy")
-    return EarlierDigest(day, hashes, rows, Path(data_dir), tuple(files),
-                         folder / f"keys-{meta['token']}.npy", int(getattr(hashes, "offset", 0)))
+    return EarlierDigest(day, hashes, rows, Path(data_dir), tuple(files))
 
 
 def _will_read(path: Path) -> None:
@@ -589,18 +588,13 @@ def _will_read(path: Path) -> None:
 
 class HashBuffer:
     """What one clear's lookback reuses from one earlier day to the next: the day's probe
-    (``DayProbe``, built on the first digest, ~26 bits a day hash), and an array grown to the
-    largest day for ``EarlierDigest.read_hashes`` (which the lookback no longer calls: it
-    scans the memory maps). Dropped with the lookback, and its memory with it."""
+    (``DayProbe``, built on the first digest, ~26 bits a day hash). Dropped with the lookback,
+    and its memory with it. (It used to hold an array each earlier digest was copied into; the
+    probe scans the memory maps in one in-order pass, where the copy cost more than the page
+    faults: 7-12 ms a day of copying against ~1 ms of faults at ten million hashes.)"""
 
     def __init__(self) -> None:
-        self._array = np.empty(0, np.uint64)
         self._probe: DayProbe | None = None
-
-    def take(self, n: int) -> np.ndarray:
-        if len(self._array) < n:
-            self._array = np.empty(n, np.uint64)
-        return self._array[:n]
 
     def probe(self, today: DayHashes) -> DayProbe:
         """``today``'s probe, built once (again only if asked for another day's hashes)."""
@@ -619,27 +613,6 @@ class EarlierDigest:
     rows: np.ndarray  # memory-mapped: only the hits' rows are read
     data_dir: Path
     files: tuple[DayFile, ...]
-    hash_file: Path  # the hashes' .npy file, and where its data start
-    hash_offset: int
-
-    def read_hashes(self, buffer: HashBuffer | None = None) -> np.ndarray:
-        """The digest's hashes in memory: read whole into ``buffer`` (reused from day to day,
-        so memory is one digest's), or a fresh array. ``replays`` no longer needs it: its one
-        in-order pass reads the memory map, where the copy cost more than the faults (issue
-        #16, ten million hashes: 7-12 ms a day of copying, against ~1 ms of faults)."""
-        n = len(self.hashes)
-        out = np.empty(n, np.uint64) if buffer is None else buffer.take(n)
-        if n == 0:
-            return out
-        try:
-            with open(self.hash_file, "rb") as fh:
-                fh.seek(self.hash_offset)
-                whole = fh.readinto(out.data.cast("B")) == out.nbytes
-        except FileNotFoundError:  # replaced by a clear of that day since: the map still holds
-            whole = False  # the digest that was trusted
-        if not whole:
-            out[:] = self.hashes
-        return out
 
     def replays(self, today: DayHashes,
                 today_keys: Callable[[np.ndarray], Mapping[str, np.ndarray]],

@@ -16,7 +16,6 @@ import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine
-from tests.store_support import reset_store
 
 from clearing.db import make_engine, session_factory
 from clearing.ingest import BatchReport, ingest_taps
@@ -31,6 +30,7 @@ from clearing.tapstore import (
 )
 from clearing.withdraw import withdraw_batch
 from tariffs.registry import FLAT, load_registry
+from tests.store_support import reset_store
 from tongka.schema import upgrade
 
 REG = load_registry()

@@ -12,13 +12,13 @@ import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, select
-from tests.store_support import reset_store
 
 from clearing.batches import Batch
 from clearing.ingest import ingest_file
 from clearing.taps import TAP_COLUMNS
 from clearing.tapstore import read_day_taps
 from tariffs.registry import load_registry
+from tests.store_support import reset_store
 from tongka.testing.strategies import batches, days
 
 REG = load_registry()
