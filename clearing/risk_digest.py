@@ -48,7 +48,7 @@ from numba.cpython.unsafe.numbers import trailing_zeros
 
 from clearing.files import atomic_file, write_text
 from clearing.sorting import W_CARD, W_ROW, rec_card_seq, rec_issuer
-from clearing.tapstore import CARD_KEY, DEVICE_KEY, mix_hash
+from clearing.tapstore import CARD_KEY, DEVICE_KEY, mix_hash, read_stored_rows
 
 DIGEST_VERSION = 1  # the hash and layout; a digest of another version is never trusted
 HASH_BITS = 64  # bits of the key hash kept; tests lower it to force false hits (exactness)
@@ -641,26 +641,11 @@ class EarlierDigest:
 
     def stored_rows(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         """The card and device key columns of some rows of the day's stored taps (rows counted
-        across its files in order): only the row groups that hold them are decoded."""
-        out = {c: np.zeros(len(rows), np.int64) for c in (*CARD_KEY, *DEVICE_KEY)}
-        ends = np.cumsum([f.rows for f in self.files])
-        which = np.searchsorted(ends, rows, side="right")
-        for k in np.unique(which).tolist():
-            at = np.flatnonzero(which == k)
-            local = rows[at] - (int(ends[k - 1]) if k else 0)
-            stored = pq.ParquetFile(self.data_dir / self.files[k].rel)
-            meta = stored.metadata
-            starts = np.cumsum([0] + [meta.row_group(g).num_rows
-                                      for g in range(meta.num_row_groups)])
-            group = np.searchsorted(starts, local, side="right") - 1
-            for g in np.unique(group).tolist():
-                sel = np.flatnonzero(group == g)
-                table = stored.read_row_group(g, columns=[*CARD_KEY, *DEVICE_KEY])
-                take = pa.array(local[sel] - starts[g])
-                for c in out:
-                    out[c][at[sel]] = np.asarray(table.column(c).take(take).to_numpy(),
-                                                 np.int64)
-        return out
+        across its files in order), as int64: only the row groups that hold them are decoded
+        (``tapstore.read_stored_rows``)."""
+        got = read_stored_rows([(self.data_dir / f.rel, f.rows) for f in self.files],
+                               np.asarray(rows, np.int64), (*CARD_KEY, *DEVICE_KEY))
+        return {c: np.asarray(v, np.int64) for c, v in got.items()}
 
 
 def warm_up() -> None:

@@ -38,7 +38,7 @@ from clearing.sorting import (
     record_fields,
     sort_tap_records_streamed,
 )
-from clearing.taps import BALANCE_UNKNOWN
+from clearing.taps import BALANCE_UNKNOWN, balances
 from clearing.tapstore import CARD_KEY, day_tap_paths, read_stored_rows, read_tap_file
 
 # what the first read takes of each file: the sort's bucket counts and ts offset, and the
@@ -94,8 +94,14 @@ class SortedDay:
 
     def key_columns(self) -> dict[str, np.ndarray]:
         """The card key columns of every tap in acceptance order (the replay lookback of a day
-        whose earlier days have no digest streams their keys through a table of these)."""
-        return self.card_keys(np.arange(self.num_rows))
+        whose earlier days have no digest streams their keys through a table of these):
+        unpacked in record order and put in place by ``W_ROW``, never a copy of the records."""
+        rows = self.records[:, W_ROW].astype(np.int64)
+        out = {}
+        for name, values in record_fields(self.records, CARD_KEY).items():
+            out[name] = np.empty_like(values)
+            out[name][rows] = values
+        return out
 
     def _positions(self) -> np.ndarray:
         """Each table row's record (the inverse of ``W_ROW``), made once on first use."""
@@ -141,7 +147,7 @@ def read_sorted_day(data_dir: Path, day: dt.date, engine: Engine | None = None,
             if table.num_rows != counts[k]:
                 raise ValueError(f"{groups[k][0]}: row group {groups[k][1]} holds "
                                  f"{table.num_rows} taps, {counts[k]} a moment ago")
-            balance[starts[k]:starts[k + 1]] = _balances(table)
+            balance[starts[k]:starts[k + 1]] = balances(table)  # -1 where none stored
             yield {c: table.column(c).to_numpy() for c in RECORD_COLUMNS}
 
     tmin, tmax = span or [0, 0]
@@ -150,8 +156,10 @@ def read_sorted_day(data_dir: Path, day: dt.date, engine: Engine | None = None,
     del card_ids
     pa.default_memory_pool().release_unused()  # the reads' buffers, kept by the allocator
     ordered = sorted(pairs)
-    files = tuple((p, int(sum(n for (q, _), n in zip(groups, counts, strict=True) if q == p)))
-                  for p in paths)
+    rows_of = dict.fromkeys(paths, 0)
+    for (path, _), n in zip(groups, counts, strict=True):
+        rows_of[path] += n
+    files = tuple(rows_of.items())
     return SortedDay(
         day, records, balance if n_taps and int(balance.max()) >= 0 else None, files,
         (np.array([o for o, _ in ordered], np.uint16),
@@ -173,15 +181,6 @@ def _read_group(path: Path, group: int, columns: Sequence[str]) -> pa.Table:
     stored = pq.ParquetFile(path)
     names = set(stored.schema_arrow.names)
     return stored.read_row_group(group, columns=[c for c in columns if c in names])
-
-
-def _balances(table: pa.Table) -> np.ndarray:
-    if "balance_fen" not in table.column_names:
-        return np.full(table.num_rows, BALANCE_UNKNOWN, np.int64)
-    col = table.column("balance_fen")
-    if col.null_count:
-        col = pc.fill_null(col, BALANCE_UNKNOWN)
-    return np.asarray(col.to_numpy(), np.int64)
 
 
 def _inverse_rows(records: np.ndarray) -> np.ndarray:
