@@ -184,9 +184,11 @@ class _Cancelled(Exception):
 
 class ReplayLookback:
     """CARD_SEQ_REPLAY's lookback for one day's taps, run on a thread of its own from the
-    moment they are read: the day's card keys hashed from the Arrow columns and sorted
-    (``DayHashes.of_table``), merged with every earlier day's digest or probed with its
-    streamed keys, hits resolved against the Parquet files (``risk.replay_evidence``).
+    moment they are read (a ``SortedDay``: from the moment they are sorted): the day's card
+    keys hashed and sorted (from the records, or from the Arrow columns,
+    ``DayHashes.of_table``), tested against every earlier day's digest or probed with its
+    streamed keys, hits resolved against the Parquet files (``risk.replay_evidence``); for a
+    ``SortedDay`` the day's per-card signals are walked here too (``walked``).
 
     It needs nothing pricing makes, and its kernels (numba ``nogil``), pyarrow's reads and
     zstd release the GIL, so it runs beside pricing and the legs' Parquet write (which leave a
